@@ -1,0 +1,106 @@
+//! The realtime API plugins use. It hides socketioxide's adapter type so the same plugin
+//! code runs on the local adapter and on the Redis one.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use salvo::http::HeaderMap;
+use serde_json::Value;
+
+use crate::async_trait;
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+/// The room every socket of a user joins; emits to a user go through it, so they reach
+/// the user's sockets on every node once the cluster adapter carries rooms across nodes.
+pub fn user_room(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+/// Operations on one connected socket, implemented by the kernel.
+pub trait SocketOps: Send + Sync + 'static {
+    fn id(&self) -> String;
+    /// Emits to this socket only. Returns false when the socket is closed or its buffer is
+    /// full: a slow client loses that emit instead of making the server wait.
+    fn emit(&self, event: &str, data: &Value) -> bool;
+    fn join(&self, room: &str);
+    fn leave(&self, room: &str);
+    fn disconnect(&self, reason: &str);
+}
+
+/// What an event handler gets: the socket and who is on it.
+#[derive(Clone)]
+pub struct SocketCtx {
+    pub socket: Arc<dyn SocketOps>,
+    /// `None` only when no plugin authenticates sockets (auth disabled).
+    pub principal: Option<Arc<Principal>>,
+}
+
+impl SocketCtx {
+    /// The authenticated user, or the `unauthorized` error to send back.
+    pub fn user(&self) -> Result<&Principal, ApiError> {
+        self.principal.as_deref().ok_or_else(|| ApiError::unauthorized("this socket is not authenticated"))
+    }
+}
+
+/// The ack callback of one event. Clients of the old backend send no ack: then
+/// [`Ack::wanted`] is false and handlers report errors through an `error` event instead.
+pub struct Ack(Option<Box<dyn FnOnce(Value) + Send>>);
+
+impl Ack {
+    pub fn new(send: Option<Box<dyn FnOnce(Value) + Send>>) -> Self {
+        Ack(send)
+    }
+    pub fn none() -> Self {
+        Ack(None)
+    }
+    pub fn wanted(&self) -> bool {
+        self.0.is_some()
+    }
+    pub fn send(self, value: Value) {
+        if let Some(f) = self.0 {
+            f(value)
+        }
+    }
+    /// Acks with `{ok:false, error}` if an ack was asked for, else emits `error` on the socket.
+    pub fn fail(self, ctx: &SocketCtx, error: &ApiError) {
+        if self.wanted() {
+            self.send(serde_json::json!({"ok": false, "error": error.to_json()}));
+        } else {
+            ctx.socket.emit("error", &error.to_json());
+        }
+    }
+}
+
+/// An event handler. It is called in the order the socket's events arrive; the work it
+/// does before returning its future happens in that order too (use it for anything that
+/// must keep order, such as queueing a write). The future is then spawned.
+pub type EventHandler = Arc<dyn Fn(SocketCtx, Value, Ack) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Called when a socket connects (after authentication) or disconnects.
+pub type SocketHook = Arc<dyn Fn(SocketCtx) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The handshake of a connecting socket.
+pub struct Handshake {
+    /// The `auth` object of the Socket.IO handshake (`{}` when absent).
+    pub auth: Value,
+    pub headers: HeaderMap,
+}
+
+/// Connect middleware: refuse the socket (the client gets `connect_error` with the
+/// error's message) or return the principal it authenticated, if any.
+pub type ConnectMiddleware =
+    Arc<dyn Fn(Arc<Handshake>) -> BoxFuture<'static, Result<Option<Principal>, ApiError>> + Send + Sync>;
+
+/// Emits to sockets anywhere in the cluster.
+#[async_trait]
+pub trait Emitter: Send + Sync + 'static {
+    /// Emits to every socket of `user_id`.
+    async fn to_user(&self, user_id: &str, event: &str, data: &Value);
+    /// Emits to every socket in `room`.
+    async fn to_room(&self, room: &str, event: &str, data: &Value);
+    /// How many sockets are open on this node.
+    fn local_sockets(&self) -> usize;
+}
+
+pub type SharedEmitter = Arc<dyn Emitter>;

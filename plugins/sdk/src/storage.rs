@@ -1,0 +1,184 @@
+//! Storage: users, messages and read cursors. Two backends implement these traits
+//! (SQLite embedded, MongoDB in production) and pass one contract suite.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+use crate::async_trait;
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StorageError {
+    /// A uniqueness rule was broken (e.g. the username is taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// Something the write refers to does not exist (e.g. the receiver).
+    #[error("{0}")]
+    NotFound(String),
+    /// A paging cursor names no message of this conversation; holds the parameter name.
+    #[error("unknown cursor in {0}")]
+    InvalidCursor(String),
+    /// The write queue is full: back off and retry.
+    #[error("storage is busy")]
+    Busy,
+    /// The store is shutting down.
+    #[error("storage is closed")]
+    Closed,
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// A user account. `password_hash` never leaves the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub password_hash: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A user as clients see it: `{id, username, displayName}`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = User)]
+pub struct PublicUser {
+    pub id: String,
+    pub username: String,
+    #[serde(rename = "displayName")]
+    pub display_name: Option<String>,
+}
+
+impl From<&UserRecord> for PublicUser {
+    fn from(u: &UserRecord) -> Self {
+        PublicUser { id: u.id.clone(), username: u.username.clone(), display_name: u.display_name.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub display_name: Option<String>,
+    pub password_hash: String,
+}
+
+/// A stored message, serialized exactly as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = Message)]
+pub struct Message {
+    /// 24-hex id; also the paging cursor.
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(rename = "senderId")]
+    pub sender_id: String,
+    #[serde(rename = "receiverId")]
+    pub receiver_id: String,
+    pub message: String,
+    #[serde(rename = "clientMsgId", skip_serializing_if = "Option::is_none", default)]
+    pub client_msg_id: Option<String>,
+    /// RFC 3339 UTC with milliseconds.
+    #[serde(rename = "createdAt", with = "crate::time::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[serde(rename = "updatedAt", with = "crate::time::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub sender_id: String,
+    pub receiver_id: String,
+    pub message: String,
+    pub client_msg_id: Option<String>,
+}
+
+/// The result of an insert: the stored message, and whether this call created it
+/// (false when `(sender, clientMsgId)` was already stored: an idempotent repeat).
+#[derive(Debug, Clone)]
+pub struct Inserted {
+    pub message: Message,
+    pub created: bool,
+}
+
+/// One page of a conversation. With neither cursor: the newest `limit` messages. With
+/// `before`: the `limit` messages just older than it. With `after`: the `limit` messages
+/// just newer than it (and older than `before` if both are given). Always oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// A conversation in a user's list.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = Conversation)]
+pub struct Conversation {
+    /// The other user's id.
+    pub partner: String,
+    #[serde(rename = "lastMessage")]
+    pub last_message: Message,
+    #[serde(rename = "lastAt", with = "crate::time::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_at: Timestamp,
+    /// Messages from the partner newer than my read cursor.
+    pub unread: u64,
+}
+
+/// How far `user` has read the messages `partner` sent them.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = ReadState)]
+pub struct ReadState {
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    #[serde(rename = "withUser")]
+    pub partner_id: String,
+    /// The newest message read (`null` if nothing was read yet).
+    #[serde(rename = "upTo")]
+    pub up_to: Option<String>,
+    #[serde(rename = "readAt", with = "crate::time::rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub read_at: Option<Timestamp>,
+    pub unread: u64,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Creates a user; `Conflict` if the username is taken (compared case-insensitively).
+    async fn create_user(&self, user: NewUser) -> StorageResult<UserRecord>;
+    async fn user_by_id(&self, id: &str) -> StorageResult<Option<UserRecord>>;
+    /// Case-insensitive lookup.
+    async fn user_by_username(&self, username: &str) -> StorageResult<Option<UserRecord>>;
+    async fn set_password_hash(&self, id: &str, hash: &str) -> StorageResult<()>;
+}
+
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Stores a message durably. The message takes its place in its pair's order when this
+    /// is *called* (the future only waits for the commit), so callers that call in send
+    /// order get send order. `NotFound` if the receiver does not exist.
+    fn insert(&self, message: NewMessage) -> BoxFuture<'static, StorageResult<Inserted>>;
+    /// A page of the conversation between `a` and `b`, oldest first.
+    async fn history(&self, a: &str, b: &str, page: PageQuery) -> StorageResult<Vec<Message>>;
+    /// Messages to or from `user` after the cursor (all if `None`), oldest first, at most
+    /// `limit`; the flag says whether more follow.
+    async fn since(&self, user: &str, after: Option<&str>, limit: usize) -> StorageResult<(Vec<Message>, bool)>;
+    /// `user`'s conversations, newest first.
+    async fn conversations(&self, user: &str) -> StorageResult<Vec<Conversation>>;
+    /// Moves `user`'s read cursor for `partner` forward to `up_to` (default: the newest
+    /// message). It never moves back. `InvalidCursor("upTo")` if `up_to` is not a message
+    /// of this conversation.
+    async fn mark_read(&self, user: &str, partner: &str, up_to: Option<&str>) -> StorageResult<ReadState>;
+    /// Checks that the store answers (for `/ready`).
+    async fn ping(&self) -> StorageResult<()>;
+    /// Finishes queued writes and stops accepting new ones.
+    async fn close(&self);
+}
+
+pub type SharedUserStore = Arc<dyn UserStore>;
+pub type SharedMessageStore = Arc<dyn MessageStore>;

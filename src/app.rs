@@ -1,0 +1,173 @@
+//! Boot and shutdown: storage, cluster services, plugins, server; then a graceful stop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use confab_sdk::async_trait;
+use confab_sdk::clock::{SharedClock, SystemClock};
+use confab_sdk::docs::ApiDocument;
+use confab_sdk::cluster::{SharedRevocationStore, SharedSessionStore};
+use confab_sdk::health::HealthCheck;
+use confab_sdk::plugin::DynPlugin;
+use confab_sdk::realtime::SharedEmitter;
+use confab_sdk::services::Services;
+use confab_sdk::storage::{MessageStore, SharedMessageStore, SharedUserStore, StorageError};
+use salvo::conn::tcp::TcpAcceptor;
+use salvo::prelude::*;
+use socketioxide::SocketIo;
+
+use crate::cluster::local::{LocalRevocationStore, LocalSessionStore};
+use crate::config::Config;
+use crate::host::{self, HostError};
+use crate::metrics::Metrics;
+use crate::server::socket::{AdapterEmitter, SocketHost};
+use crate::server::{self, HttpParts};
+use crate::storage::{CommitObserver, SqliteStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Plugins(#[from] HostError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AppError {
+    /// Configuration mistakes exit with 2 like a bad config file; the rest with 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Plugins(_) => crate::cli::EXIT_CONFIG,
+            _ => 1,
+        }
+    }
+}
+
+struct StorageCheck(SharedMessageStore);
+
+#[async_trait]
+impl HealthCheck for StorageCheck {
+    fn name(&self) -> &str {
+        "storage"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+/// Serves until SIGINT or SIGTERM, then stops gracefully within `shutdown_timeout_secs`.
+pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(), AppError> {
+    // Check the plugin plan before touching storage, so a bad plan fails fast.
+    host::plan(&config, &plugins)?;
+    let metrics = Arc::new(Metrics::default());
+    let clock: SharedClock = Arc::new(SystemClock);
+    let observer_metrics = metrics.clone();
+    let observer: CommitObserver = Arc::new(move |n, d| observer_metrics.commit(n, d));
+    let store = SqliteStore::open(&config.storage.sqlite, clock.clone(), Some(observer)).await?;
+    tracing::info!(path = %config.storage.sqlite.path, "storage ready (sqlite)");
+    let users: SharedUserStore = store.clone();
+    let messages: SharedMessageStore = store.clone();
+
+    let sock = &config.server.socket;
+    let (socket_layer, io) = SocketIo::builder()
+        .max_payload(sock.max_payload)
+        .max_buffer_size(sock.max_buffer_size)
+        .ping_interval(Duration::from_secs(sock.ping_interval_secs))
+        .ping_timeout(Duration::from_secs(sock.ping_timeout_secs))
+        .build_layer();
+    let emitter: SharedEmitter = Arc::new(AdapterEmitter { io: io.clone(), metrics: metrics.clone() });
+
+    let mut services = Services::default();
+    let sessions: SharedSessionStore = Arc::new(LocalSessionStore::new(clock.clone()));
+    let revocations: SharedRevocationStore = Arc::new(LocalRevocationStore::new(clock.clone()));
+    let provided = [
+        services.provide(users, "kernel"),
+        services.provide(messages.clone(), "kernel"),
+        services.provide(clock, "kernel"),
+        services.provide(sessions, "kernel"),
+        services.provide(revocations, "kernel"),
+        services.provide(emitter, "kernel"),
+    ];
+    if provided.iter().any(Result::is_err) {
+        return Err(AppError::Other("a kernel service was provided twice".into()));
+    }
+    let document = ApiDocument::default();
+    let _ = services.provide(document.clone(), "kernel");
+    let (contrib, names) = host::build(&config, &plugins, &mut services)?;
+    tracing::info!(plugins = ?names, "plugins built");
+    document.set(crate::openapi::assemble(crate::openapi::kernel_fragment(config.server.metrics), &contrib.openapi));
+
+    server::socket::install(
+        &io,
+        Arc::new(SocketHost {
+            middleware: contrib.connect_middleware,
+            events: contrib.events.into_iter().collect::<HashMap<_, _>>(),
+            on_connect: contrib.on_connect,
+            on_disconnect: contrib.on_disconnect,
+            metrics: metrics.clone(),
+            max_in_flight: sock.max_in_flight,
+        }),
+    );
+
+    let mut checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(StorageCheck(messages.clone()))];
+    checks.extend(contrib.health);
+    let draining = Arc::new(AtomicBool::new(false));
+    let service = server::service(
+        &config,
+        HttpParts { routes: contrib.routes, hoops: contrib.hoops, checks, metrics, draining: draining.clone(), socket_layer },
+    );
+
+    let addr = format!("{}:{}", config.server.host, config.server.port);
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| AppError::Bind { addr: addr.clone(), source })?;
+    let local = listener.local_addr().map_err(|source| AppError::Bind { addr: addr.clone(), source })?;
+    let acceptor = TcpAcceptor::try_from(listener).map_err(|source| AppError::Bind { addr, source })?;
+    // Salvo's fuse would cut idle keep-alive connections; Socket.IO's own ping already
+    // detects dead peers, and long-lived WebSockets must not be fused.
+    let server = Server::new(acceptor).disable_fuse();
+    let handle = server.handle();
+    tracing::info!(addr = %local, profile = %config.profile.name, "listening");
+
+    let deadline = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let stopper = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        draining.store(true, Ordering::Relaxed);
+        // Close sockets first: their connections would otherwise keep the server draining.
+        if tokio::time::timeout(deadline / 2, io.close()).await.is_err() {
+            tracing::warn!("sockets did not close in time");
+        }
+        handle.stop_graceful(deadline / 2);
+    });
+    let served = server.try_serve(service).await;
+    stopper.abort();
+    // In-flight requests are done; now finish queued storage writes.
+    if tokio::time::timeout(deadline, store.close()).await.is_err() {
+        tracing::error!("storage writes did not finish within the shutdown deadline");
+    }
+    served.map_err(|e| AppError::Other(format!("server: {e}")))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+

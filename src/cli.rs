@@ -1,0 +1,100 @@
+//! The command line: `confab [serve]`, `confab config check|show`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Sources};
+
+#[derive(Parser, Debug)]
+#[command(name = "confab", version, about = "Real-time one-to-one chat server")]
+pub struct Cli {
+    /// A TOML file to use instead of config/default.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The configuration profile (default: CONFAB_PROFILE, or production if NODE_ENV=production).
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Log format; overrides `log.format`.
+    #[arg(long, global = true, value_parser = ["pretty", "json"])]
+    pub log_format: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve HTTP and Socket.IO (the default).
+    Serve,
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Validate the configuration and print every problem with its key.
+    Check,
+    /// Print the merged configuration, secrets masked.
+    Show,
+}
+
+/// Exit status for configuration errors.
+pub const EXIT_CONFIG: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let sources = Sources { file: cli.config.clone(), profile: cli.profile.clone() };
+    let plugins = crate::plugins::compiled();
+    let loaded = config::load(&sources, &plugins);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config { action } => {
+            let config = match loaded {
+                Ok(c) => c,
+                Err(problems) => return report(&problems),
+            };
+            if let Err(e) = crate::host::plan(&config, &plugins) {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            match action {
+                ConfigAction::Check => println!("configuration ok (profile {})", config.profile.name),
+                ConfigAction::Show => print!("{}", config::show(&config)),
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Serve => {
+            let config = match loaded {
+                Ok(c) => c,
+                Err(problems) => return report(&problems),
+            };
+            crate::logging::init(&config.log, cli.log_format.as_deref());
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(crate::app::run(config, plugins)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "confab stopped");
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+    }
+}
+
+fn report(problems: &[confab_sdk::config::ConfigProblem]) -> ExitCode {
+    eprintln!("error: invalid configuration ({} problem{})", problems.len(), if problems.len() == 1 { "" } else { "s" });
+    for p in problems {
+        eprintln!("  {p}");
+    }
+    ExitCode::from(EXIT_CONFIG)
+}

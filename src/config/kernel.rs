@@ -1,0 +1,206 @@
+//! The kernel's own configuration sections: `[server]`, `[log]`, `[storage]`, `[cluster]`.
+
+use confab_sdk::config::{ConfigProblem, RunProfile, Section};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::SqliteConfig;
+
+fn problem(key: &str, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem { key: key.to_owned(), message: message.into() }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Largest accepted HTTP request body, in bytes.
+    pub body_limit: usize,
+    /// How long graceful shutdown may take before remaining work is abandoned.
+    pub shutdown_timeout_secs: u64,
+    /// Serve `/metrics` in the Prometheus text format.
+    pub metrics: bool,
+    pub cors: CorsConfig,
+    pub socket: SocketConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 3000,
+            body_limit: 64 * 1024,
+            shutdown_timeout_secs: 10,
+            metrics: true,
+            cors: CorsConfig::default(),
+            socket: SocketConfig::default(),
+        }
+    }
+}
+
+impl Section for ServerConfig {
+    fn validate(&self, _: &RunProfile) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if self.host.parse::<std::net::IpAddr>().is_err() {
+            p.push(problem("host", format!("expected an IP address such as 0.0.0.0 or 127.0.0.1, got {:?}", self.host)));
+        }
+        if self.body_limit < 1024 {
+            p.push(problem("body_limit", "expected at least 1024 bytes"));
+        }
+        if self.shutdown_timeout_secs == 0 {
+            p.push(problem("shutdown_timeout_secs", "expected at least 1 second"));
+        }
+        if self.socket.max_payload < 1024 {
+            p.push(problem("socket.max_payload", "expected at least 1024 bytes"));
+        }
+        if self.socket.max_buffer_size == 0 {
+            p.push(problem("socket.max_buffer_size", "expected at least 1 packet"));
+        }
+        if self.socket.ping_interval_secs == 0 || self.socket.ping_timeout_secs == 0 {
+            p.push(problem("socket.ping_interval_secs", "ping interval and timeout must be at least 1 second"));
+        }
+        p
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed to call the API from a browser; `["*"]` allows any (without credentials).
+    pub allowed_origins: Vec<String>,
+    /// Lets listed origins send cookies. Ignored for `*`.
+    pub allow_credentials: bool,
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig { allowed_origins: vec!["*".into()], allow_credentials: true, max_age_secs: 600 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketConfig {
+    /// Largest Socket.IO packet accepted from a client, in bytes.
+    pub max_payload: u64,
+    /// Packets buffered per socket before emits to it are dropped (slow clients).
+    pub max_buffer_size: usize,
+    pub ping_interval_secs: u64,
+    pub ping_timeout_secs: u64,
+    /// Events of one socket being processed at once; more are refused with `unavailable`.
+    pub max_in_flight: usize,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig { max_payload: 64 * 1024, max_buffer_size: 128, ping_interval_secs: 25, ping_timeout_secs: 20, max_in_flight: 64 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `confab=debug,salvo=warn`); `RUST_LOG` wins when set.
+    pub level: String,
+    /// `pretty` or `json`; `--log-format` wins when given.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: "pretty".into() }
+    }
+}
+
+impl Section for LogConfig {
+    fn validate(&self, _: &RunProfile) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if !matches!(self.format.as_str(), "pretty" | "json") {
+            p.push(problem("format", format!("expected \"pretty\" or \"json\", got {:?}", self.format)));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
+            p.push(problem("level", format!("expected a tracing filter such as \"info\", got {:?}", self.level)));
+        }
+        p
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite` (embedded, the default) or `mongodb`.
+    pub backend: String,
+    pub sqlite: SqliteConfig,
+    pub mongodb: MongoConfig,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { backend: "sqlite".into(), sqlite: SqliteConfig::default(), mongodb: MongoConfig::default() }
+    }
+}
+
+impl Section for StorageConfig {
+    fn validate(&self, profile: &RunProfile) -> Vec<ConfigProblem> {
+        let mut p = match self.backend.as_str() {
+            "sqlite" => Vec::new(),
+            "mongodb" => vec![problem("backend", "the mongodb backend is not part of this build yet; use \"sqlite\"")],
+            other => vec![problem("backend", format!("expected \"sqlite\" or \"mongodb\", got {other:?}"))],
+        };
+        p.extend(self.sqlite.validate(profile).into_iter().map(|e| problem(&format!("sqlite.{}", e.key), e.message)));
+        p
+    }
+}
+
+/// Settings of the MongoDB backend (`MONGO_URI` sets `uri`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MongoConfig {
+    pub uri: String,
+    pub database: String,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        MongoConfig { uri: "mongodb://127.0.0.1:27017".into(), database: "confab".into() }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `local` (one node, in-process) or `redis`.
+    pub backend: String,
+    pub redis: RedisConfig,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { backend: "local".into(), redis: RedisConfig::default() }
+    }
+}
+
+impl Section for ClusterConfig {
+    fn validate(&self, _: &RunProfile) -> Vec<ConfigProblem> {
+        match self.backend.as_str() {
+            "local" => Vec::new(),
+            "redis" => vec![problem("backend", "the redis cluster backend is not part of this build yet; use \"local\"")],
+            other => vec![problem("backend", format!("expected \"local\" or \"redis\", got {other:?}"))],
+        }
+    }
+}
+
+/// Settings of the Redis cluster backend (`REDIS_URL` sets `url`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    pub url: String,
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: "redis://127.0.0.1:6379".into(), key_prefix: "confab:".into() }
+    }
+}

@@ -1,0 +1,167 @@
+//! Prometheus metrics in the text exposition format, kept by hand: a few counters and
+//! histograms do not justify a metrics framework on the hot path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+/// A histogram with fixed buckets.
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram { bounds, counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(), sum_micros: AtomicU64::new(0), count: AtomicU64::new(0) }
+    }
+
+    pub fn observe(&self, v: f64) {
+        if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros.fetch_add((v * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord, Clone)]
+struct HttpKey {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+pub struct Metrics {
+    http_requests: Mutex<HashMap<HttpKey, u64>>,
+    http_latency: Mutex<HashMap<String, Histogram>>,
+    open_sockets: AtomicI64,
+    socket_events: Mutex<HashMap<String, u64>>,
+    commit_batch: Histogram,
+    commit_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            http_requests: Mutex::default(),
+            http_latency: Mutex::default(),
+            open_sockets: AtomicI64::new(0),
+            socket_events: Mutex::default(),
+            commit_batch: Histogram::new(BATCH_BUCKETS),
+            commit_latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let key = HttpKey { route: route.to_owned(), method: method.to_owned(), status };
+        *self.http_requests.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+        let mut lat = self.http_latency.lock().unwrap_or_else(|e| e.into_inner());
+        lat.entry(route.to_owned()).or_insert_with(|| Histogram::new(LATENCY_BUCKETS)).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn socket_opened(&self) {
+        self.open_sockets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn socket_closed(&self) {
+        self.open_sockets.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn open_sockets(&self) -> i64 {
+        self.open_sockets.load(Ordering::Relaxed)
+    }
+
+    pub fn socket_event(&self, event: &str) {
+        let mut m = self.socket_events.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get_mut(event) {
+            Some(n) => *n += 1,
+            None => {
+                m.insert(event.to_owned(), 1);
+            }
+        }
+    }
+
+    pub fn commit(&self, batch: usize, latency: Duration) {
+        self.commit_batch.observe(batch as f64);
+        self.commit_latency.observe(latency.as_secs_f64());
+    }
+
+    /// The text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP confab_http_requests_total HTTP requests by route, method and status.\n# TYPE confab_http_requests_total counter\n");
+        let reqs: BTreeMap<HttpKey, u64> = self.http_requests.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for (k, v) in reqs {
+            let _ = writeln!(out, "confab_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {v}", escape(&k.route), k.method, k.status);
+        }
+        out.push_str("# HELP confab_http_request_duration_seconds HTTP request latency by route.\n# TYPE confab_http_request_duration_seconds histogram\n");
+        {
+            let lat = self.http_latency.lock().unwrap_or_else(|e| e.into_inner());
+            let mut routes: Vec<_> = lat.keys().collect();
+            routes.sort();
+            for r in routes {
+                lat[r].render(&mut out, "confab_http_request_duration_seconds", &format!("route=\"{}\"", escape(r)));
+            }
+        }
+        let _ = writeln!(out, "# HELP confab_open_sockets Socket.IO connections open on this node.\n# TYPE confab_open_sockets gauge\nconfab_open_sockets {}", self.open_sockets());
+        out.push_str("# HELP confab_socket_events_total Socket.IO events received, by name.\n# TYPE confab_socket_events_total counter\n");
+        let events: BTreeMap<String, u64> = self.socket_events.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for (k, v) in events {
+            let _ = writeln!(out, "confab_socket_events_total{{event=\"{}\"}} {v}", escape(&k));
+        }
+        out.push_str("# HELP confab_storage_commit_batch_size Writes per group-commit transaction.\n# TYPE confab_storage_commit_batch_size histogram\n");
+        self.commit_batch.render(&mut out, "confab_storage_commit_batch_size", "");
+        out.push_str("# HELP confab_storage_commit_seconds Group-commit transaction latency.\n# TYPE confab_storage_commit_seconds histogram\n");
+        self.commit_latency.render(&mut out, "confab_storage_commit_seconds", "");
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.http("/health", "GET", 200, Duration::from_micros(300));
+        m.http("/health", "GET", 200, Duration::from_millis(3));
+        m.socket_event("send_message");
+        m.commit(3, Duration::from_millis(1));
+        let text = m.render();
+        assert!(text.contains("confab_http_requests_total{route=\"/health\",method=\"GET\",status=\"200\"} 2"), "{text}");
+        assert!(text.contains("confab_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.0005\"} 1"), "{text}");
+        assert!(text.contains("confab_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.005\"} 2"), "{text}");
+        assert!(text.contains("confab_socket_events_total{event=\"send_message\"} 1"));
+        assert!(text.contains("confab_storage_commit_batch_size_bucket{le=\"4\"} 1"), "{text}");
+        assert!(text.contains("confab_storage_commit_batch_size_count 1"));
+    }
+}

@@ -1,0 +1,69 @@
+//! The HTTP + Socket.IO server: salvo serves the routes, socketioxide the `/socket.io/`
+//! path on the same port.
+
+pub mod middleware;
+pub mod routes;
+pub mod socket;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use confab_sdk::health::HealthCheck;
+use salvo::catcher::Catcher;
+use salvo::prelude::*;
+use socketioxide::layer::SocketIoLayer;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+pub struct HttpParts {
+    pub routes: Vec<Router>,
+    pub hoops: Vec<Arc<dyn Handler>>,
+    pub checks: Vec<Arc<dyn HealthCheck>>,
+    pub metrics: Arc<Metrics>,
+    pub draining: Arc<AtomicBool>,
+    pub socket_layer: SocketIoLayer,
+}
+
+/// An empty goal: salvo runs hoops only on matched routes, so the Socket.IO layer needs a
+/// route with a goal to hang on.
+#[handler]
+async fn socket_io_goal() {}
+
+/// The salvo service with every route, hoop and the JSON error catcher.
+pub fn service(config: &Config, parts: HttpParts) -> Service {
+    let mut router = Router::new()
+        .push(Router::with_path("health").get(routes::health))
+        .push(Router::with_path("ready").get(routes::Ready { checks: parts.checks, draining: parts.draining }));
+    if config.server.metrics {
+        router = router.push(Router::with_path("metrics").get(routes::MetricsRoute(parts.metrics.clone())));
+    }
+    let socket_layer = tower::ServiceBuilder::new().layer(parts.socket_layer);
+    router = router.push(Router::with_path("socket.io/{**rest}").hoop(socket_layer.compat()).goal(socket_io_goal));
+    let mut plugin_routes = Router::new();
+    for h in parts.hoops {
+        plugin_routes = plugin_routes.hoop(ArcHandler(h));
+    }
+    for r in parts.routes {
+        plugin_routes = plugin_routes.push(r);
+    }
+    router = router.push(plugin_routes);
+    Service::new(router)
+        .hoop(middleware::RequestContext {
+            metrics: config.server.metrics.then(|| parts.metrics.clone()),
+            body_limit: config.server.body_limit,
+        })
+        .hoop(middleware::SecurityHeaders { hsts: config.profile.is_production() })
+        .hoop(middleware::Cors::new(&config.server))
+        .catcher(Catcher::new(routes::json_errors))
+}
+
+/// Lets a plugin's shared hoop be added where salvo wants an owned handler.
+struct ArcHandler(Arc<dyn Handler>);
+
+#[async_trait]
+impl Handler for ArcHandler {
+    async fn handle(&self, req: &mut Request, depot: &mut Depot, res: &mut Response, ctrl: &mut FlowCtrl) {
+        self.0.handle(req, depot, res, ctrl).await
+    }
+}

@@ -1,0 +1,199 @@
+//! Socket.IO on the `/` namespace. The kernel owns the namespace: it authenticates the
+//! handshake with the plugins' connect middleware, joins each socket to its user's room,
+//! and dispatches every event to the plugin that registered it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use confab_sdk::auth::Principal;
+use confab_sdk::error::{ApiError, ErrorCode};
+use confab_sdk::realtime::{Ack, ConnectMiddleware, Emitter, EventHandler, Handshake, SocketCtx, SocketHook, SocketOps, user_room};
+use futures_util::FutureExt;
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessageParts};
+use socketioxide::socket::Socket;
+
+use crate::metrics::Metrics;
+
+/// What the plugins contributed to sockets, shared by every socket.
+pub struct SocketHost {
+    pub middleware: Vec<ConnectMiddleware>,
+    pub events: HashMap<String, EventHandler>,
+    pub on_connect: Vec<SocketHook>,
+    pub on_disconnect: Vec<SocketHook>,
+    pub metrics: Arc<Metrics>,
+    pub max_in_flight: usize,
+}
+
+/// Per-socket state, kept in the socket's extensions.
+#[derive(Clone)]
+struct SocketState {
+    principal: Option<Arc<Principal>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// The ack sender plus whether the client asked for an ack at all (socketioxide does not
+/// expose that, but an extractor sees the ack id).
+struct AckInfo {
+    sender: AckSender,
+    wanted: bool,
+}
+
+impl FromMessageParts<LocalAdapter> for AckInfo {
+    type Error = Infallible;
+    fn from_message_parts(s: &Arc<Socket<LocalAdapter>>, v: &mut socketioxide::handler::Value, ack_id: &Option<i64>) -> Result<Self, Infallible> {
+        let sender = AckSender::from_message_parts(s, v, ack_id)?;
+        Ok(AckInfo { sender, wanted: ack_id.is_some() })
+    }
+}
+
+struct LocalSocket(SocketRef);
+
+impl SocketOps for LocalSocket {
+    fn id(&self) -> String {
+        self.0.id.to_string()
+    }
+    fn emit(&self, event: &str, data: &Value) -> bool {
+        self.0.emit(event, data).is_ok()
+    }
+    fn join(&self, room: &str) {
+        self.0.join(room.to_owned());
+    }
+    fn leave(&self, room: &str) {
+        self.0.leave(room.to_owned());
+    }
+    fn disconnect(&self, reason: &str) {
+        tracing::info!(socket = %self.0.id, reason, "disconnecting socket");
+        let _ = self.0.clone().disconnect();
+    }
+}
+
+fn ctx(s: &SocketRef, state: &SocketState) -> SocketCtx {
+    SocketCtx { socket: Arc::new(LocalSocket(s.clone())), principal: state.principal.clone() }
+}
+
+/// Installs the `/` namespace on `io`.
+pub fn install(io: &SocketIo, host: Arc<SocketHost>) {
+    let mw_host = host.clone();
+    let middleware = move |s: SocketRef, TryData(auth): TryData<Value>| {
+        let host = mw_host.clone();
+        async move {
+            let handshake = Arc::new(Handshake { auth: auth.unwrap_or(Value::Null), headers: s.req_parts().headers.clone() });
+            let mut principal = None;
+            for m in &host.middleware {
+                if let Some(p) = m(handshake.clone()).await? {
+                    principal = Some(Arc::new(p));
+                }
+            }
+            s.extensions.insert(SocketState { principal, in_flight: Arc::new(AtomicUsize::new(0)) });
+            Ok::<(), ApiError>(())
+        }
+    };
+    let connect = move |s: SocketRef| {
+        let host = host.clone();
+        async move { on_connect(s, host).await }
+    };
+    io.ns("/", connect.with(middleware));
+}
+
+async fn on_connect(s: SocketRef, host: Arc<SocketHost>) {
+    let Some(state) = s.extensions.get::<SocketState>() else {
+        return;
+    };
+    host.metrics.socket_opened();
+    if let Some(p) = &state.principal {
+        s.join(user_room(&p.user_id));
+    }
+    let dispatch_host = host.clone();
+    s.on_fallback(move |s: SocketRef, Event(event): Event, ack: AckInfo, TryData(data): TryData<Value>| {
+        dispatch(&dispatch_host, s, event, ack, data)
+    });
+    let disconnect_host = host.clone();
+    s.on_disconnect(move |s: SocketRef| {
+        let host = disconnect_host.clone();
+        async move {
+            host.metrics.socket_closed();
+            if let Some(state) = s.extensions.get::<SocketState>() {
+                let c = ctx(&s, &state);
+                for hook in &host.on_disconnect {
+                    hook(c.clone()).await;
+                }
+            }
+        }
+    });
+    let c = ctx(&s, &state);
+    for hook in &host.on_connect {
+        hook(c.clone()).await;
+    }
+}
+
+/// Runs synchronously in the order events arrive, so the plugin's synchronous part keeps
+/// that order; the returned future is spawned by socketioxide.
+fn dispatch(
+    host: &Arc<SocketHost>,
+    s: SocketRef,
+    event: String,
+    ack: AckInfo,
+    data: Result<Value, socketioxide::ParserError>,
+) -> futures_util::future::BoxFuture<'static, ()> {
+    host.metrics.socket_event(&event);
+    let Some(state) = s.extensions.get::<SocketState>() else {
+        return async {}.boxed();
+    };
+    let c = ctx(&s, &state);
+    let wanted = ack.wanted;
+    let sender = ack.sender;
+    let ack = Ack::new(wanted.then(|| Box::new(move |v: Value| drop(sender.send(&v))) as Box<dyn FnOnce(Value) + Send>));
+    let Some(handler) = host.events.get(&event) else {
+        if ack.wanted() {
+            ack.fail(&c, &ApiError::not_found(format!("unknown event `{event}`")));
+        }
+        return async {}.boxed();
+    };
+    let data = match data {
+        Ok(d) => d,
+        Err(e) => {
+            ack.fail(&c, &ApiError::validation("payload", format!("cannot decode the event payload: {e}")));
+            return async {}.boxed();
+        }
+    };
+    // Bounded work per socket: a client cannot queue unbounded events on the server.
+    if state.in_flight.fetch_add(1, Ordering::AcqRel) >= host.max_in_flight {
+        state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        ack.fail(&c, &ApiError::new(ErrorCode::Unavailable, "too many events in flight on this socket; wait for acks"));
+        return async {}.boxed();
+    }
+    let fut = handler(c, data, ack);
+    let in_flight = state.in_flight.clone();
+    async move {
+        fut.await;
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+    .boxed()
+}
+
+/// Emits through socketioxide's adapter: local now, Redis in a cluster.
+pub struct AdapterEmitter<A: Adapter = LocalAdapter> {
+    pub io: SocketIo<A>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[confab_sdk::async_trait]
+impl<A: Adapter> Emitter for AdapterEmitter<A> {
+    async fn to_user(&self, user_id: &str, event: &str, data: &Value) {
+        self.to_room(&user_room(user_id), event, data).await;
+    }
+    async fn to_room(&self, room: &str, event: &str, data: &Value) {
+        if let Err(e) = self.io.to(room.to_owned()).emit(event, data).await {
+            tracing::debug!(room, event, error = %e, "emit failed");
+        }
+    }
+    fn local_sockets(&self) -> usize {
+        self.metrics.open_sockets().max(0) as usize
+    }
+}

@@ -1,0 +1,216 @@
+//! The embedded storage backend: one SQLite file in WAL mode, written by one group-commit
+//! thread and read through a small pool of query-only connections. Several processes
+//! may open the same file (the multi-node setup on one host).
+
+mod config;
+mod reader;
+mod rows;
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use confab_sdk::async_trait;
+use confab_sdk::clock::SharedClock;
+use confab_sdk::futures_util::future::BoxFuture;
+use confab_sdk::storage::{
+    Conversation, Inserted, Message, MessageStore, NewMessage, NewUser, PageQuery, ReadState, StorageError,
+    StorageResult, UserRecord, UserStore,
+};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+pub use config::SqliteConfig;
+
+use reader::ReaderPool;
+use writer::{Command, Job, MarkRead, PasswordHash, Writer};
+
+/// Called by the writer after each commit with the batch size and how long the batch took
+/// from `BEGIN` to the end of `COMMIT` (the kernel records both as metrics).
+pub type CommitObserver = Arc<dyn Fn(usize, Duration) + Send + Sync>;
+
+/// Users and messages in one SQLite file. See `docs/storage.md`.
+pub struct SqliteStore {
+    queue: mpsc::Sender<Command>,
+    closed: AtomicBool,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<ReaderPool>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("closed", &self.closed.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `cfg.path`, migrates it, and starts the
+    /// writer thread.
+    pub async fn open(
+        cfg: &SqliteConfig,
+        clock: SharedClock,
+        observer: Option<CommitObserver>,
+    ) -> Result<Arc<SqliteStore>, StorageError> {
+        let problems = cfg.problems();
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(StorageError::Backend(format!("invalid sqlite configuration: {}", list.join("; "))));
+        }
+        let setup = cfg.clone();
+        let (write_conn, read_conns) = tokio::task::spawn_blocking(move || connect_all(&setup))
+            .await
+            .map_err(|e| StorageError::Backend(format!("sqlite open task failed: {e}")))??;
+        let (queue, rx) = mpsc::channel(cfg.queue_capacity);
+        let writer = Writer::new(write_conn, clock, observer, cfg.max_batch);
+        let handle = std::thread::Builder::new()
+            .name("confab-sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StorageError::Backend(format!("cannot start the sqlite writer: {e}")))?;
+        Ok(Arc::new(SqliteStore {
+            queue,
+            closed: AtomicBool::new(false),
+            writer: Mutex::new(Some(handle)),
+            readers: Arc::new(ReaderPool::new(read_conns)),
+        }))
+    }
+
+    /// Hands a command to the writer now, so the order of calls is the order of commits.
+    fn enqueue(&self, cmd: Command) -> StorageResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        self.queue.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StorageError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StorageError::Closed,
+        })
+    }
+
+    fn write<T: Send + 'static>(
+        &self,
+        cmd: Command,
+        reply: oneshot::Receiver<StorageResult<T>>,
+    ) -> BoxFuture<'static, StorageResult<T>> {
+        let queued = self.enqueue(cmd);
+        Box::pin(async move {
+            queued?;
+            // The writer answers every command it took; a dropped reply means it is gone.
+            reply.await.unwrap_or(Err(StorageError::Closed))
+        })
+    }
+}
+
+fn connect(path: &Path, cfg: &SqliteConfig) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_millis(cfg.busy_timeout_ms))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// The writer connection (WAL, durability level, schema up to date) and the readers.
+fn connect_all(cfg: &SqliteConfig) -> StorageResult<(Connection, Vec<Connection>)> {
+    let path = Path::new(&cfg.path);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let fail = |what: &str, e: rusqlite::Error| StorageError::Backend(format!("sqlite {what} ({}): {e}", cfg.path));
+    let mut conn = connect(path, cfg).map_err(|e| fail("open", e))?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(|e| fail("journal_mode", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StorageError::Backend(format!("sqlite refused WAL mode for {} (got {mode})", cfg.path)));
+    }
+    let synchronous = cfg.synchronous_pragma().unwrap_or("FULL");
+    conn.pragma_update(None, "synchronous", synchronous).map_err(|e| fail("synchronous", e))?;
+    schema::migrate(&mut conn).map_err(|e| StorageError::Backend(format!("sqlite migration ({}): {e}", cfg.path)))?;
+    let readers = (0..cfg.readers)
+        .map(|_| {
+            let r = connect(path, cfg)?;
+            r.pragma_update(None, "query_only", true)?;
+            Ok(r)
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|e| fail("reader", e))?;
+    Ok((conn, readers))
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn create_user(&self, user: NewUser) -> StorageResult<UserRecord> {
+        let (job, reply) = Job::new(user);
+        self.write(Command::CreateUser(job), reply).await
+    }
+
+    async fn user_by_id(&self, id: &str) -> StorageResult<Option<UserRecord>> {
+        let id = id.to_owned();
+        self.readers.run(move |c| reader::user_by_id(c, &id)).await
+    }
+
+    async fn user_by_username(&self, username: &str) -> StorageResult<Option<UserRecord>> {
+        let username = username.to_owned();
+        self.readers.run(move |c| reader::user_by_username(c, &username)).await
+    }
+
+    async fn set_password_hash(&self, id: &str, hash: &str) -> StorageResult<()> {
+        let (job, reply) = Job::new(PasswordHash { id: id.to_owned(), hash: hash.to_owned() });
+        self.write(Command::SetPasswordHash(job), reply).await
+    }
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    fn insert(&self, message: NewMessage) -> BoxFuture<'static, StorageResult<Inserted>> {
+        let (job, reply) = Job::new(message);
+        self.write(Command::Insert(job), reply)
+    }
+
+    async fn history(&self, a: &str, b: &str, page: PageQuery) -> StorageResult<Vec<Message>> {
+        let (a, b) = (a.to_owned(), b.to_owned());
+        self.readers.run(move |c| reader::history(c, &a, &b, &page)).await
+    }
+
+    async fn since(&self, user: &str, after: Option<&str>, limit: usize) -> StorageResult<(Vec<Message>, bool)> {
+        let (user, after) = (user.to_owned(), after.map(str::to_owned));
+        self.readers.run(move |c| reader::since(c, &user, after.as_deref(), limit)).await
+    }
+
+    async fn conversations(&self, user: &str) -> StorageResult<Vec<Conversation>> {
+        let user = user.to_owned();
+        self.readers.run(move |c| reader::conversations(c, &user)).await
+    }
+
+    async fn mark_read(&self, user: &str, partner: &str, up_to: Option<&str>) -> StorageResult<ReadState> {
+        let (job, reply) = Job::new(MarkRead {
+            user: user.to_owned(),
+            partner: partner.to_owned(),
+            up_to: up_to.map(str::to_owned),
+        });
+        self.write(Command::MarkRead(job), reply).await
+    }
+
+    async fn ping(&self) -> StorageResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        self.readers.run(reader::ping).await
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let (done, finished) = oneshot::channel();
+        // Waits for room in a full queue: what is queued ahead of it still commits.
+        if self.queue.send(Command::Shutdown(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Reads: a few query-only connections used from `spawn_blocking`, and the queries.
+
+use std::sync::{Arc, Mutex};
+
+use confab_sdk::storage::{Conversation, Message, PageQuery, StorageError, StorageResult, UserRecord};
+use confab_sdk::time::from_millis;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Semaphore;
+
+use super::rows::{self, MESSAGE_COLUMNS, USER_COLUMNS, backend, pair};
+
+pub(crate) struct ReaderPool {
+    idle: Mutex<Vec<Connection>>,
+    /// One permit per connection: a read waits here (asynchronously) rather than
+    /// occupying a blocking thread while every connection is busy.
+    permits: Arc<Semaphore>,
+}
+
+/// A connection borrowed from the pool; it goes back even if the query panics.
+struct Lease<'a> {
+    pool: &'a ReaderPool,
+    conn: Option<Connection>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        }
+    }
+}
+
+impl ReaderPool {
+    pub(crate) fn new(conns: Vec<Connection>) -> Self {
+        let permits = Arc::new(Semaphore::new(conns.len()));
+        ReaderPool { idle: Mutex::new(conns), permits }
+    }
+
+    pub(crate) async fn run<T, F>(self: &Arc<Self>, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.permits).acquire_owned().await.map_err(|_| StorageError::Closed)?;
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let lease = Lease { pool: &pool, conn };
+            let conn = lease.conn.as_ref().ok_or_else(|| StorageError::Backend("no idle sqlite reader".into()))?;
+            f(conn)
+        })
+        .await
+        .map_err(|e| StorageError::Backend(format!("sqlite read task failed: {e}")))?
+    }
+}
+
+pub(crate) fn user_by_id(conn: &Connection, id: &str) -> StorageResult<Option<UserRecord>> {
+    conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], rows::user).optional())
+        .map_err(backend)
+}
+
+pub(crate) fn user_by_username(conn: &Connection, username: &str) -> StorageResult<Option<UserRecord>> {
+    conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE username_lower = ?1"))
+        .and_then(|mut s| s.query_row([username.to_lowercase()], rows::user).optional())
+        .map_err(backend)
+}
+
+/// The sequence number of message `id` if it belongs to the pair, else `InvalidCursor(name)`.
+fn pair_cursor(conn: &Connection, lo: &str, hi: &str, id: Option<&str>, name: &str) -> StorageResult<Option<i64>> {
+    let Some(id) = id else { return Ok(None) };
+    conn.prepare_cached("SELECT seq FROM messages WHERE id = ?1 AND pair_lo = ?2 AND pair_hi = ?3")
+        .and_then(|mut s| s.query_row([id, lo, hi], |r| r.get::<_, i64>(0)).optional())
+        .map_err(backend)?
+        .map(Some)
+        .ok_or_else(|| StorageError::InvalidCursor(name.into()))
+}
+
+pub(crate) fn history(conn: &Connection, a: &str, b: &str, page: &PageQuery) -> StorageResult<Vec<Message>> {
+    let (lo, hi) = pair(a, b);
+    let before = pair_cursor(conn, lo, hi, page.before.as_deref(), "before")?;
+    let after = pair_cursor(conn, lo, hi, page.after.as_deref(), "after")?;
+    if page.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+    let before = before.unwrap_or(i64::MAX);
+    let result = match after {
+        // Both ranges walk messages_pair (pair_lo, pair_hi, seq) and stop after `limit`.
+        Some(after) => conn
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE pair_lo = ?1 AND pair_hi = ?2 AND seq > ?3 AND seq < ?4
+                 ORDER BY seq LIMIT ?5"
+            ))
+            .and_then(|mut s| s.query_map(params![lo, hi, after, before, limit], rows::message)?.collect()),
+        None => conn
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE pair_lo = ?1 AND pair_hi = ?2 AND seq < ?3
+                 ORDER BY seq DESC LIMIT ?4"
+            ))
+            .and_then(|mut s| s.query_map(params![lo, hi, before, limit], rows::message)?.collect())
+            .map(|mut newest_first: Vec<Message>| {
+                newest_first.reverse();
+                newest_first
+            }),
+    };
+    result.map_err(backend)
+}
+
+pub(crate) fn since(conn: &Connection, user: &str, after: Option<&str>, limit: usize) -> StorageResult<(Vec<Message>, bool)> {
+    let after = match after {
+        None => 0,
+        Some(id) => conn
+            .prepare_cached("SELECT seq FROM messages WHERE id = ?1 AND (sender_id = ?2 OR receiver_id = ?2)")
+            .and_then(|mut s| s.query_row([id, user], |r| r.get::<_, i64>(0)).optional())
+            .map_err(backend)?
+            .ok_or_else(|| StorageError::InvalidCursor("after".into()))?,
+    };
+    // One row more than asked tells whether more follow.
+    let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+    // Two bounded range scans (messages_sender, messages_receiver) merged, rather than an
+    // OR that would collect and sort everything after the cursor.
+    let mut messages: Vec<Message> = conn
+        .prepare_cached(&format!(
+            "SELECT * FROM (
+               SELECT seq, {MESSAGE_COLUMNS} FROM messages
+               WHERE sender_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3)
+             UNION ALL
+             SELECT * FROM (
+               SELECT seq, {MESSAGE_COLUMNS} FROM messages
+               WHERE receiver_id = ?1 AND seq > ?2 AND sender_id <> ?1 ORDER BY seq LIMIT ?3)
+             ORDER BY seq LIMIT ?3"
+        ))
+        .and_then(|mut s| s.query_map(params![user, after, fetch], |r| rows::message_at(r, 1))?.collect())
+        .map_err(backend)?;
+    let has_more = messages.len() > limit;
+    messages.truncate(limit);
+    Ok((messages, has_more))
+}
+
+pub(crate) fn conversations(conn: &Connection, user: &str) -> StorageResult<Vec<Conversation>> {
+    conn.prepare_cached(&format!(
+        "SELECT c.partner_id, c.last_at, c.unread, {columns}
+         FROM conversations AS c INDEXED BY conversations_recent
+         JOIN messages AS m ON m.seq = c.last_seq
+         WHERE c.user_id = ?1
+         ORDER BY c.last_seq DESC",
+        columns = MESSAGE_COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
+    ))
+    .and_then(|mut s| {
+        s.query_map([user], |r| {
+            Ok(Conversation {
+                partner: r.get(0)?,
+                last_at: from_millis(r.get(1)?),
+                unread: r.get::<_, i64>(2)?.max(0) as u64,
+                last_message: rows::message_at(r, 3)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(backend)
+}
+
+pub(crate) fn ping(conn: &Connection) -> StorageResult<()> {
+    conn.prepare_cached("SELECT 1").and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0))).map(drop).map_err(backend)
+}

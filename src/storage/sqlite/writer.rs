@@ -1,0 +1,409 @@
+//! The single writer thread: group commit of every write command.
+//!
+//! Callers enqueue commands into a bounded channel at call time; the writer takes up to
+//! `max_batch` of them, runs them in one `BEGIN IMMEDIATE` transaction (each inside its
+//! own savepoint, so one command's failure leaves the others' work intact), commits
+//! once, and only then answers every caller. One fsync thus covers a whole batch.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use confab_sdk::clock::SharedClock;
+use confab_sdk::ids::new_id;
+use confab_sdk::storage::{Inserted, NewMessage, NewUser, ReadState, StorageError, StorageResult, UserRecord};
+use confab_sdk::time::from_millis;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::CommitObserver;
+use super::rows::{self, MESSAGE_COLUMNS, backend, is_busy, pair};
+
+/// Whole-batch retries after SQLite gave up waiting for another node's lock (each
+/// attempt already waited `busy_timeout_ms`).
+const BUSY_RETRIES: u32 = 3;
+
+/// Past this many cached receiver ids the cache starts over, bounding its memory.
+const KNOWN_USERS_CAP: usize = 200_000;
+
+/// One caller's write: its input, where to answer, and the result of the current attempt
+/// (kept until the commit decides whether it stands).
+pub(crate) struct Job<I, O> {
+    input: I,
+    reply: oneshot::Sender<StorageResult<O>>,
+    result: Option<StorageResult<O>>,
+}
+
+impl<I, O> Job<I, O> {
+    pub(crate) fn new(input: I) -> (Self, oneshot::Receiver<StorageResult<O>>) {
+        let (reply, rx) = oneshot::channel();
+        (Job { input, reply, result: None }, rx)
+    }
+
+    fn finish(self) {
+        let result = self.result.unwrap_or_else(|| Err(StorageError::Backend("write was not executed".into())));
+        // The caller may have stopped waiting; the write stands regardless.
+        let _ = self.reply.send(result);
+    }
+
+    fn fail(self, e: StorageError) {
+        let _ = self.reply.send(Err(e));
+    }
+}
+
+pub(crate) struct MarkRead {
+    pub user: String,
+    pub partner: String,
+    pub up_to: Option<String>,
+}
+
+pub(crate) struct PasswordHash {
+    pub id: String,
+    pub hash: String,
+}
+
+pub(crate) enum Command {
+    Insert(Job<NewMessage, Inserted>),
+    CreateUser(Job<NewUser, UserRecord>),
+    SetPasswordHash(Job<PasswordHash, ()>),
+    MarkRead(Job<MarkRead, ReadState>),
+    /// Sent by `close`: everything queued before it is committed, everything after it
+    /// is refused.
+    Shutdown(oneshot::Sender<()>),
+}
+
+impl Command {
+    fn finish(self) {
+        match self {
+            Command::Insert(j) => j.finish(),
+            Command::CreateUser(j) => j.finish(),
+            Command::SetPasswordHash(j) => j.finish(),
+            Command::MarkRead(j) => j.finish(),
+            Command::Shutdown(done) => drop(done.send(())),
+        }
+    }
+
+    fn fail(self, e: StorageError) {
+        match self {
+            Command::Insert(j) => j.fail(e),
+            Command::CreateUser(j) => j.fail(e),
+            Command::SetPasswordHash(j) => j.fail(e),
+            Command::MarkRead(j) => j.fail(e),
+            Command::Shutdown(done) => drop(done.send(())),
+        }
+    }
+}
+
+/// Why one command failed: a rule of the store (answered to that caller only) or SQLite.
+enum Failure {
+    Storage(StorageError),
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+impl From<StorageError> for Failure {
+    fn from(e: StorageError) -> Self {
+        Failure::Storage(e)
+    }
+}
+
+pub(crate) struct Writer {
+    conn: Connection,
+    clock: SharedClock,
+    observer: Option<CommitObserver>,
+    max_batch: usize,
+    /// Receivers known to exist (users are never deleted), sparing a lookup per insert.
+    known_users: HashSet<String>,
+    /// Users found during the current attempt; trusted only once it commits.
+    seen_users: Vec<String>,
+}
+
+impl Writer {
+    pub(crate) fn new(conn: Connection, clock: SharedClock, observer: Option<CommitObserver>, max_batch: usize) -> Self {
+        Writer { conn, clock, observer, max_batch, known_users: HashSet::new(), seen_users: Vec::new() }
+    }
+
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        let mut shutdown = None;
+        // `None` from the channel: the store was dropped and the queue is drained.
+        while shutdown.is_none()
+            && let Some(first) = rx.blocking_recv()
+        {
+            let mut next = Some(first);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Command::Shutdown(done) => shutdown = Some(done),
+                    cmd => batch.push(cmd),
+                }
+                if shutdown.is_none() && batch.len() < self.max_batch {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+        }
+        rx.close();
+        while let Ok(cmd) = rx.try_recv() {
+            cmd.fail(StorageError::Closed);
+        }
+        drop(self.conn);
+        if let Some(done) = shutdown {
+            let _ = done.send(());
+        }
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Command>) {
+        let started = Instant::now();
+        let mut attempt = 0;
+        let outcome = loop {
+            self.seen_users.clear();
+            match self.attempt(batch) {
+                Ok(()) => break Ok(()),
+                Err(e) => {
+                    if !self.conn.is_autocommit() {
+                        let _ = self.conn.execute_batch("ROLLBACK");
+                    }
+                    if is_busy(&e) && attempt < BUSY_RETRIES {
+                        attempt += 1;
+                        tracing::warn!(attempt, "sqlite is locked by another connection; retrying the batch");
+                        std::thread::sleep(Duration::from_millis(10 << attempt));
+                        continue;
+                    }
+                    break Err(e);
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                if self.known_users.len() + self.seen_users.len() > KNOWN_USERS_CAP {
+                    self.known_users.clear();
+                }
+                self.known_users.extend(self.seen_users.drain(..));
+                if let Some(observe) = &self.observer {
+                    observe(batch.len(), started.elapsed());
+                }
+                batch.drain(..).for_each(Command::finish);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch = batch.len(), "sqlite group commit failed");
+                let err = if is_busy(&e) { StorageError::Busy } else { backend(e) };
+                batch.drain(..).for_each(|c| c.fail(err.clone()));
+            }
+        }
+    }
+
+    fn attempt(&mut self, batch: &mut [Command]) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        for cmd in batch.iter_mut() {
+            match cmd {
+                Command::Insert(job) => job.result = Some(self.guarded(|w| w.insert(&job.input))?),
+                Command::CreateUser(job) => job.result = Some(self.guarded(|w| w.create_user(&job.input))?),
+                Command::SetPasswordHash(job) => job.result = Some(self.guarded(|w| w.set_password_hash(&job.input))?),
+                Command::MarkRead(job) => job.result = Some(self.guarded(|w| w.mark_read(&job.input))?),
+                Command::Shutdown(_) => {}
+            }
+        }
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
+    }
+
+    /// Runs one command inside a savepoint. Its own failure is undone and becomes its
+    /// answer; lock contention aborts the whole attempt so the batch can be retried.
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, Failure>) -> rusqlite::Result<StorageResult<T>> {
+        self.conn.prepare_cached("SAVEPOINT command")?.execute([])?;
+        let result = match f(self) {
+            Ok(v) => Ok(v),
+            Err(Failure::Sql(e)) if is_busy(&e) => return Err(e),
+            Err(Failure::Sql(e)) => Err(backend(e)),
+            Err(Failure::Storage(e)) => Err(e),
+        };
+        if result.is_err() {
+            self.conn.prepare_cached("ROLLBACK TO command")?.execute([])?;
+        }
+        self.conn.prepare_cached("RELEASE command")?.execute([])?;
+        Ok(result)
+    }
+
+    fn user_exists(&mut self, id: &str) -> rusqlite::Result<bool> {
+        if self.known_users.contains(id) {
+            return Ok(true);
+        }
+        let found = self.conn.prepare_cached("SELECT 1 FROM users WHERE id = ?1")?.exists([id])?;
+        if found {
+            self.seen_users.push(id.to_owned());
+        }
+        Ok(found)
+    }
+
+    fn insert(&mut self, m: &NewMessage) -> Result<Inserted, Failure> {
+        if let Some(client_msg_id) = &m.client_msg_id {
+            // Also finds a repeat committed earlier in this very batch.
+            let existing = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ?1 AND client_msg_id = ?2"
+                ))?
+                .query_row(params![m.sender_id, client_msg_id], rows::message)
+                .optional()?;
+            if let Some(message) = existing {
+                return Ok(Inserted { message, created: false });
+            }
+        }
+        if !self.user_exists(&m.receiver_id)? {
+            return Err(StorageError::NotFound("receiver not found".into()).into());
+        }
+        let now = self.clock.now_millis();
+        let id = new_id(now.div_euclid(1000));
+        let (lo, hi) = pair(&m.sender_id, &m.receiver_id);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO messages
+                   (id, sender_id, receiver_id, pair_lo, pair_hi, body, client_msg_id, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+            )?
+            .execute(params![id, m.sender_id, m.receiver_id, lo, hi, m.message, m.client_msg_id, now])?;
+        let seq = self.conn.last_insert_rowid();
+        let to_self = m.sender_id == m.receiver_id;
+        self.touch_conversation(&m.sender_id, &m.receiver_id, seq, now, to_self)?;
+        if !to_self {
+            self.touch_conversation(&m.receiver_id, &m.sender_id, seq, now, true)?;
+        }
+        let message = confab_sdk::storage::Message {
+            id,
+            sender_id: m.sender_id.clone(),
+            receiver_id: m.receiver_id.clone(),
+            message: m.message.clone(),
+            client_msg_id: m.client_msg_id.clone(),
+            created_at: from_millis(now),
+            updated_at: from_millis(now),
+        };
+        Ok(Inserted { message, created: true })
+    }
+
+    fn touch_conversation(&self, user: &str, partner: &str, seq: i64, at: i64, unread: bool) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO conversations (user_id, partner_id, last_seq, last_at, unread)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (user_id, partner_id) DO UPDATE SET
+                   last_seq = excluded.last_seq, last_at = excluded.last_at, unread = unread + excluded.unread",
+            )?
+            .execute(params![user, partner, seq, at, unread as i64])?;
+        Ok(())
+    }
+
+    fn create_user(&mut self, u: &NewUser) -> Result<UserRecord, Failure> {
+        let lower = u.username.to_lowercase();
+        let taken = self.conn.prepare_cached("SELECT 1 FROM users WHERE username_lower = ?1")?.exists([&lower])?;
+        if taken {
+            return Err(StorageError::Conflict("username is taken".into()).into());
+        }
+        let now = self.clock.now_millis();
+        let id = new_id(now.div_euclid(1000));
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO users (id, username, username_lower, display_name, password_hash, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            )?
+            .execute(params![id, u.username, lower, u.display_name, u.password_hash, now]);
+        match inserted {
+            Ok(_) => {}
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                return Err(StorageError::Conflict("username is taken".into()).into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(UserRecord {
+            id,
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+            password_hash: u.password_hash.clone(),
+            created_at: from_millis(now),
+            updated_at: from_millis(now),
+        })
+    }
+
+    fn set_password_hash(&mut self, p: &PasswordHash) -> Result<(), Failure> {
+        let now = self.clock.now_millis();
+        let changed = self
+            .conn
+            .prepare_cached("UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![p.id, p.hash, now])?;
+        if changed == 0 {
+            return Err(StorageError::NotFound("user not found".into()).into());
+        }
+        Ok(())
+    }
+
+    fn mark_read(&mut self, r: &MarkRead) -> Result<ReadState, Failure> {
+        let state = self
+            .conn
+            .prepare_cached(
+                "SELECT read_seq, read_id, read_at, last_seq FROM conversations WHERE user_id = ?1 AND partner_id = ?2",
+            )?
+            .query_row([&r.user, &r.partner], |row| {
+                Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<String>>(1)?, row.get::<_, Option<i64>>(2)?, row.get::<_, i64>(3)?))
+            })
+            .optional()?;
+        let Some((read_seq, read_id, read_at, last_seq)) = state else {
+            // No message between them yet: nothing to read, and no message to name.
+            if r.up_to.is_some() {
+                return Err(StorageError::InvalidCursor("upTo".into()).into());
+            }
+            return Ok(ReadState {
+                user_id: r.user.clone(),
+                partner_id: r.partner.clone(),
+                up_to: None,
+                read_at: None,
+                unread: 0,
+            });
+        };
+        let (lo, hi) = pair(&r.user, &r.partner);
+        let (target_seq, target_id) = match &r.up_to {
+            Some(id) => self
+                .conn
+                .prepare_cached("SELECT seq, id FROM messages WHERE id = ?1 AND pair_lo = ?2 AND pair_hi = ?3")?
+                .query_row([id.as_str(), lo, hi], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))
+                .optional()?
+                .ok_or_else(|| StorageError::InvalidCursor("upTo".into()))?,
+            None => {
+                let id = self
+                    .conn
+                    .prepare_cached("SELECT id FROM messages WHERE seq = ?1")?
+                    .query_row([last_seq], |row| row.get::<_, String>(0))?;
+                (last_seq, id)
+            }
+        };
+        let (seq, up_to, read_at) = match read_seq {
+            Some(current) if current >= target_seq => (current, read_id, read_at),
+            _ => (target_seq, Some(target_id), Some(self.clock.now_millis())),
+        };
+        let unread: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM messages
+                 WHERE pair_lo = ?1 AND pair_hi = ?2 AND seq > ?3 AND sender_id = ?4",
+            )?
+            .query_row(params![lo, hi, seq, r.partner], |row| row.get(0))?;
+        self.conn
+            .prepare_cached(
+                "UPDATE conversations SET read_seq = ?3, read_id = ?4, read_at = ?5, unread = ?6
+                 WHERE user_id = ?1 AND partner_id = ?2",
+            )?
+            .execute(params![r.user, r.partner, seq, up_to, read_at, unread])?;
+        Ok(ReadState {
+            user_id: r.user.clone(),
+            partner_id: r.partner.clone(),
+            up_to,
+            read_at: read_at.map(from_millis),
+            unread: unread as u64,
+        })
+    }
+}

@@ -1,0 +1,3 @@
+//! One integration test binary: every black-box test of the server.
+
+mod support;
