@@ -13,7 +13,7 @@ use confab_sdk::health::HealthCheck;
 use confab_sdk::plugin::DynPlugin;
 use confab_sdk::realtime::SharedEmitter;
 use confab_sdk::services::Services;
-use confab_sdk::storage::{MessageStore, SharedMessageStore, SharedUserStore, StorageError};
+use confab_sdk::storage::{SharedMessageStore, SharedUserStore, StorageError};
 use salvo::conn::tcp::TcpAcceptor;
 use salvo::prelude::*;
 use socketioxide::SocketIo;

@@ -1,1 +1,113 @@
+//! The auth plugin: register, login, me, logout; argon2id passwords (bcrypt migrated on
+//! login); HS256 JWTs with key rotation and revocation; server-side sessions behind an
+//! HttpOnly cookie; and the [`Authenticator`](confab_sdk::auth::Authenticator) that other
+//! plugins and the socket handshake use. See `docs/auth.md`.
 
+use std::sync::Arc;
+
+use confab_sdk::auth::{Authenticator, SharedAuthenticator};
+use confab_sdk::clock::SharedClock;
+use confab_sdk::cluster::{SharedRevocationStore, SharedSessionStore};
+use confab_sdk::realtime::Handshake;
+use confab_sdk::storage::SharedUserStore;
+use confab_sdk::{BuildError, Plugin, Registrar};
+
+pub mod config;
+pub mod cookie;
+pub mod openapi;
+pub mod password;
+pub mod routes;
+pub mod service;
+pub mod tokens;
+pub mod validate;
+
+pub use config::AuthConfig;
+pub use service::AuthService;
+
+pub struct AuthPlugin;
+
+impl Plugin for AuthPlugin {
+    type Config = AuthConfig;
+    const NAME: &'static str = "auth";
+
+    fn build(&self, config: AuthConfig, reg: &mut Registrar<'_>) -> Result<(), BuildError> {
+        if config.uses_default_secret() {
+            // Config validation refuses this under the production profile.
+            tracing::warn!(
+                "auth: tokens are signed with the built-in development secret; set auth.jwt.secret (or JWT_SECRET) before exposing this server"
+            );
+        }
+        let stores = service::Stores {
+            users: reg.require::<SharedUserStore>()?,
+            sessions: reg.require::<SharedSessionStore>()?,
+            revocations: reg.require::<SharedRevocationStore>()?,
+            clock: reg.require::<SharedClock>()?,
+        };
+        let secure_cookie = reg.profile().is_production();
+        let svc = Arc::new(AuthService::new(&config, stores, secure_cookie).map_err(BuildError)?);
+
+        reg.provide::<SharedAuthenticator>(svc.clone())?;
+        reg.route(routes::router(svc.clone()));
+        let socket_auth = svc.clone();
+        reg.socket_middleware(Arc::new(move |hs: Arc<Handshake>| {
+            let auth = socket_auth.clone();
+            Box::pin(async move { auth.authenticate_socket(&hs.auth, &hs.headers).await.map(Some) })
+        }));
+        reg.openapi(openapi::document(&svc.cookie.name));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use confab_sdk::clock::OffsetClock;
+    use confab_sdk::config::RunProfile;
+    use confab_sdk::plugin::{Contributions, DynPlugin};
+    use confab_sdk::services::Services;
+
+    use super::*;
+    use crate::service::tests::{MemRevocations, MemSessions, MemUsers};
+
+    fn services() -> Services {
+        let mut s = Services::default();
+        s.provide::<SharedUserStore>(Arc::new(MemUsers::default()), "kernel").unwrap();
+        s.provide::<SharedSessionStore>(Arc::new(MemSessions::default()), "kernel").unwrap();
+        s.provide::<SharedRevocationStore>(Arc::new(MemRevocations::default()), "kernel").unwrap();
+        s.provide::<SharedClock>(Arc::new(OffsetClock::new(0)), "kernel").unwrap();
+        s
+    }
+
+    #[test]
+    fn builds_routes_middleware_openapi_and_the_authenticator() {
+        let profile = RunProfile { name: "development".into() };
+        let mut services = services();
+        let mut out = Contributions::default();
+        let section = serde_json::json!({"password": {"argon2": {"memory_kib": 64, "iterations": 1}}});
+        let mut reg = Registrar::new("auth", &profile, &mut services, &mut out);
+        DynPlugin::build(&AuthPlugin, &section, &mut reg).unwrap();
+        assert_eq!(out.routes.len(), 1);
+        assert_eq!(out.connect_middleware.len(), 1);
+        assert_eq!(out.openapi.len(), 1);
+        assert!(services.get::<SharedAuthenticator>().is_some());
+    }
+
+    #[test]
+    fn production_refuses_the_default_secret_at_config_check() {
+        let profile = RunProfile { name: "production".into() };
+        let problems = AuthPlugin.check_config(&serde_json::json!({}), &profile);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "auth.jwt.secret");
+    }
+
+    #[test]
+    fn missing_services_are_named() {
+        let profile = RunProfile { name: "development".into() };
+        let mut services = Services::default();
+        let mut out = Contributions::default();
+        let mut reg = Registrar::new("auth", &profile, &mut services, &mut out);
+        let e = DynPlugin::build(&AuthPlugin, &serde_json::json!({}), &mut reg).unwrap_err();
+        assert!(e.0.contains("plugin auth") && e.0.contains("UserStore"), "{e}");
+    }
+}

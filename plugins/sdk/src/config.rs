@@ -48,23 +48,45 @@ pub fn parse_section<C: Section>(prefix: &str, value: &Value, profile: &RunProfi
     let mut problems = Vec::new();
     let mut path = Vec::new();
     check_keys::<C>(prefix, &defaults, value, &defaults, &mut path, &mut problems);
-    if !problems.is_empty() {
-        return Err(problems);
-    }
     let mut merged = defaults.clone();
     merge(&mut merged, value);
+    // Put the defaults back where a leaf was bad, so the semantic checks still run on the
+    // rest and the operator sees every problem at once.
+    for p in &problems {
+        let rel = p.key.strip_prefix(prefix).unwrap_or(&p.key).trim_start_matches('.');
+        let rel: Vec<String> = rel.split('.').filter(|k| !k.is_empty()).map(str::to_owned).collect();
+        match get_path(&defaults, &rel) {
+            Some(d) => set_path(&mut merged, &rel, d.clone()),
+            None => remove_path(&mut merged, &rel),
+        }
+    }
     let parsed: C = match serde_path_to_error::deserialize(merged) {
         Ok(c) => c,
         Err(e) => {
-            return Err(vec![ConfigProblem { key: join(prefix, &e.path().to_string()), message: e.inner().to_string() }]);
+            problems.push(ConfigProblem { key: join(prefix, &e.path().to_string()), message: e.inner().to_string() });
+            return Err(problems);
         }
     };
-    let semantic: Vec<ConfigProblem> = parsed
-        .validate(profile)
-        .into_iter()
-        .map(|p| ConfigProblem { key: join(prefix, &p.key), message: p.message })
-        .collect();
-    if semantic.is_empty() { Ok(parsed) } else { Err(semantic) }
+    problems.extend(parsed.validate(profile).into_iter().map(|p| ConfigProblem { key: join(prefix, &p.key), message: p.message }));
+    if problems.is_empty() { Ok(parsed) } else { Err(problems) }
+}
+
+fn get_path<'v>(root: &'v Value, path: &[String]) -> Option<&'v Value> {
+    path.iter().try_fold(root, |cur, k| cur.get(k))
+}
+
+fn remove_path(root: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut cur = root;
+    for k in parents {
+        match cur.get_mut(k) {
+            Some(next) => cur = next,
+            None => return,
+        }
+    }
+    if let Some(m) = cur.as_object_mut() {
+        m.remove(last);
+    }
 }
 
 fn check_keys<C: Section>(

@@ -78,6 +78,22 @@ impl SqliteStore {
         }))
     }
 
+    /// Stops accepting writes (later ones get `Closed`), commits everything already
+    /// queued, and waits for the writer thread to end. Also reachable without the trait
+    /// in scope.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let (done, finished) = oneshot::channel();
+        // Waits for room in a full queue: what is queued ahead of it still commits.
+        if self.queue.send(Command::Shutdown(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
     /// Hands a command to the writer now, so the order of calls is the order of commits.
     fn enqueue(&self, cmd: Command) -> StorageResult<()> {
         if self.closed.load(Ordering::Acquire) {
@@ -202,15 +218,6 @@ impl MessageStore for SqliteStore {
     }
 
     async fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        let (done, finished) = oneshot::channel();
-        // Waits for room in a full queue: what is queued ahead of it still commits.
-        if self.queue.send(Command::Shutdown(done)).await.is_ok() {
-            let _ = finished.await;
-        }
-        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+        SqliteStore::close(self).await
     }
 }

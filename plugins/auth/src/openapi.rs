@@ -1,0 +1,64 @@
+//! The OpenAPI fragment of the auth routes.
+
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(routes::register, routes::login, routes::me, routes::logout),
+    tags((name = "auth", description = "Accounts, sessions and tokens"))
+)]
+struct AuthApi;
+
+/// The paths, their schemas, and the two security schemes (`cookieAuth` names the
+/// configured cookie).
+pub fn document(cookie_name: &str) -> utoipa::openapi::OpenApi {
+    let mut doc = AuthApi::openapi();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearerAuth",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+    );
+    components.add_security_scheme("cookieAuth", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(cookie_name))));
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    #[test]
+    fn fragment_has_every_route_schema_and_scheme() {
+        let doc: Value = serde_json::to_value(super::document("confab.sid")).unwrap();
+        let paths = &doc["paths"];
+        for (path, method, statuses) in [
+            ("/auth/register", "post", &["201", "400", "409"][..]),
+            ("/auth/login", "post", &["200", "400", "401"]),
+            ("/auth/me", "get", &["200", "401"]),
+            ("/auth/logout", "post", &["204", "401"]),
+        ] {
+            let op = &paths[path][method];
+            assert!(op.is_object(), "{path} {method}: {doc:#}");
+            for s in statuses {
+                assert!(op["responses"][s].is_object(), "{path} {s}");
+            }
+        }
+        assert_eq!(paths["/auth/me"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/User");
+        assert_eq!(
+            paths["/auth/login"]["post"]["responses"]["401"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Error"
+        );
+        let schemas = &doc["components"]["schemas"];
+        for name in ["User", "Error", "AuthResponse", "RegisterRequest", "LoginRequest"] {
+            assert!(schemas[name].is_object(), "schema {name}: {schemas:#}");
+        }
+        assert_eq!(schemas["AuthResponse"]["properties"]["user"]["$ref"], "#/components/schemas/User");
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes["bearerAuth"]["scheme"], "bearer");
+        assert_eq!(schemes["bearerAuth"]["bearerFormat"], "JWT");
+        assert_eq!(schemes["cookieAuth"]["in"], "cookie");
+        assert_eq!(schemes["cookieAuth"]["name"], "confab.sid");
+    }
+}

@@ -1,0 +1,526 @@
+//! The auth service: accounts, sessions, tokens, and the [`Authenticator`] other plugins use.
+
+use confab_sdk::auth::{Authenticator, Principal};
+use confab_sdk::clock::SharedClock;
+use confab_sdk::cluster::{SessionData, SharedRevocationStore, SharedSessionStore};
+use confab_sdk::http::{bearer_token, cookie};
+use confab_sdk::salvo::http::HeaderMap;
+use confab_sdk::storage::{NewUser, PublicUser, SharedUserStore, StorageError, UserRecord};
+use confab_sdk::{ApiError, async_trait};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::config::AuthConfig;
+use crate::cookie::{CookieSettings, is_session_id};
+use crate::password::{Hasher, Verdict};
+use crate::tokens::{TokenService, TokenSettings};
+use crate::validate;
+
+/// The same answer for an unknown user and a wrong password, so neither can be told apart.
+pub const BAD_CREDENTIALS: &str = "invalid username or password";
+pub const NO_CREDENTIALS: &str = "authentication required";
+pub const REVOKED: &str = "token revoked";
+pub const BAD_SESSION: &str = "session expired or invalid";
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    /// 3-32 characters: letters, digits, `_`, `.`, `-`. Unique regardless of case.
+    #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.-]{3,32}$", example = "alice")]
+    pub username: String,
+    /// At least `auth.password.min_length` characters (default 8), at most
+    /// `auth.password.max_bytes` bytes (default 256).
+    #[schema(min_length = 8, example = "correct horse battery")]
+    pub password: String,
+    /// Optional; trimmed, 1-64 characters.
+    #[serde(rename = "displayName", default)]
+    #[schema(min_length = 1, max_length = 64, example = "Alice")]
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    #[schema(example = "alice")]
+    pub username: String,
+    #[schema(example = "correct horse battery")]
+    pub password: String,
+}
+
+/// A fresh token and the user it was issued to.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuthResponse {
+    /// JWT (HS256) for `Authorization: Bearer` or the Socket.IO handshake's `auth.token`.
+    pub token: String,
+    pub user: PublicUser,
+}
+
+/// What register and login produce: the body and the new session's id for the cookie.
+pub struct SignedIn {
+    pub body: AuthResponse,
+    pub session_id: String,
+}
+
+pub struct AuthService {
+    users: SharedUserStore,
+    sessions: SharedSessionStore,
+    revocations: SharedRevocationStore,
+    tokens: TokenService,
+    hasher: Hasher,
+    pub cookie: CookieSettings,
+    session_absolute_secs: u64,
+    session_idle_secs: u64,
+    password_min_chars: usize,
+    password_max_bytes: usize,
+}
+
+pub struct Stores {
+    pub users: SharedUserStore,
+    pub sessions: SharedSessionStore,
+    pub revocations: SharedRevocationStore,
+    pub clock: SharedClock,
+}
+
+impl AuthService {
+    /// `secure_cookie`: the profile's say on top of `auth.session.secure`.
+    pub fn new(config: &AuthConfig, stores: Stores, secure_cookie: bool) -> Result<Self, String> {
+        let tokens = TokenService::new(
+            TokenSettings {
+                keys: config.effective_keys(),
+                ttl_secs: config.jwt.ttl_secs,
+                leeway_secs: config.jwt.leeway_secs,
+                issuer: config.jwt.issuer.clone(),
+                audience: config.jwt.audience.clone(),
+            },
+            stores.clock,
+        )?;
+        Ok(AuthService {
+            users: stores.users,
+            sessions: stores.sessions,
+            revocations: stores.revocations,
+            tokens,
+            hasher: Hasher::new(&config.password)?,
+            cookie: CookieSettings {
+                name: config.session.cookie_name.clone(),
+                max_age_secs: config.session.absolute_secs,
+                secure: secure_cookie || config.session.secure,
+            },
+            session_absolute_secs: config.session.absolute_secs,
+            session_idle_secs: config.session.idle_secs,
+            password_min_chars: config.password.min_length,
+            password_max_bytes: config.password.max_bytes,
+        })
+    }
+
+    pub async fn register(&self, req: RegisterRequest) -> Result<SignedIn, ApiError> {
+        validate::username(&req.username)?;
+        validate::password(&req.password, self.password_min_chars, self.password_max_bytes)?;
+        let display_name = validate::display_name(req.display_name.as_deref())?;
+        // Refuse a taken name before paying for a hash; the store still decides races.
+        if self.users.user_by_username(&req.username).await?.is_some() {
+            return Err(taken());
+        }
+        let password_hash = self.hasher.hash(req.password).await?;
+        let user = self
+            .users
+            .create_user(NewUser { username: req.username, display_name, password_hash })
+            .await
+            .map_err(|e| match e {
+                StorageError::Conflict(_) => taken(),
+                other => other.into(),
+            })?;
+        self.sign_in(&user).await
+    }
+
+    pub async fn login(&self, req: LoginRequest) -> Result<SignedIn, ApiError> {
+        validate::login(&req.username, &req.password, self.password_max_bytes)?;
+        let user = if req.username.len() <= validate::LOGIN_USERNAME_MAX_BYTES {
+            self.users.user_by_username(&req.username).await?
+        } else {
+            None
+        };
+        // Unknown users are checked against a dummy hash: same work, same answer.
+        let verdict = self.hasher.verify(req.password.clone(), user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let (Some(user), Verdict::Match { rehash }) = (user, verdict) else {
+            return Err(ApiError::unauthorized(BAD_CREDENTIALS));
+        };
+        if rehash {
+            self.upgrade_hash(&user, req.password).await;
+        }
+        self.sign_in(&user).await
+    }
+
+    /// Replaces an old-parameter or bcrypt hash. A failure only delays the upgrade to the
+    /// next login, so it is logged rather than failing this one.
+    async fn upgrade_hash(&self, user: &UserRecord, password: String) {
+        let result = match self.hasher.hash(password).await {
+            Ok(hash) => self.users.set_password_hash(&user.id, &hash).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(()) => tracing::info!(user_id = %user.id, "password hash upgraded to current argon2id parameters"),
+            Err(e) => tracing::warn!(user_id = %user.id, error = %e, "password hash upgrade failed"),
+        }
+    }
+
+    async fn sign_in(&self, user: &UserRecord) -> Result<SignedIn, ApiError> {
+        let issued = self.tokens.issue(&user.id, &user.username)?;
+        let data = SessionData { user_id: user.id.clone(), username: user.username.clone() };
+        let session_id = self.sessions.create(data, self.session_absolute_secs, self.session_idle_secs).await?;
+        Ok(SignedIn { body: AuthResponse { token: issued.token, user: PublicUser::from(user) }, session_id })
+    }
+
+    /// The current user record of an authenticated caller.
+    pub async fn me(&self, principal: &Principal) -> Result<PublicUser, ApiError> {
+        match self.users.user_by_id(&principal.user_id).await? {
+            Some(u) => Ok(PublicUser::from(&u)),
+            None => Err(ApiError::unauthorized("the account no longer exists")),
+        }
+    }
+
+    /// Ends what the request presented: the Bearer token is revoked until it would have
+    /// expired, the cookie's session is deleted. Refused if nothing valid was presented.
+    pub async fn logout(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.authenticate(headers).await?;
+        if let Some(token) = bearer_token(headers)
+            && let Ok(claims) = self.tokens.verify(token)
+        {
+            // Accepted until exp + leeway, so remembered that long.
+            self.revocations.revoke(&claims.jti, claims.exp.saturating_add(self.tokens.leeway_secs())).await?;
+        }
+        if let Some(id) = cookie(headers, &self.cookie.name).filter(|id| is_session_id(id)) {
+            self.sessions.delete(id).await?;
+        }
+        Ok(())
+    }
+
+    async fn by_token(&self, token: &str) -> Result<Principal, ApiError> {
+        let claims = self.tokens.verify(token)?;
+        if self.revocations.is_revoked(&claims.jti).await? {
+            return Err(ApiError::unauthorized(REVOKED));
+        }
+        Ok(Principal {
+            user_id: claims.sub,
+            username: claims.username,
+            session_id: None,
+            token: Some((claims.jti, claims.exp)),
+        })
+    }
+
+    async fn by_session(&self, id: &str) -> Result<Principal, ApiError> {
+        if !is_session_id(id) {
+            return Err(ApiError::unauthorized(BAD_SESSION));
+        }
+        match self.sessions.get(id).await? {
+            Some(s) => Ok(Principal { user_id: s.user_id, username: s.username, session_id: Some(id.to_owned()), token: None }),
+            None => Err(ApiError::unauthorized(BAD_SESSION)),
+        }
+    }
+}
+
+fn taken() -> ApiError {
+    let mut e = ApiError::conflict("username: is already taken");
+    e.field = Some("username".to_owned());
+    e
+}
+
+#[async_trait]
+impl Authenticator for AuthService {
+    /// A presented Bearer token decides alone (an invalid one is not rescued by a cookie);
+    /// otherwise the session cookie.
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        if let Some(token) = bearer_token(headers) {
+            return self.by_token(token).await;
+        }
+        if let Some(id) = cookie(headers, &self.cookie.name) {
+            return self.by_session(id).await;
+        }
+        Err(ApiError::unauthorized(NO_CREDENTIALS))
+    }
+
+    /// `auth.token` (with or without a `Bearer ` prefix), then the headers.
+    async fn authenticate_socket(&self, auth: &serde_json::Value, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        match auth.get("token") {
+            None | Some(serde_json::Value::Null) => self.authenticate(headers).await,
+            Some(serde_json::Value::String(t)) => {
+                let t = t.trim();
+                let t = t.strip_prefix("Bearer ").or_else(|| t.strip_prefix("bearer ")).unwrap_or(t).trim();
+                if t.is_empty() { self.authenticate(headers).await } else { self.by_token(t).await }
+            }
+            Some(_) => Err(ApiError::unauthorized("invalid token")),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use confab_sdk::clock::{Clock, OffsetClock};
+    use confab_sdk::cluster::{RevocationStore, SessionStore};
+    use confab_sdk::storage::{StorageResult, UserStore};
+    use confab_sdk::time::Timestamp;
+
+    use super::*;
+    use crate::config::{Argon2Config, JwtKey};
+
+    /// In-memory stores with the semantics the traits promise (enough for the plugin's logic;
+    /// the kernel's real ones have their own contract suites).
+    #[derive(Default)]
+    pub struct MemUsers(Mutex<Vec<UserRecord>>);
+
+    #[async_trait]
+    impl UserStore for MemUsers {
+        async fn create_user(&self, u: NewUser) -> StorageResult<UserRecord> {
+            let mut all = self.0.lock().unwrap();
+            if all.iter().any(|x| x.username.eq_ignore_ascii_case(&u.username)) {
+                return Err(StorageError::Conflict("username taken".into()));
+            }
+            let rec = UserRecord {
+                id: confab_sdk::ids::new_id(0),
+                username: u.username,
+                display_name: u.display_name,
+                password_hash: u.password_hash,
+                created_at: Timestamp::default(),
+                updated_at: Timestamp::default(),
+            };
+            all.push(rec.clone());
+            Ok(rec)
+        }
+        async fn user_by_id(&self, id: &str) -> StorageResult<Option<UserRecord>> {
+            Ok(self.0.lock().unwrap().iter().find(|u| u.id == id).cloned())
+        }
+        async fn user_by_username(&self, name: &str) -> StorageResult<Option<UserRecord>> {
+            Ok(self.0.lock().unwrap().iter().find(|u| u.username.eq_ignore_ascii_case(name)).cloned())
+        }
+        async fn set_password_hash(&self, id: &str, hash: &str) -> StorageResult<()> {
+            let mut all = self.0.lock().unwrap();
+            let u = all.iter_mut().find(|u| u.id == id).ok_or(StorageError::NotFound("user".into()))?;
+            u.password_hash = hash.to_owned();
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    pub struct MemSessions(Mutex<HashMap<String, SessionData>>);
+
+    #[async_trait]
+    impl SessionStore for MemSessions {
+        async fn create(&self, data: SessionData, _: u64, _: u64) -> StorageResult<String> {
+            let id = confab_sdk::ids::random_token();
+            self.0.lock().unwrap().insert(id.clone(), data);
+            Ok(id)
+        }
+        async fn get(&self, id: &str) -> StorageResult<Option<SessionData>> {
+            Ok(self.0.lock().unwrap().get(id).cloned())
+        }
+        async fn delete(&self, id: &str) -> StorageResult<()> {
+            self.0.lock().unwrap().remove(id);
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    pub struct MemRevocations(Mutex<HashMap<String, i64>>);
+
+    #[async_trait]
+    impl RevocationStore for MemRevocations {
+        async fn revoke(&self, jti: &str, until: i64) -> StorageResult<()> {
+            self.0.lock().unwrap().insert(jti.to_owned(), until);
+            Ok(())
+        }
+        async fn is_revoked(&self, jti: &str) -> StorageResult<bool> {
+            Ok(self.0.lock().unwrap().contains_key(jti))
+        }
+    }
+
+    pub struct Fixture {
+        pub svc: Arc<AuthService>,
+        pub users: Arc<MemUsers>,
+        pub revocations: Arc<MemRevocations>,
+        pub clock: Arc<OffsetClock>,
+    }
+
+    /// Cheap argon2 parameters keep the tests fast.
+    pub fn cheap_config() -> AuthConfig {
+        let mut c = AuthConfig::default();
+        c.password.argon2 = Argon2Config { memory_kib: 64, iterations: 1, parallelism: 1 };
+        c.jwt.keys = vec![JwtKey { kid: "k1".into(), secret: "unit-test-secret".into() }];
+        c
+    }
+
+    pub fn fixture(config: AuthConfig) -> Fixture {
+        let users = Arc::new(MemUsers::default());
+        let revocations = Arc::new(MemRevocations::default());
+        let clock = Arc::new(OffsetClock::new(0));
+        let stores = Stores {
+            users: users.clone(),
+            sessions: Arc::new(MemSessions::default()),
+            revocations: revocations.clone(),
+            clock: clock.clone(),
+        };
+        let svc = Arc::new(AuthService::new(&config, stores, false).unwrap());
+        Fixture { svc, users, revocations, clock }
+    }
+
+    fn register_req(name: &str) -> RegisterRequest {
+        RegisterRequest { username: name.into(), password: "password-1".into(), display_name: Some(" Al ".into()) }
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        h
+    }
+
+    fn with_cookie(id: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("cookie", format!("other=1; confab.sid={id}").parse().unwrap());
+        h
+    }
+
+    #[tokio::test]
+    async fn register_then_login_then_authenticate_both_ways() {
+        let f = fixture(cheap_config());
+        let reg = f.svc.register(register_req("alice")).await.unwrap();
+        assert_eq!(reg.body.user.username, "alice");
+        assert_eq!(reg.body.user.display_name.as_deref(), Some("Al"));
+        let login = f.svc.login(LoginRequest { username: "ALICE".into(), password: "password-1".into() }).await.unwrap();
+        assert_eq!(login.body.user.id, reg.body.user.id);
+        assert_ne!(login.session_id, reg.session_id, "a fresh session at every login");
+
+        let p = f.svc.authenticate(&bearer(&login.body.token)).await.unwrap();
+        assert_eq!(p.user_id, reg.body.user.id);
+        assert!(p.token.is_some() && p.session_id.is_none());
+        let p = f.svc.authenticate(&with_cookie(&login.session_id)).await.unwrap();
+        assert_eq!(p.session_id.as_deref(), Some(login.session_id.as_str()));
+        assert_eq!(f.svc.me(&p).await.unwrap().username, "alice");
+    }
+
+    #[tokio::test]
+    async fn duplicates_conflict_regardless_of_case() {
+        let f = fixture(cheap_config());
+        f.svc.register(register_req("Bob")).await.unwrap();
+        let e = f.svc.register(register_req("bob")).await.err().unwrap();
+        assert_eq!(e.status().as_u16(), 409);
+        assert_eq!(e.field.as_deref(), Some("username"));
+    }
+
+    #[tokio::test]
+    async fn unknown_user_and_wrong_password_look_the_same() {
+        let f = fixture(cheap_config());
+        f.svc.register(register_req("carol")).await.unwrap();
+        let wrong = f.svc.login(LoginRequest { username: "carol".into(), password: "nope-nope".into() }).await.err().unwrap();
+        let unknown = f.svc.login(LoginRequest { username: "nobody".into(), password: "nope-nope".into() }).await.err().unwrap();
+        let huge = f.svc.login(LoginRequest { username: "x".repeat(1000), password: "nope-nope".into() }).await.err().unwrap();
+        assert_eq!(wrong.to_json(), unknown.to_json());
+        assert_eq!(wrong.to_json(), huge.to_json());
+        assert_eq!(wrong.message, BAD_CREDENTIALS);
+    }
+
+    #[tokio::test]
+    async fn bcrypt_and_old_argon2_hashes_are_upgraded_at_login() {
+        let f = fixture(cheap_config());
+        let legacy = f
+            .users
+            .create_user(NewUser {
+                username: "legacy".into(),
+                display_name: None,
+                password_hash: bcrypt::hash("old-password", 4).unwrap().replace("$2b$", "$2a$"),
+            })
+            .await
+            .unwrap();
+        f.svc.login(LoginRequest { username: "legacy".into(), password: "old-password".into() }).await.unwrap();
+        let upgraded = f.users.user_by_id(&legacy.id).await.unwrap().unwrap().password_hash;
+        assert!(upgraded.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{upgraded}");
+
+        // The parameters change: the next login re-hashes with the new ones.
+        let mut stronger = cheap_config();
+        stronger.password.argon2.memory_kib = 128;
+        let svc2 = {
+            let stores = Stores {
+                users: f.users.clone(),
+                sessions: Arc::new(MemSessions::default()),
+                revocations: f.revocations.clone(),
+                clock: f.clock.clone(),
+            };
+            AuthService::new(&stronger, stores, false).unwrap()
+        };
+        svc2.login(LoginRequest { username: "legacy".into(), password: "old-password".into() }).await.unwrap();
+        let again = f.users.user_by_id(&legacy.id).await.unwrap().unwrap().password_hash;
+        assert!(again.starts_with("$argon2id$v=19$m=128,t=1,p=1$"), "{again}");
+        // A wrong password never touches the hash.
+        assert!(svc2.login(LoginRequest { username: "legacy".into(), password: "bad-password".into() }).await.is_err());
+        assert_eq!(f.users.user_by_id(&legacy.id).await.unwrap().unwrap().password_hash, again);
+    }
+
+    #[tokio::test]
+    async fn logout_revokes_the_token_and_deletes_the_session() {
+        let f = fixture(cheap_config());
+        let s = f.svc.register(register_req("dave")).await.unwrap();
+        let mut both = bearer(&s.body.token);
+        both.insert("cookie", format!("confab.sid={}", s.session_id).parse().unwrap());
+        f.svc.logout(&both).await.unwrap();
+        let e = f.svc.authenticate(&bearer(&s.body.token)).await.unwrap_err();
+        assert_eq!(e.message, REVOKED);
+        let e = f.svc.authenticate(&with_cookie(&s.session_id)).await.unwrap_err();
+        assert_eq!(e.message, BAD_SESSION);
+        // Revoked until exp + leeway.
+        let claims = f.svc.tokens.verify(&s.body.token).unwrap();
+        assert_eq!(f.revocations.0.lock().unwrap()[&claims.jti], claims.exp + 5);
+        // Nothing valid presented: 401.
+        assert_eq!(f.svc.logout(&HeaderMap::new()).await.unwrap_err().message, NO_CREDENTIALS);
+    }
+
+    #[tokio::test]
+    async fn expired_garbage_and_missing_credentials_are_refused_with_reasons() {
+        let mut c = cheap_config();
+        c.jwt.ttl_secs = 10;
+        c.jwt.leeway_secs = 0;
+        let f = fixture(c);
+        let s = f.svc.register(register_req("erin")).await.unwrap();
+        assert_eq!(f.svc.authenticate(&bearer("garbage")).await.unwrap_err().message, "invalid token");
+        assert_eq!(f.svc.authenticate(&HeaderMap::new()).await.unwrap_err().message, NO_CREDENTIALS);
+        assert_eq!(f.svc.authenticate(&with_cookie("not-a-session-id-at-all")).await.unwrap_err().message, BAD_SESSION);
+        // A bad bearer is not rescued by a good cookie.
+        let mut h = bearer("garbage");
+        h.insert("cookie", format!("confab.sid={}", s.session_id).parse().unwrap());
+        assert_eq!(f.svc.authenticate(&h).await.unwrap_err().message, "invalid token");
+        f.clock.advance(11_000);
+        let e = f.svc.authenticate(&bearer(&s.body.token)).await.unwrap_err();
+        assert_eq!((e.message.as_str(), e.status().as_u16()), ("token expired", 401));
+        assert!(f.clock.now_millis() > 0);
+    }
+
+    #[tokio::test]
+    async fn sockets_authenticate_by_auth_token_header_or_cookie() {
+        let f = fixture(cheap_config());
+        let s = f.svc.register(register_req("frank")).await.unwrap();
+        let none = HeaderMap::new();
+        let t = &s.body.token;
+        for auth in [serde_json::json!({"token": t}), serde_json::json!({"token": format!("Bearer {t}")})] {
+            assert_eq!(f.svc.authenticate_socket(&auth, &none).await.unwrap().username, "frank");
+        }
+        let empty = serde_json::json!({});
+        assert!(f.svc.authenticate_socket(&empty, &bearer(t)).await.is_ok());
+        assert!(f.svc.authenticate_socket(&empty, &with_cookie(&s.session_id)).await.is_ok());
+        let e = f.svc.authenticate_socket(&serde_json::json!({"token": 42}), &none).await.unwrap_err();
+        assert_eq!(e.message, "invalid token");
+        let e = f.svc.authenticate_socket(&serde_json::json!({"token": "nope"}), &bearer(t)).await.unwrap_err();
+        assert_eq!(e.message, "invalid token", "auth.token comes first");
+        assert_eq!(f.svc.authenticate_socket(&empty, &none).await.unwrap_err().message, NO_CREDENTIALS);
+    }
+
+    #[tokio::test]
+    async fn validation_errors_name_their_field() {
+        let f = fixture(cheap_config());
+        let cases = [
+            (RegisterRequest { username: "ab".into(), password: "password-1".into(), display_name: None }, "username"),
+            (RegisterRequest { username: "abc".into(), password: "short".into(), display_name: None }, "password"),
+            (RegisterRequest { username: "abc".into(), password: "password-1".into(), display_name: Some(" ".into()) }, "displayName"),
+        ];
+        for (req, field) in cases {
+            let e = f.svc.register(req).await.err().unwrap();
+            assert_eq!((e.status().as_u16(), e.field.as_deref()), (400, Some(field)));
+        }
+    }
+}
