@@ -10,13 +10,14 @@ use confab_sdk::clock::{SharedClock, SystemClock};
 use confab_sdk::docs::ApiDocument;
 use confab_sdk::cluster::{SharedRevocationStore, SharedSessionStore};
 use confab_sdk::health::HealthCheck;
-use confab_sdk::plugin::DynPlugin;
+use confab_sdk::plugin::{Contributions, DynPlugin};
 use confab_sdk::realtime::SharedEmitter;
 use confab_sdk::services::Services;
 use confab_sdk::storage::{SharedMessageStore, SharedUserStore, StorageError};
 use salvo::conn::tcp::TcpAcceptor;
 use salvo::prelude::*;
 use socketioxide::SocketIo;
+use utoipa::openapi::OpenApi;
 
 use crate::cluster::local::{LocalRevocationStore, LocalSessionStore};
 use crate::config::Config;
@@ -24,7 +25,7 @@ use crate::host::{self, HostError};
 use crate::metrics::Metrics;
 use crate::server::socket::{AdapterEmitter, SocketHost};
 use crate::server::{self, HttpParts};
-use crate::storage::{CommitObserver, SqliteStore};
+use crate::storage::{CommitObserver, SqliteConfig, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -60,16 +61,27 @@ impl HealthCheck for StorageCheck {
     }
 }
 
-/// Serves until SIGINT or SIGTERM, then stops gracefully within `shutdown_timeout_secs`.
-pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(), AppError> {
+/// Everything booted short of serving: storage, services, built plugins, the document.
+pub struct Booted {
+    pub store: Arc<SqliteStore>,
+    pub io: SocketIo,
+    pub socket_layer: socketioxide::layer::SocketIoLayer,
+    pub contrib: Contributions,
+    pub document: OpenApi,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Opens storage at `sqlite`, creates the cluster services and builds the enabled plugins.
+/// `run` serves what this returns; `confab openapi` only prints its document.
+pub async fn boot(config: &Config, plugins: &[Box<dyn DynPlugin>], sqlite: &SqliteConfig) -> Result<Booted, AppError> {
     // Check the plugin plan before touching storage, so a bad plan fails fast.
-    host::plan(&config, &plugins)?;
+    host::plan(config, plugins)?;
     let metrics = Arc::new(Metrics::default());
     let clock: SharedClock = Arc::new(SystemClock);
     let observer_metrics = metrics.clone();
     let observer: CommitObserver = Arc::new(move |n, d| observer_metrics.commit(n, d));
-    let store = SqliteStore::open(&config.storage.sqlite, clock.clone(), Some(observer)).await?;
-    tracing::info!(path = %config.storage.sqlite.path, "storage ready (sqlite)");
+    let store = SqliteStore::open(sqlite, clock.clone(), Some(observer)).await?;
+    tracing::info!(path = %sqlite.path, "storage ready (sqlite)");
     let users: SharedUserStore = store.clone();
     let messages: SharedMessageStore = store.clone();
 
@@ -85,23 +97,44 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     let mut services = Services::default();
     let sessions: SharedSessionStore = Arc::new(LocalSessionStore::new(clock.clone()));
     let revocations: SharedRevocationStore = Arc::new(LocalRevocationStore::new(clock.clone()));
+    let document = ApiDocument::default();
     let provided = [
         services.provide(users, "kernel"),
-        services.provide(messages.clone(), "kernel"),
+        services.provide(messages, "kernel"),
         services.provide(clock, "kernel"),
         services.provide(sessions, "kernel"),
         services.provide(revocations, "kernel"),
         services.provide(emitter, "kernel"),
+        services.provide(document.clone(), "kernel"),
     ];
     if provided.iter().any(Result::is_err) {
         return Err(AppError::Other("a kernel service was provided twice".into()));
     }
-    let document = ApiDocument::default();
-    let _ = services.provide(document.clone(), "kernel");
-    let (contrib, names) = host::build(&config, &plugins, &mut services)?;
+    let (contrib, names) = host::build(config, plugins, &mut services)?;
     tracing::info!(plugins = ?names, "plugins built");
-    document.set(crate::openapi::assemble(crate::openapi::kernel_fragment(config.server.metrics), &contrib.openapi));
+    let assembled = crate::openapi::assemble(crate::openapi::kernel_fragment(config.server.metrics), &contrib.openapi);
+    document.set(assembled.clone());
+    Ok(Booted { store, io, socket_layer, contrib, document: assembled, metrics })
+}
 
+/// The OpenAPI document of this configuration, built without serving: plugins are built
+/// against a throwaway database so that what is printed is exactly what would be served.
+pub async fn document(config: &Config, plugins: &[Box<dyn DynPlugin>]) -> Result<OpenApi, AppError> {
+    let dir = std::env::temp_dir().join(format!("confab-doc-{}", confab_sdk::ids::random_token()));
+    let sqlite = SqliteConfig { path: dir.join("confab.db").to_string_lossy().into_owned(), ..config.storage.sqlite.clone() };
+    let booted = boot(config, plugins, &sqlite).await;
+    if let Ok(b) = &booted {
+        b.store.close().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    booted.map(|b| b.document)
+}
+
+/// Serves until SIGINT or SIGTERM, then stops gracefully within `shutdown_timeout_secs`.
+pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(), AppError> {
+    let Booted { store, io, socket_layer, contrib, metrics, .. } = boot(&config, &plugins, &config.storage.sqlite).await?;
+    let messages: SharedMessageStore = store.clone();
+    let sock = &config.server.socket;
     server::socket::install(
         &io,
         Arc::new(SocketHost {

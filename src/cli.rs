@@ -27,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve HTTP and Socket.IO (the default).
     Serve,
+    /// Print the OpenAPI document of this configuration (JSON) without serving.
+    Openapi,
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -65,6 +67,24 @@ pub fn main() -> ExitCode {
                 ConfigAction::Show => print!("{}", config::show(&config)),
             }
             ExitCode::SUCCESS
+        }
+        Command::Openapi => {
+            let config = match loaded {
+                Ok(c) => c,
+                Err(problems) => return report(&problems),
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let doc = runtime.map_err(|e| e.to_string()).and_then(|rt| rt.block_on(crate::app::document(&config, &plugins)).map_err(|e| e.to_string()));
+            match doc.and_then(|d| serde_json::to_string_pretty(&d).map_err(|e| e.to_string())) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Serve => {
             let config = match loaded {

@@ -1,6 +1,8 @@
 //! The OpenAPI document: the kernel's own paths merged with the enabled plugins' fragments.
 
 use confab_sdk::error::ApiError;
+use serde_json::Value;
+use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
 use utoipa::openapi::{ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, RefOr, ResponseBuilder, Schema};
 use utoipa::{PartialSchema, ToSchema};
@@ -64,11 +66,18 @@ pub fn kernel_fragment(metrics: bool) -> OpenApi {
         .build()
 }
 
-/// Merges the fragments in order: the kernel's, then each plugin's.
+/// Merges the fragments in order: the kernel's, then each plugin's. utoipa's merge keeps
+/// only the first document's extensions, so `x-socket-events` are gathered here.
 pub fn assemble(kernel: OpenApi, fragments: &[OpenApi]) -> OpenApi {
     let mut doc = kernel;
+    let mut events = serde_json::Map::new();
     for f in fragments {
+        if let Some(Value::Object(m)) = f.extensions.as_ref().and_then(|e| e.get("x-socket-events")) {
+            events.extend(m.clone());
+        }
         doc.merge(f.clone());
     }
+    let ext = doc.extensions.get_or_insert_with(Default::default);
+    ext.merge(ExtensionsBuilder::new().add("x-socket-events", Value::Object(events)).build());
     doc
 }

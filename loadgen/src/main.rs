@@ -206,7 +206,7 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
                             if let Some(t) = p2.lock().unwrap().remove(&id) {
                                 res.ack_lat.record(t.elapsed());
                             }
-                            if body.starts_with("[{\"ok\":true") {
+                            if body.contains("\"ok\":true") {
                                 res.acked += 1;
                                 acked2[p].fetch_add(1, Ordering::Relaxed);
                             } else {

@@ -29,7 +29,11 @@ struct Expiring<V> {
 
 impl<V> Expiring<V> {
     fn new(now_ms: i64) -> Self {
-        Expiring { map: HashMap::new(), next_sweep_ms: now_ms + SWEEP_INTERVAL_MS, sweep_at_len: MIN_SWEEP_LEN }
+        Expiring {
+            map: HashMap::new(),
+            next_sweep_ms: now_ms + SWEEP_INTERVAL_MS,
+            sweep_at_len: MIN_SWEEP_LEN,
+        }
     }
 
     /// Drops every entry `live` rejects, if a sweep is due.
@@ -71,7 +75,10 @@ pub struct LocalSessionStore {
 impl LocalSessionStore {
     pub fn new(clock: SharedClock) -> Self {
         let now = clock.now_millis();
-        LocalSessionStore { clock, inner: Mutex::new(Expiring::new(now)) }
+        LocalSessionStore {
+            clock,
+            inner: Mutex::new(Expiring::new(now)),
+        }
     }
 
     /// Entries held, live or not yet swept (for tests and metrics).
@@ -90,7 +97,12 @@ fn secs_to_ms(secs: u64) -> i64 {
 
 #[async_trait]
 impl SessionStore for LocalSessionStore {
-    async fn create(&self, data: SessionData, absolute_secs: u64, idle_secs: u64) -> StorageResult<String> {
+    async fn create(
+        &self,
+        data: SessionData,
+        absolute_secs: u64,
+        idle_secs: u64,
+    ) -> StorageResult<String> {
         let now = self.clock.now_millis();
         let idle_ms = secs_to_ms(idle_secs);
         let absolute_deadline_ms = now.saturating_add(secs_to_ms(absolute_secs));
@@ -123,7 +135,9 @@ impl SessionStore for LocalSessionStore {
             inner.map.remove(id);
             return Ok(None);
         }
-        session.idle_deadline_ms = now.saturating_add(session.idle_ms).min(session.absolute_deadline_ms);
+        session.idle_deadline_ms = now
+            .saturating_add(session.idle_ms)
+            .min(session.absolute_deadline_ms);
         Ok(Some(session.data.clone()))
     }
 
@@ -143,7 +157,10 @@ pub struct LocalRevocationStore {
 impl LocalRevocationStore {
     pub fn new(clock: SharedClock) -> Self {
         let now = clock.now_millis();
-        LocalRevocationStore { clock, inner: Mutex::new(Expiring::new(now)) }
+        LocalRevocationStore {
+            clock,
+            inner: Mutex::new(Expiring::new(now)),
+        }
     }
 
     /// Entries held, live or not yet swept (for tests and metrics).
@@ -224,7 +241,10 @@ mod tests {
     }
 
     fn data(n: usize) -> SessionData {
-        SessionData { user_id: format!("u{n}"), username: format!("user{n}") }
+        SessionData {
+            user_id: format!("u{n}"),
+            username: format!("user{n}"),
+        }
     }
 
     #[tokio::test]
@@ -238,7 +258,11 @@ mod tests {
             c.advance(2_000);
             // Everything created so far is expired; the map never holds much more than
             // one round's worth plus the doubling slack.
-            assert!(store.len() <= 2 * MIN_SWEEP_LEN + 1000, "round {round}: {}", store.len());
+            assert!(
+                store.len() <= 2 * MIN_SWEEP_LEN + 1000,
+                "round {round}: {}",
+                store.len()
+            );
         }
     }
 
@@ -269,7 +293,10 @@ mod tests {
         }
         assert!(store.len() <= 2 * MIN_SWEEP_LEN, "{}", store.len());
         c.advance(SWEEP_INTERVAL_MS);
-        store.revoke("last", c.now_millis() / 1000 + 10).await.unwrap();
+        store
+            .revoke("last", c.now_millis() / 1000 + 10)
+            .await
+            .unwrap();
         assert_eq!(store.len(), 1);
     }
 
@@ -277,7 +304,10 @@ mod tests {
     async fn revoking_an_expired_token_stores_nothing() {
         let c = clock();
         let store = LocalRevocationStore::new(c.clone());
-        store.revoke("old", c.now_millis() / 1000 - 1).await.unwrap();
+        store
+            .revoke("old", c.now_millis() / 1000 - 1)
+            .await
+            .unwrap();
         assert!(store.is_empty());
         assert!(!store.is_revoked("old").await.unwrap());
     }

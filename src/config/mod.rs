@@ -167,7 +167,10 @@ fn read_layers(sources: &Sources, profile: &RunProfile, plugins: &[Box<dyn DynPl
     }
     figment = figment.merge(Serialized::defaults(alias_layer(plugins)));
     figment = figment.merge(
-        Env::prefixed("CONFAB_").split("__").filter(|k| k.as_str() != "profile" && !k.as_str().starts_with("test_")),
+        Env::prefixed("CONFAB_").split("__").filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            k != "profile" && !k.starts_with("test_")
+        }),
     );
     let mut value: Value = match figment.extract::<Value>() {
         Ok(v) => v,

@@ -83,7 +83,11 @@ pub fn install(io: &SocketIo, host: Arc<SocketHost>) {
     let middleware = move |s: SocketRef, TryData(auth): TryData<Value>| {
         let host = mw_host.clone();
         async move {
-            let handshake = Arc::new(Handshake { auth: auth.unwrap_or(Value::Null), headers: s.req_parts().headers.clone() });
+            let auth = match auth {
+                Ok(v @ Value::Object(_)) => v,
+                _ => Value::Object(Default::default()),
+            };
+            let handshake = Arc::new(Handshake { auth, headers: s.req_parts().headers.clone() });
             let mut principal = None;
             for m in &host.middleware {
                 if let Some(p) = m(handshake.clone()).await? {

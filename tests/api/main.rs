@@ -3,3 +3,8 @@
 mod support;
 mod storage;
 mod kernel;
+mod auth;
+mod auth_socket;
+mod chat_support;
+mod chat_rest;
+mod chat_socket;

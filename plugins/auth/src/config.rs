@@ -67,7 +67,12 @@ pub struct PasswordConfig {
 
 impl Default for PasswordConfig {
     fn default() -> Self {
-        PasswordConfig { min_length: 8, max_bytes: 256, hash_concurrency: 0, argon2: Argon2Config::default() }
+        PasswordConfig {
+            min_length: 8,
+            max_bytes: 256,
+            hash_concurrency: 0,
+            argon2: Argon2Config::default(),
+        }
     }
 }
 
@@ -82,7 +87,11 @@ pub struct Argon2Config {
 
 impl Default for Argon2Config {
     fn default() -> Self {
-        Argon2Config { memory_kib: 19_456, iterations: 2, parallelism: 1 }
+        Argon2Config {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
     }
 }
 
@@ -100,7 +109,12 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { cookie_name: "confab.sid".to_owned(), absolute_secs: 7 * 24 * 3600, idle_secs: 24 * 3600, secure: false }
+        SessionConfig {
+            cookie_name: "confab.sid".to_owned(),
+            absolute_secs: 7 * 24 * 3600,
+            idle_secs: 24 * 3600,
+            secure: false,
+        }
     }
 }
 
@@ -108,7 +122,10 @@ impl AuthConfig {
     /// The keys in effect: `jwt.keys`, or `jwt.secret` as kid `default`.
     pub fn effective_keys(&self) -> Vec<JwtKey> {
         if self.jwt.keys.is_empty() {
-            vec![JwtKey { kid: DEFAULT_KID.to_owned(), secret: self.jwt.secret.clone() }]
+            vec![JwtKey {
+                kid: DEFAULT_KID.to_owned(),
+                secret: self.jwt.secret.clone(),
+            }]
         } else {
             self.jwt.keys.clone()
         }
@@ -116,12 +133,17 @@ impl AuthConfig {
 
     /// Whether the built-in development secret would sign or verify tokens.
     pub fn uses_default_secret(&self) -> bool {
-        self.effective_keys().iter().any(|k| k.secret == DEFAULT_SECRET)
+        self.effective_keys()
+            .iter()
+            .any(|k| k.secret == DEFAULT_SECRET)
     }
 }
 
 fn problem(key: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
-    ConfigProblem { key: key.into(), message: message.into() }
+    ConfigProblem {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 /// Checks one signing secret; `key` is its config key.
@@ -146,7 +168,9 @@ fn check_secret(key: &str, secret: &str, profile: &RunProfile, out: &mut Vec<Con
 
 fn is_cookie_name(s: &str) -> bool {
     // RFC 6265 token characters.
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl Section for AuthConfig {
@@ -160,12 +184,23 @@ impl Section for AuthConfig {
             if k.kid.is_empty() {
                 out.push(problem(format!("jwt.keys[{i}].kid"), "must not be empty"));
             } else if jwt.keys[..i].iter().any(|o| o.kid == k.kid) {
-                out.push(problem(format!("jwt.keys[{i}].kid"), format!("`{}` is used by an earlier key", k.kid)));
+                out.push(problem(
+                    format!("jwt.keys[{i}].kid"),
+                    format!("`{}` is used by an earlier key", k.kid),
+                ));
             }
-            check_secret(&format!("jwt.keys[{i}].secret"), &k.secret, profile, &mut out);
+            check_secret(
+                &format!("jwt.keys[{i}].secret"),
+                &k.secret,
+                profile,
+                &mut out,
+            );
         }
         if !(1..=366 * 24 * 3600).contains(&jwt.ttl_secs) {
-            out.push(problem("jwt.ttl_secs", "must be between 1 and 31622400 (a year)"));
+            out.push(problem(
+                "jwt.ttl_secs",
+                "must be between 1 and 31622400 (a year)",
+            ));
         }
         if jwt.leeway_secs > 300 {
             out.push(problem("jwt.leeway_secs", "must be at most 300"));
@@ -184,23 +219,41 @@ impl Section for AuthConfig {
         if !(1..=4096).contains(&pw.max_bytes) {
             out.push(problem("password.max_bytes", "must be between 1 and 4096"));
         } else if pw.min_length > pw.max_bytes {
-            out.push(problem("password.min_length", "must not exceed password.max_bytes"));
+            out.push(problem(
+                "password.min_length",
+                "must not exceed password.max_bytes",
+            ));
         }
         if pw.hash_concurrency > 1024 {
-            out.push(problem("password.hash_concurrency", "must be at most 1024 (0 means the number of CPUs)"));
+            out.push(problem(
+                "password.hash_concurrency",
+                "must be at most 1024 (0 means the number of CPUs)",
+            ));
         }
         let a = &pw.argon2;
         if let Err(e) = argon2::Params::new(a.memory_kib, a.iterations, a.parallelism, None) {
-            out.push(problem("password.argon2", format!("invalid argon2 parameters: {e}")));
+            out.push(problem(
+                "password.argon2",
+                format!("invalid argon2 parameters: {e}"),
+            ));
         } else if u64::from(a.memory_kib) > 4 * 1024 * 1024 {
-            out.push(problem("password.argon2.memory_kib", "must be at most 4194304 (4 GiB)"));
+            out.push(problem(
+                "password.argon2.memory_kib",
+                "must be at most 4194304 (4 GiB)",
+            ));
         } else if a.memory_kib < 8 * a.parallelism {
-            out.push(problem("password.argon2.memory_kib", "must be at least 8 × parallelism"));
+            out.push(problem(
+                "password.argon2.memory_kib",
+                "must be at least 8 × parallelism",
+            ));
         }
 
         let s = &self.session;
         if !is_cookie_name(&s.cookie_name) {
-            out.push(problem("session.cookie_name", "must be a non-empty cookie token (letters, digits, !#$%&'*+-.^_`|~)"));
+            out.push(problem(
+                "session.cookie_name",
+                "must be a non-empty cookie token (letters, digits, !#$%&'*+-.^_`|~)",
+            ));
         }
         if s.absolute_secs == 0 {
             out.push(problem("session.absolute_secs", "must be at least 1"));
@@ -220,10 +273,14 @@ mod tests {
     use super::*;
 
     fn dev() -> RunProfile {
-        RunProfile { name: "development".into() }
+        RunProfile {
+            name: "development".into(),
+        }
     }
     fn prod() -> RunProfile {
-        RunProfile { name: "production".into() }
+        RunProfile {
+            name: "production".into(),
+        }
     }
 
     #[test]
@@ -232,7 +289,10 @@ mod tests {
         let problems = parse_section::<AuthConfig>("auth", &json!({}), &prod()).unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].key, "auth.jwt.secret");
-        assert!(problems[0].message.contains("built-in development secret"), "{problems:?}");
+        assert!(
+            problems[0].message.contains("built-in development secret"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -242,7 +302,9 @@ mod tests {
         let p = parse_section::<AuthConfig>("auth", &c, &prod()).unwrap_err();
         assert_eq!(p[0].key, "auth.jwt.secret");
         assert!(p[0].message.contains("at least 32"), "{p:?}");
-        assert!(parse_section::<AuthConfig>("auth", &json!({"jwt": {"secret": ok}}), &prod()).is_ok());
+        assert!(
+            parse_section::<AuthConfig>("auth", &json!({"jwt": {"secret": ok}}), &prod()).is_ok()
+        );
 
         // With keys, the unused `secret` does not matter; each key's secret does.
         let c = json!({"jwt": {"keys": [{"kid": "new", "secret": ok}, {"kid": "old", "secret": "tiny"}]}});
@@ -270,13 +332,26 @@ mod tests {
         let c = json!({"session": {"idle_secs": 0, "cookie_name": "a b"}, "password": {"argon2": {"iterations": 0}}});
         let p = parse_section::<AuthConfig>("auth", &c, &dev()).unwrap_err();
         let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["auth.password.argon2", "auth.session.cookie_name", "auth.session.idle_secs"]);
+        assert_eq!(
+            keys,
+            [
+                "auth.password.argon2",
+                "auth.session.cookie_name",
+                "auth.session.idle_secs"
+            ]
+        );
     }
 
     #[test]
     fn effective_keys_fall_back_to_the_secret() {
         let c = AuthConfig::default();
-        assert_eq!(c.effective_keys(), vec![JwtKey { kid: "default".into(), secret: DEFAULT_SECRET.into() }]);
+        assert_eq!(
+            c.effective_keys(),
+            vec![JwtKey {
+                kid: "default".into(),
+                secret: DEFAULT_SECRET.into()
+            }]
+        );
         assert!(c.uses_default_secret());
     }
 }

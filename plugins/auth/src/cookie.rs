@@ -31,7 +31,10 @@ impl CookieSettings {
 /// Whether a cookie value can be a session id. Anything else is refused without asking
 /// the store (ids are 32 hex characters; the bound leaves room for other backends).
 pub fn is_session_id(value: &str) -> bool {
-    (16..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (16..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -40,12 +43,28 @@ mod tests {
 
     #[test]
     fn session_and_clearing_cookies() {
-        let mut c = CookieSettings { name: "confab.sid".into(), max_age_secs: 604_800, secure: false };
-        assert_eq!(c.session("abc"), "confab.sid=abc; Max-Age=604800; Path=/; HttpOnly; SameSite=Lax");
-        assert_eq!(c.clear(), "confab.sid=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax");
+        let mut c = CookieSettings {
+            name: "confab.sid".into(),
+            max_age_secs: 604_800,
+            secure: false,
+        };
+        assert_eq!(
+            c.session("abc"),
+            "confab.sid=abc; Max-Age=604800; Path=/; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            c.clear(),
+            "confab.sid=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
+        );
         c.secure = true;
-        assert!(c.session("abc").ends_with("; HttpOnly; SameSite=Lax; Secure"));
-        assert!(c.clear().ends_with("; Secure"), "clearing must match the attributes it clears");
+        assert!(
+            c.session("abc")
+                .ends_with("; HttpOnly; SameSite=Lax; Secure")
+        );
+        assert!(
+            c.clear().ends_with("; Secure"),
+            "clearing must match the attributes it clears"
+        );
     }
 
     #[test]

@@ -51,7 +51,11 @@ impl Plugin for AuthPlugin {
         let socket_auth = svc.clone();
         reg.socket_middleware(Arc::new(move |hs: Arc<Handshake>| {
             let auth = socket_auth.clone();
-            Box::pin(async move { auth.authenticate_socket(&hs.auth, &hs.headers).await.map(Some) })
+            Box::pin(async move {
+                auth.authenticate_socket(&hs.auth, &hs.headers)
+                    .await
+                    .map(Some)
+            })
         }));
         reg.openapi(openapi::document(&svc.cookie.name));
         Ok(())
@@ -72,19 +76,26 @@ mod tests {
 
     fn services() -> Services {
         let mut s = Services::default();
-        s.provide::<SharedUserStore>(Arc::new(MemUsers::default()), "kernel").unwrap();
-        s.provide::<SharedSessionStore>(Arc::new(MemSessions::default()), "kernel").unwrap();
-        s.provide::<SharedRevocationStore>(Arc::new(MemRevocations::default()), "kernel").unwrap();
-        s.provide::<SharedClock>(Arc::new(OffsetClock::new(0)), "kernel").unwrap();
+        s.provide::<SharedUserStore>(Arc::new(MemUsers::default()), "kernel")
+            .unwrap();
+        s.provide::<SharedSessionStore>(Arc::new(MemSessions::default()), "kernel")
+            .unwrap();
+        s.provide::<SharedRevocationStore>(Arc::new(MemRevocations::default()), "kernel")
+            .unwrap();
+        s.provide::<SharedClock>(Arc::new(OffsetClock::new(0)), "kernel")
+            .unwrap();
         s
     }
 
     #[test]
     fn builds_routes_middleware_openapi_and_the_authenticator() {
-        let profile = RunProfile { name: "development".into() };
+        let profile = RunProfile {
+            name: "development".into(),
+        };
         let mut services = services();
         let mut out = Contributions::default();
-        let section = serde_json::json!({"password": {"argon2": {"memory_kib": 64, "iterations": 1}}});
+        let section =
+            serde_json::json!({"password": {"argon2": {"memory_kib": 64, "iterations": 1}}});
         let mut reg = Registrar::new("auth", &profile, &mut services, &mut out);
         DynPlugin::build(&AuthPlugin, &section, &mut reg).unwrap();
         assert_eq!(out.routes.len(), 1);
@@ -95,7 +106,9 @@ mod tests {
 
     #[test]
     fn production_refuses_the_default_secret_at_config_check() {
-        let profile = RunProfile { name: "production".into() };
+        let profile = RunProfile {
+            name: "production".into(),
+        };
         let problems = AuthPlugin.check_config(&serde_json::json!({}), &profile);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].key, "auth.jwt.secret");
@@ -103,11 +116,16 @@ mod tests {
 
     #[test]
     fn missing_services_are_named() {
-        let profile = RunProfile { name: "development".into() };
+        let profile = RunProfile {
+            name: "development".into(),
+        };
         let mut services = Services::default();
         let mut out = Contributions::default();
         let mut reg = Registrar::new("auth", &profile, &mut services, &mut out);
         let e = DynPlugin::build(&AuthPlugin, &serde_json::json!({}), &mut reg).unwrap_err();
-        assert!(e.0.contains("plugin auth") && e.0.contains("UserStore"), "{e}");
+        assert!(
+            e.0.contains("plugin auth") && e.0.contains("UserStore"),
+            "{e}"
+        );
     }
 }

@@ -19,9 +19,17 @@ pub fn document(cookie_name: &str) -> utoipa::openapi::OpenApi {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearerAuth",
-        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build(),
+        ),
     );
-    components.add_security_scheme("cookieAuth", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(cookie_name))));
+    components.add_security_scheme(
+        "cookieAuth",
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(cookie_name))),
+    );
     doc
 }
 
@@ -45,16 +53,29 @@ mod tests {
                 assert!(op["responses"][s].is_object(), "{path} {s}");
             }
         }
-        assert_eq!(paths["/auth/me"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/User");
         assert_eq!(
-            paths["/auth/login"]["post"]["responses"]["401"]["content"]["application/json"]["schema"]["$ref"],
+            paths["/auth/me"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/User"
+        );
+        assert_eq!(
+            paths["/auth/login"]["post"]["responses"]["401"]["content"]["application/json"]["schema"]
+                ["$ref"],
             "#/components/schemas/Error"
         );
         let schemas = &doc["components"]["schemas"];
-        for name in ["User", "Error", "AuthResponse", "RegisterRequest", "LoginRequest"] {
+        for name in [
+            "User",
+            "Error",
+            "AuthResponse",
+            "RegisterRequest",
+            "LoginRequest",
+        ] {
             assert!(schemas[name].is_object(), "schema {name}: {schemas:#}");
         }
-        assert_eq!(schemas["AuthResponse"]["properties"]["user"]["$ref"], "#/components/schemas/User");
+        assert_eq!(
+            schemas["AuthResponse"]["properties"]["user"]["$ref"],
+            "#/components/schemas/User"
+        );
         let schemes = &doc["components"]["securitySchemes"];
         assert_eq!(schemes["bearerAuth"]["scheme"], "bearer");
         assert_eq!(schemes["bearerAuth"]["bearerFormat"], "JWT");

@@ -18,7 +18,9 @@ pub enum Verdict {
     Mismatch,
     /// The password is right; `rehash` says the stored hash should be replaced with one
     /// made with the current parameters.
-    Match { rehash: bool },
+    Match {
+        rehash: bool,
+    },
 }
 
 pub struct Hasher {
@@ -32,7 +34,11 @@ pub struct Hasher {
 
 /// How many hashes may run at once: the configured number, or one per CPU.
 pub fn concurrency(configured: usize) -> usize {
-    if configured > 0 { configured } else { std::thread::available_parallelism().map_or(1, |n| n.get()) }
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
 }
 
 impl Hasher {
@@ -43,23 +49,36 @@ impl Hasher {
             .map_err(|e| format!("auth.password.argon2: invalid argon2 parameters: {e}"))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let dummy_password = confab_sdk::ids::random_token();
-        let dummy = hash_with(&argon, &dummy_password).map_err(|e| format!("auth: cannot hash passwords: {e}"))?;
-        Ok(Hasher { argon, params, permits: Arc::new(Semaphore::new(concurrency(config.hash_concurrency))), dummy })
+        let dummy = hash_with(&argon, &dummy_password)
+            .map_err(|e| format!("auth: cannot hash passwords: {e}"))?;
+        Ok(Hasher {
+            argon,
+            params,
+            permits: Arc::new(Semaphore::new(concurrency(config.hash_concurrency))),
+            dummy,
+        })
     }
 
     /// Hashes a new password with argon2id and the current parameters.
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
         let argon = self.argon.clone();
-        self.run(move || hash_with(&argon, &password).map_err(ApiError::internal)).await?
+        self.run(move || hash_with(&argon, &password).map_err(ApiError::internal))
+            .await?
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when there is no user
     /// (the verdict is then always a mismatch, after the same work).
-    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<Verdict, ApiError> {
+    pub async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<Verdict, ApiError> {
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy.clone());
         let params = self.params.clone();
-        let verdict = self.run(move || verify_with(&password, &hash, &params)).await?;
+        let verdict = self
+            .run(move || verify_with(&password, &hash, &params))
+            .await?;
         Ok(if known { verdict } else { Verdict::Mismatch })
     }
 
@@ -70,8 +89,16 @@ impl Hasher {
 
     /// Runs CPU-heavy work on the blocking pool once a permit is free. The permit moves
     /// into the task, so it is held until the work ends even if the request is dropped.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-        let permit = self.permits.clone().acquire_owned().await.map_err(ApiError::internal)?;
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(ApiError::internal)?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             work()
@@ -100,21 +127,31 @@ fn verify_with(password: &str, hash: &str, current: &Params) -> Verdict {
     } else {
         match PasswordHash::new(hash) {
             // The hash names its own algorithm and parameters; verification follows them.
-            Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+            Ok(parsed) => Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok(),
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable password hash in the user store");
                 false
             }
         }
     };
-    if ok { Verdict::Match { rehash: needs_rehash(hash, current) } } else { Verdict::Mismatch }
+    if ok {
+        Verdict::Match {
+            rehash: needs_rehash(hash, current),
+        }
+    } else {
+        Verdict::Mismatch
+    }
 }
 
 fn needs_rehash(hash: &str, current: &Params) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else {
         return true;
     };
-    if parsed.algorithm != Algorithm::Argon2id.ident() || parsed.version != Some(Version::V0x13.into()) {
+    if parsed.algorithm != Algorithm::Argon2id.ident()
+        || parsed.version != Some(Version::V0x13.into())
+    {
         return true;
     }
     match Params::try_from(&parsed) {
@@ -136,7 +173,11 @@ mod tests {
     /// Cheap parameters keep the tests fast; the logic does not depend on the cost.
     fn config(memory_kib: u32, iterations: u32) -> PasswordConfig {
         PasswordConfig {
-            argon2: Argon2Config { memory_kib, iterations, parallelism: 1 },
+            argon2: Argon2Config {
+                memory_kib,
+                iterations,
+                parallelism: 1,
+            },
             hash_concurrency: 2,
             ..PasswordConfig::default()
         }
@@ -147,8 +188,18 @@ mod tests {
         let h = Hasher::new(&config(64, 1)).unwrap();
         let hash = h.hash("correct horse".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
-        assert_eq!(h.verify("correct horse".into(), Some(hash.clone())).await.unwrap(), Verdict::Match { rehash: false });
-        assert_eq!(h.verify("wrong horse".into(), Some(hash.clone())).await.unwrap(), Verdict::Mismatch);
+        assert_eq!(
+            h.verify("correct horse".into(), Some(hash.clone()))
+                .await
+                .unwrap(),
+            Verdict::Match { rehash: false }
+        );
+        assert_eq!(
+            h.verify("wrong horse".into(), Some(hash.clone()))
+                .await
+                .unwrap(),
+            Verdict::Mismatch
+        );
         assert!(!h.needs_rehash(&hash));
         // Salts are random: the same password hashes differently.
         assert_ne!(hash, h.hash("correct horse".into()).await.unwrap());
@@ -157,8 +208,14 @@ mod tests {
     #[tokio::test]
     async fn unknown_users_never_match_even_with_the_dummy_password() {
         let h = Hasher::new(&config(64, 1)).unwrap();
-        assert_eq!(h.verify("anything".into(), None).await.unwrap(), Verdict::Mismatch);
-        assert!(h.dummy.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "the dummy uses the current parameters");
+        assert_eq!(
+            h.verify("anything".into(), None).await.unwrap(),
+            Verdict::Mismatch
+        );
+        assert!(
+            h.dummy.starts_with("$argon2id$v=19$m=64,t=1,p=1$"),
+            "the dummy uses the current parameters"
+        );
     }
 
     #[tokio::test]
@@ -167,12 +224,24 @@ mod tests {
         let new = Hasher::new(&config(128, 2)).unwrap();
         let old_hash = old.hash("pw-123456".into()).await.unwrap();
         assert!(new.needs_rehash(&old_hash));
-        assert_eq!(new.verify("pw-123456".into(), Some(old_hash)).await.unwrap(), Verdict::Match { rehash: true });
+        assert_eq!(
+            new.verify("pw-123456".into(), Some(old_hash))
+                .await
+                .unwrap(),
+            Verdict::Match { rehash: true }
+        );
 
-        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::new(128, 2, 1, None).unwrap());
+        let argon2i = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(128, 2, 1, None).unwrap(),
+        );
         let i_hash = hash_with(&argon2i, "pw-123456").unwrap();
         assert!(new.needs_rehash(&i_hash));
-        assert_eq!(new.verify("pw-123456".into(), Some(i_hash)).await.unwrap(), Verdict::Match { rehash: true });
+        assert_eq!(
+            new.verify("pw-123456".into(), Some(i_hash)).await.unwrap(),
+            Verdict::Match { rehash: true }
+        );
         assert!(new.needs_rehash("not a hash"));
     }
 
@@ -181,12 +250,25 @@ mod tests {
         let h = Hasher::new(&config(64, 1)).unwrap();
         let b = bcrypt::hash("legacy-pass", 4).unwrap();
         assert!(b.starts_with("$2b$04$"));
-        assert_eq!(h.verify("legacy-pass".into(), Some(b.clone())).await.unwrap(), Verdict::Match { rehash: true });
-        assert_eq!(h.verify("legacy-pasz".into(), Some(b.clone())).await.unwrap(), Verdict::Mismatch);
+        assert_eq!(
+            h.verify("legacy-pass".into(), Some(b.clone()))
+                .await
+                .unwrap(),
+            Verdict::Match { rehash: true }
+        );
+        assert_eq!(
+            h.verify("legacy-pasz".into(), Some(b.clone()))
+                .await
+                .unwrap(),
+            Verdict::Mismatch
+        );
         // bcryptjs writes `$2a$`; PHP wrote `$2y$`. Same algorithm.
         for prefix in ["$2a$", "$2y$"] {
             let other = format!("{prefix}{}", &b[4..]);
-            assert_eq!(h.verify("legacy-pass".into(), Some(other)).await.unwrap(), Verdict::Match { rehash: true });
+            assert_eq!(
+                h.verify("legacy-pass".into(), Some(other)).await.unwrap(),
+                Verdict::Match { rehash: true }
+            );
         }
     }
 
@@ -194,13 +276,23 @@ mod tests {
     async fn garbage_hashes_are_mismatches_not_errors() {
         let h = Hasher::new(&config(64, 1)).unwrap();
         for stored in ["", "plain", "$2b$xx", "$argon2id$v=19$broken"] {
-            assert_eq!(h.verify("pw".into(), Some(stored.into())).await.unwrap(), Verdict::Mismatch, "{stored}");
+            assert_eq!(
+                h.verify("pw".into(), Some(stored.into())).await.unwrap(),
+                Verdict::Mismatch,
+                "{stored}"
+            );
         }
     }
 
     #[tokio::test]
     async fn hashing_is_bounded_by_the_semaphore() {
-        let h = Arc::new(Hasher::new(&PasswordConfig { hash_concurrency: 1, ..config(64, 1) }).unwrap());
+        let h = Arc::new(
+            Hasher::new(&PasswordConfig {
+                hash_concurrency: 1,
+                ..config(64, 1)
+            })
+            .unwrap(),
+        );
         assert_eq!(h.permits.available_permits(), 1);
         let tasks: Vec<_> = (0..4)
             .map(|i| {

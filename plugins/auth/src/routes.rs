@@ -19,7 +19,13 @@ struct Inject(Arc<AuthService>);
 
 #[async_trait]
 impl Handler for Inject {
-    async fn handle(&self, _req: &mut Request, depot: &mut Depot, _res: &mut Response, _ctrl: &mut FlowCtrl) {
+    async fn handle(
+        &self,
+        _req: &mut Request,
+        depot: &mut Depot,
+        _res: &mut Response,
+        _ctrl: &mut FlowCtrl,
+    ) {
         depot.insert_typed(self.0.clone());
     }
 }
@@ -34,7 +40,10 @@ pub fn router(svc: Arc<AuthService>) -> Router {
 }
 
 fn service(depot: &Depot) -> Result<Arc<AuthService>, ApiError> {
-    depot.get_typed::<Arc<AuthService>>().cloned().map_err(|_| ApiError::internal("auth service missing from depot"))
+    depot
+        .get_typed::<Arc<AuthService>>()
+        .cloned()
+        .map_err(|_| ApiError::internal("auth service missing from depot"))
 }
 
 fn header(value: &str) -> Result<HeaderValue, ApiError> {
@@ -44,17 +53,25 @@ fn header(value: &str) -> Result<HeaderValue, ApiError> {
 /// Writes an error; 401s say how to authenticate, as HTTP asks.
 fn fail(res: &mut Response, e: ApiError) {
     if e.code == ErrorCode::Unauthorized {
-        res.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        res.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     res.render(e);
 }
 
 fn no_store(res: &mut Response) {
-    res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
-fn signed_in(svc: &AuthService, res: &mut Response, status: StatusCode, out: SignedIn) -> Result<(), ApiError> {
-    res.headers_mut().append(SET_COOKIE, header(&svc.cookie.session(&out.session_id))?);
+fn signed_in(
+    svc: &AuthService,
+    res: &mut Response,
+    status: StatusCode,
+    out: SignedIn,
+) -> Result<(), ApiError> {
+    res.headers_mut()
+        .append(SET_COOKIE, header(&svc.cookie.session(&out.session_id))?);
     no_store(res);
     res.status_code(status);
     res.render(Json(out.body));
@@ -173,7 +190,8 @@ pub async fn logout(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let result = async {
         let svc = service(depot)?;
         svc.logout(req.headers()).await?;
-        res.headers_mut().append(SET_COOKIE, header(&svc.cookie.clear())?);
+        res.headers_mut()
+            .append(SET_COOKIE, header(&svc.cookie.clear())?);
         res.status_code(StatusCode::NO_CONTENT);
         Ok::<_, ApiError>(())
     }
@@ -200,7 +218,12 @@ mod tests {
     const URL: &str = "http://127.0.0.1:5800";
 
     fn set_cookie(res: &Response) -> String {
-        res.headers().get(SET_COOKIE).expect("set-cookie").to_str().unwrap().to_owned()
+        res.headers()
+            .get(SET_COOKIE)
+            .expect("set-cookie")
+            .to_str()
+            .unwrap()
+            .to_owned()
     }
 
     #[tokio::test]
@@ -212,7 +235,10 @@ mod tests {
             .await;
         assert_eq!(res.status_code, Some(StatusCode::CREATED));
         let cookie = set_cookie(&res);
-        assert!(cookie.starts_with("confab.sid=") && cookie.contains("HttpOnly; SameSite=Lax"), "{cookie}");
+        assert!(
+            cookie.starts_with("confab.sid=") && cookie.contains("HttpOnly; SameSite=Lax"),
+            "{cookie}"
+        );
         assert!(!cookie.contains("Secure"));
         let body: Value = res.take_json().await.unwrap();
         let token = body["token"].as_str().unwrap().to_owned();
@@ -221,7 +247,10 @@ mod tests {
         assert!(body["user"]["id"].as_str().is_some());
 
         let sid = cookie.split(';').next().unwrap().to_owned();
-        let mut res = TestClient::get(format!("{URL}/auth/me")).add_header("cookie", &sid, true).send(&app).await;
+        let mut res = TestClient::get(format!("{URL}/auth/me"))
+            .add_header("cookie", &sid, true)
+            .send(&app)
+            .await;
         assert_eq!(res.status_code, Some(StatusCode::OK));
         assert_eq!(res.take_json::<Value>().await.unwrap()["username"], "alice");
 
@@ -233,7 +262,10 @@ mod tests {
         assert_eq!(res.status_code, Some(StatusCode::NO_CONTENT));
         assert!(set_cookie(&res).starts_with("confab.sid=; Max-Age=0;"));
 
-        for req in [TestClient::get(format!("{URL}/auth/me")).bearer_auth(&token), TestClient::get(format!("{URL}/auth/me")).add_header("cookie", &sid, true)] {
+        for req in [
+            TestClient::get(format!("{URL}/auth/me")).bearer_auth(&token),
+            TestClient::get(format!("{URL}/auth/me")).add_header("cookie", &sid, true),
+        ] {
             let mut res = req.send(&app).await;
             assert_eq!(res.status_code, Some(StatusCode::UNAUTHORIZED));
             assert_eq!(res.headers().get(WWW_AUTHENTICATE).unwrap(), "Bearer");
@@ -248,16 +280,32 @@ mod tests {
         for (body, field) in [
             (json!({"password": "password-1"}), "username"),
             (json!({"username": 5, "password": "password-1"}), "username"),
-            (json!({"username": "a b c", "password": "password-1"}), "username"),
+            (
+                json!({"username": "a b c", "password": "password-1"}),
+                "username",
+            ),
             (json!({"username": "abc", "password": "short"}), "password"),
-            (json!({"username": "abc", "password": "password-1", "displayName": ""}), "displayName"),
+            (
+                json!({"username": "abc", "password": "password-1", "displayName": ""}),
+                "displayName",
+            ),
         ] {
-            let mut res = TestClient::post(format!("{URL}/auth/register")).json(&body).send(&app).await;
+            let mut res = TestClient::post(format!("{URL}/auth/register"))
+                .json(&body)
+                .send(&app)
+                .await;
             assert_eq!(res.status_code, Some(StatusCode::BAD_REQUEST), "{body}");
             let v: Value = res.take_json().await.unwrap();
-            assert_eq!((v["code"].as_str(), v["field"].as_str()), (Some("validation_failed"), Some(field)), "{body}");
+            assert_eq!(
+                (v["code"].as_str(), v["field"].as_str()),
+                (Some("validation_failed"), Some(field)),
+                "{body}"
+            );
         }
-        let mut res = TestClient::post(format!("{URL}/auth/login")).raw_json("{").send(&app).await;
+        let mut res = TestClient::post(format!("{URL}/auth/login"))
+            .raw_json("{")
+            .send(&app)
+            .await;
         assert_eq!(res.status_code, Some(StatusCode::BAD_REQUEST));
         assert_eq!(res.take_json::<Value>().await.unwrap()["field"], "body");
     }

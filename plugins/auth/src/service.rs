@@ -25,7 +25,12 @@ pub const BAD_SESSION: &str = "session expired or invalid";
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
     /// 3-32 characters: letters, digits, `_`, `.`, `-`. Unique regardless of case.
-    #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.-]{3,32}$", example = "alice")]
+    #[schema(
+        min_length = 3,
+        max_length = 32,
+        pattern = "^[A-Za-z0-9_.-]{3,32}$",
+        example = "alice"
+    )]
     pub username: String,
     /// At least `auth.password.min_length` characters (default 8), at most
     /// `auth.password.max_bytes` bytes (default 256).
@@ -112,7 +117,11 @@ impl AuthService {
 
     pub async fn register(&self, req: RegisterRequest) -> Result<SignedIn, ApiError> {
         validate::username(&req.username)?;
-        validate::password(&req.password, self.password_min_chars, self.password_max_bytes)?;
+        validate::password(
+            &req.password,
+            self.password_min_chars,
+            self.password_max_bytes,
+        )?;
         let display_name = validate::display_name(req.display_name.as_deref())?;
         // Refuse a taken name before paying for a hash; the store still decides races.
         if self.users.user_by_username(&req.username).await?.is_some() {
@@ -121,7 +130,11 @@ impl AuthService {
         let password_hash = self.hasher.hash(req.password).await?;
         let user = self
             .users
-            .create_user(NewUser { username: req.username, display_name, password_hash })
+            .create_user(NewUser {
+                username: req.username,
+                display_name,
+                password_hash,
+            })
             .await
             .map_err(|e| match e {
                 StorageError::Conflict(_) => taken(),
@@ -138,7 +151,13 @@ impl AuthService {
             None
         };
         // Unknown users are checked against a dummy hash: same work, same answer.
-        let verdict = self.hasher.verify(req.password.clone(), user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let verdict = self
+            .hasher
+            .verify(
+                req.password.clone(),
+                user.as_ref().map(|u| u.password_hash.clone()),
+            )
+            .await?;
         let (Some(user), Verdict::Match { rehash }) = (user, verdict) else {
             return Err(ApiError::unauthorized(BAD_CREDENTIALS));
         };
@@ -152,20 +171,40 @@ impl AuthService {
     /// next login, so it is logged rather than failing this one.
     async fn upgrade_hash(&self, user: &UserRecord, password: String) {
         let result = match self.hasher.hash(password).await {
-            Ok(hash) => self.users.set_password_hash(&user.id, &hash).await.map_err(|e| e.to_string()),
+            Ok(hash) => self
+                .users
+                .set_password_hash(&user.id, &hash)
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match result {
-            Ok(()) => tracing::info!(user_id = %user.id, "password hash upgraded to current argon2id parameters"),
-            Err(e) => tracing::warn!(user_id = %user.id, error = %e, "password hash upgrade failed"),
+            Ok(()) => {
+                tracing::info!(user_id = %user.id, "password hash upgraded to current argon2id parameters")
+            }
+            Err(e) => {
+                tracing::warn!(user_id = %user.id, error = %e, "password hash upgrade failed")
+            }
         }
     }
 
     async fn sign_in(&self, user: &UserRecord) -> Result<SignedIn, ApiError> {
         let issued = self.tokens.issue(&user.id, &user.username)?;
-        let data = SessionData { user_id: user.id.clone(), username: user.username.clone() };
-        let session_id = self.sessions.create(data, self.session_absolute_secs, self.session_idle_secs).await?;
-        Ok(SignedIn { body: AuthResponse { token: issued.token, user: PublicUser::from(user) }, session_id })
+        let data = SessionData {
+            user_id: user.id.clone(),
+            username: user.username.clone(),
+        };
+        let session_id = self
+            .sessions
+            .create(data, self.session_absolute_secs, self.session_idle_secs)
+            .await?;
+        Ok(SignedIn {
+            body: AuthResponse {
+                token: issued.token,
+                user: PublicUser::from(user),
+            },
+            session_id,
+        })
     }
 
     /// The current user record of an authenticated caller.
@@ -184,7 +223,12 @@ impl AuthService {
             && let Ok(claims) = self.tokens.verify(token)
         {
             // Accepted until exp + leeway, so remembered that long.
-            self.revocations.revoke(&claims.jti, claims.exp.saturating_add(self.tokens.leeway_secs())).await?;
+            self.revocations
+                .revoke(
+                    &claims.jti,
+                    claims.exp.saturating_add(self.tokens.leeway_secs()),
+                )
+                .await?;
         }
         if let Some(id) = cookie(headers, &self.cookie.name).filter(|id| is_session_id(id)) {
             self.sessions.delete(id).await?;
@@ -210,7 +254,12 @@ impl AuthService {
             return Err(ApiError::unauthorized(BAD_SESSION));
         }
         match self.sessions.get(id).await? {
-            Some(s) => Ok(Principal { user_id: s.user_id, username: s.username, session_id: Some(id.to_owned()), token: None }),
+            Some(s) => Ok(Principal {
+                user_id: s.user_id,
+                username: s.username,
+                session_id: Some(id.to_owned()),
+                token: None,
+            }),
             None => Err(ApiError::unauthorized(BAD_SESSION)),
         }
     }
@@ -237,13 +286,25 @@ impl Authenticator for AuthService {
     }
 
     /// `auth.token` (with or without a `Bearer ` prefix), then the headers.
-    async fn authenticate_socket(&self, auth: &serde_json::Value, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    async fn authenticate_socket(
+        &self,
+        auth: &serde_json::Value,
+        headers: &HeaderMap,
+    ) -> Result<Principal, ApiError> {
         match auth.get("token") {
             None | Some(serde_json::Value::Null) => self.authenticate(headers).await,
             Some(serde_json::Value::String(t)) => {
                 let t = t.trim();
-                let t = t.strip_prefix("Bearer ").or_else(|| t.strip_prefix("bearer ")).unwrap_or(t).trim();
-                if t.is_empty() { self.authenticate(headers).await } else { self.by_token(t).await }
+                let t = t
+                    .strip_prefix("Bearer ")
+                    .or_else(|| t.strip_prefix("bearer "))
+                    .unwrap_or(t)
+                    .trim();
+                if t.is_empty() {
+                    self.authenticate(headers).await
+                } else {
+                    self.by_token(t).await
+                }
             }
             Some(_) => Err(ApiError::unauthorized("invalid token")),
         }
@@ -272,7 +333,10 @@ pub(crate) mod tests {
     impl UserStore for MemUsers {
         async fn create_user(&self, u: NewUser) -> StorageResult<UserRecord> {
             let mut all = self.0.lock().unwrap();
-            if all.iter().any(|x| x.username.eq_ignore_ascii_case(&u.username)) {
+            if all
+                .iter()
+                .any(|x| x.username.eq_ignore_ascii_case(&u.username))
+            {
                 return Err(StorageError::Conflict("username taken".into()));
             }
             let rec = UserRecord {
@@ -290,11 +354,20 @@ pub(crate) mod tests {
             Ok(self.0.lock().unwrap().iter().find(|u| u.id == id).cloned())
         }
         async fn user_by_username(&self, name: &str) -> StorageResult<Option<UserRecord>> {
-            Ok(self.0.lock().unwrap().iter().find(|u| u.username.eq_ignore_ascii_case(name)).cloned())
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|u| u.username.eq_ignore_ascii_case(name))
+                .cloned())
         }
         async fn set_password_hash(&self, id: &str, hash: &str) -> StorageResult<()> {
             let mut all = self.0.lock().unwrap();
-            let u = all.iter_mut().find(|u| u.id == id).ok_or(StorageError::NotFound("user".into()))?;
+            let u = all
+                .iter_mut()
+                .find(|u| u.id == id)
+                .ok_or(StorageError::NotFound("user".into()))?;
             u.password_hash = hash.to_owned();
             Ok(())
         }
@@ -343,8 +416,15 @@ pub(crate) mod tests {
     /// Cheap argon2 parameters keep the tests fast.
     pub fn cheap_config() -> AuthConfig {
         let mut c = AuthConfig::default();
-        c.password.argon2 = Argon2Config { memory_kib: 64, iterations: 1, parallelism: 1 };
-        c.jwt.keys = vec![JwtKey { kid: "k1".into(), secret: "unit-test-secret".into() }];
+        c.password.argon2 = Argon2Config {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        c.jwt.keys = vec![JwtKey {
+            kid: "k1".into(),
+            secret: "unit-test-secret".into(),
+        }];
         c
     }
 
@@ -359,11 +439,20 @@ pub(crate) mod tests {
             clock: clock.clone(),
         };
         let svc = Arc::new(AuthService::new(&config, stores, false).unwrap());
-        Fixture { svc, users, revocations, clock }
+        Fixture {
+            svc,
+            users,
+            revocations,
+            clock,
+        }
     }
 
     fn register_req(name: &str) -> RegisterRequest {
-        RegisterRequest { username: name.into(), password: "password-1".into(), display_name: Some(" Al ".into()) }
+        RegisterRequest {
+            username: name.into(),
+            password: "password-1".into(),
+            display_name: Some(" Al ".into()),
+        }
     }
 
     fn bearer(token: &str) -> HeaderMap {
@@ -374,7 +463,10 @@ pub(crate) mod tests {
 
     fn with_cookie(id: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert("cookie", format!("other=1; confab.sid={id}").parse().unwrap());
+        h.insert(
+            "cookie",
+            format!("other=1; confab.sid={id}").parse().unwrap(),
+        );
         h
     }
 
@@ -384,14 +476,32 @@ pub(crate) mod tests {
         let reg = f.svc.register(register_req("alice")).await.unwrap();
         assert_eq!(reg.body.user.username, "alice");
         assert_eq!(reg.body.user.display_name.as_deref(), Some("Al"));
-        let login = f.svc.login(LoginRequest { username: "ALICE".into(), password: "password-1".into() }).await.unwrap();
+        let login = f
+            .svc
+            .login(LoginRequest {
+                username: "ALICE".into(),
+                password: "password-1".into(),
+            })
+            .await
+            .unwrap();
         assert_eq!(login.body.user.id, reg.body.user.id);
-        assert_ne!(login.session_id, reg.session_id, "a fresh session at every login");
+        assert_ne!(
+            login.session_id, reg.session_id,
+            "a fresh session at every login"
+        );
 
-        let p = f.svc.authenticate(&bearer(&login.body.token)).await.unwrap();
+        let p = f
+            .svc
+            .authenticate(&bearer(&login.body.token))
+            .await
+            .unwrap();
         assert_eq!(p.user_id, reg.body.user.id);
         assert!(p.token.is_some() && p.session_id.is_none());
-        let p = f.svc.authenticate(&with_cookie(&login.session_id)).await.unwrap();
+        let p = f
+            .svc
+            .authenticate(&with_cookie(&login.session_id))
+            .await
+            .unwrap();
         assert_eq!(p.session_id.as_deref(), Some(login.session_id.as_str()));
         assert_eq!(f.svc.me(&p).await.unwrap().username, "alice");
     }
@@ -409,9 +519,33 @@ pub(crate) mod tests {
     async fn unknown_user_and_wrong_password_look_the_same() {
         let f = fixture(cheap_config());
         f.svc.register(register_req("carol")).await.unwrap();
-        let wrong = f.svc.login(LoginRequest { username: "carol".into(), password: "nope-nope".into() }).await.err().unwrap();
-        let unknown = f.svc.login(LoginRequest { username: "nobody".into(), password: "nope-nope".into() }).await.err().unwrap();
-        let huge = f.svc.login(LoginRequest { username: "x".repeat(1000), password: "nope-nope".into() }).await.err().unwrap();
+        let wrong = f
+            .svc
+            .login(LoginRequest {
+                username: "carol".into(),
+                password: "nope-nope".into(),
+            })
+            .await
+            .err()
+            .unwrap();
+        let unknown = f
+            .svc
+            .login(LoginRequest {
+                username: "nobody".into(),
+                password: "nope-nope".into(),
+            })
+            .await
+            .err()
+            .unwrap();
+        let huge = f
+            .svc
+            .login(LoginRequest {
+                username: "x".repeat(1000),
+                password: "nope-nope".into(),
+            })
+            .await
+            .err()
+            .unwrap();
         assert_eq!(wrong.to_json(), unknown.to_json());
         assert_eq!(wrong.to_json(), huge.to_json());
         assert_eq!(wrong.message, BAD_CREDENTIALS);
@@ -425,13 +559,30 @@ pub(crate) mod tests {
             .create_user(NewUser {
                 username: "legacy".into(),
                 display_name: None,
-                password_hash: bcrypt::hash("old-password", 4).unwrap().replace("$2b$", "$2a$"),
+                password_hash: bcrypt::hash("old-password", 4)
+                    .unwrap()
+                    .replace("$2b$", "$2a$"),
             })
             .await
             .unwrap();
-        f.svc.login(LoginRequest { username: "legacy".into(), password: "old-password".into() }).await.unwrap();
-        let upgraded = f.users.user_by_id(&legacy.id).await.unwrap().unwrap().password_hash;
-        assert!(upgraded.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{upgraded}");
+        f.svc
+            .login(LoginRequest {
+                username: "legacy".into(),
+                password: "old-password".into(),
+            })
+            .await
+            .unwrap();
+        let upgraded = f
+            .users
+            .user_by_id(&legacy.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash;
+        assert!(
+            upgraded.starts_with("$argon2id$v=19$m=64,t=1,p=1$"),
+            "{upgraded}"
+        );
 
         // The parameters change: the next login re-hashes with the new ones.
         let mut stronger = cheap_config();
@@ -445,12 +596,41 @@ pub(crate) mod tests {
             };
             AuthService::new(&stronger, stores, false).unwrap()
         };
-        svc2.login(LoginRequest { username: "legacy".into(), password: "old-password".into() }).await.unwrap();
-        let again = f.users.user_by_id(&legacy.id).await.unwrap().unwrap().password_hash;
-        assert!(again.starts_with("$argon2id$v=19$m=128,t=1,p=1$"), "{again}");
+        svc2.login(LoginRequest {
+            username: "legacy".into(),
+            password: "old-password".into(),
+        })
+        .await
+        .unwrap();
+        let again = f
+            .users
+            .user_by_id(&legacy.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash;
+        assert!(
+            again.starts_with("$argon2id$v=19$m=128,t=1,p=1$"),
+            "{again}"
+        );
         // A wrong password never touches the hash.
-        assert!(svc2.login(LoginRequest { username: "legacy".into(), password: "bad-password".into() }).await.is_err());
-        assert_eq!(f.users.user_by_id(&legacy.id).await.unwrap().unwrap().password_hash, again);
+        assert!(
+            svc2.login(LoginRequest {
+                username: "legacy".into(),
+                password: "bad-password".into()
+            })
+            .await
+            .is_err()
+        );
+        assert_eq!(
+            f.users
+                .user_by_id(&legacy.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            again
+        );
     }
 
     #[tokio::test]
@@ -458,17 +638,31 @@ pub(crate) mod tests {
         let f = fixture(cheap_config());
         let s = f.svc.register(register_req("dave")).await.unwrap();
         let mut both = bearer(&s.body.token);
-        both.insert("cookie", format!("confab.sid={}", s.session_id).parse().unwrap());
+        both.insert(
+            "cookie",
+            format!("confab.sid={}", s.session_id).parse().unwrap(),
+        );
         f.svc.logout(&both).await.unwrap();
-        let e = f.svc.authenticate(&bearer(&s.body.token)).await.unwrap_err();
+        let e = f
+            .svc
+            .authenticate(&bearer(&s.body.token))
+            .await
+            .unwrap_err();
         assert_eq!(e.message, REVOKED);
-        let e = f.svc.authenticate(&with_cookie(&s.session_id)).await.unwrap_err();
+        let e = f
+            .svc
+            .authenticate(&with_cookie(&s.session_id))
+            .await
+            .unwrap_err();
         assert_eq!(e.message, BAD_SESSION);
         // Revoked until exp + leeway.
         let claims = f.svc.tokens.verify(&s.body.token).unwrap();
         assert_eq!(f.revocations.0.lock().unwrap()[&claims.jti], claims.exp + 5);
         // Nothing valid presented: 401.
-        assert_eq!(f.svc.logout(&HeaderMap::new()).await.unwrap_err().message, NO_CREDENTIALS);
+        assert_eq!(
+            f.svc.logout(&HeaderMap::new()).await.unwrap_err().message,
+            NO_CREDENTIALS
+        );
     }
 
     #[tokio::test]
@@ -478,16 +672,50 @@ pub(crate) mod tests {
         c.jwt.leeway_secs = 0;
         let f = fixture(c);
         let s = f.svc.register(register_req("erin")).await.unwrap();
-        assert_eq!(f.svc.authenticate(&bearer("garbage")).await.unwrap_err().message, "invalid token");
-        assert_eq!(f.svc.authenticate(&HeaderMap::new()).await.unwrap_err().message, NO_CREDENTIALS);
-        assert_eq!(f.svc.authenticate(&with_cookie("not-a-session-id-at-all")).await.unwrap_err().message, BAD_SESSION);
+        assert_eq!(
+            f.svc
+                .authenticate(&bearer("garbage"))
+                .await
+                .unwrap_err()
+                .message,
+            "invalid token"
+        );
+        assert_eq!(
+            f.svc
+                .authenticate(&HeaderMap::new())
+                .await
+                .unwrap_err()
+                .message,
+            NO_CREDENTIALS
+        );
+        assert_eq!(
+            f.svc
+                .authenticate(&with_cookie("not-a-session-id-at-all"))
+                .await
+                .unwrap_err()
+                .message,
+            BAD_SESSION
+        );
         // A bad bearer is not rescued by a good cookie.
         let mut h = bearer("garbage");
-        h.insert("cookie", format!("confab.sid={}", s.session_id).parse().unwrap());
-        assert_eq!(f.svc.authenticate(&h).await.unwrap_err().message, "invalid token");
+        h.insert(
+            "cookie",
+            format!("confab.sid={}", s.session_id).parse().unwrap(),
+        );
+        assert_eq!(
+            f.svc.authenticate(&h).await.unwrap_err().message,
+            "invalid token"
+        );
         f.clock.advance(11_000);
-        let e = f.svc.authenticate(&bearer(&s.body.token)).await.unwrap_err();
-        assert_eq!((e.message.as_str(), e.status().as_u16()), ("token expired", 401));
+        let e = f
+            .svc
+            .authenticate(&bearer(&s.body.token))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.status().as_u16()),
+            ("token expired", 401)
+        );
         assert!(f.clock.now_millis() > 0);
     }
 
@@ -497,30 +725,84 @@ pub(crate) mod tests {
         let s = f.svc.register(register_req("frank")).await.unwrap();
         let none = HeaderMap::new();
         let t = &s.body.token;
-        for auth in [serde_json::json!({"token": t}), serde_json::json!({"token": format!("Bearer {t}")})] {
-            assert_eq!(f.svc.authenticate_socket(&auth, &none).await.unwrap().username, "frank");
+        for auth in [
+            serde_json::json!({"token": t}),
+            serde_json::json!({"token": format!("Bearer {t}")}),
+        ] {
+            assert_eq!(
+                f.svc
+                    .authenticate_socket(&auth, &none)
+                    .await
+                    .unwrap()
+                    .username,
+                "frank"
+            );
         }
         let empty = serde_json::json!({});
         assert!(f.svc.authenticate_socket(&empty, &bearer(t)).await.is_ok());
-        assert!(f.svc.authenticate_socket(&empty, &with_cookie(&s.session_id)).await.is_ok());
-        let e = f.svc.authenticate_socket(&serde_json::json!({"token": 42}), &none).await.unwrap_err();
+        assert!(
+            f.svc
+                .authenticate_socket(&empty, &with_cookie(&s.session_id))
+                .await
+                .is_ok()
+        );
+        let e = f
+            .svc
+            .authenticate_socket(&serde_json::json!({"token": 42}), &none)
+            .await
+            .unwrap_err();
         assert_eq!(e.message, "invalid token");
-        let e = f.svc.authenticate_socket(&serde_json::json!({"token": "nope"}), &bearer(t)).await.unwrap_err();
+        let e = f
+            .svc
+            .authenticate_socket(&serde_json::json!({"token": "nope"}), &bearer(t))
+            .await
+            .unwrap_err();
         assert_eq!(e.message, "invalid token", "auth.token comes first");
-        assert_eq!(f.svc.authenticate_socket(&empty, &none).await.unwrap_err().message, NO_CREDENTIALS);
+        assert_eq!(
+            f.svc
+                .authenticate_socket(&empty, &none)
+                .await
+                .unwrap_err()
+                .message,
+            NO_CREDENTIALS
+        );
     }
 
     #[tokio::test]
     async fn validation_errors_name_their_field() {
         let f = fixture(cheap_config());
         let cases = [
-            (RegisterRequest { username: "ab".into(), password: "password-1".into(), display_name: None }, "username"),
-            (RegisterRequest { username: "abc".into(), password: "short".into(), display_name: None }, "password"),
-            (RegisterRequest { username: "abc".into(), password: "password-1".into(), display_name: Some(" ".into()) }, "displayName"),
+            (
+                RegisterRequest {
+                    username: "ab".into(),
+                    password: "password-1".into(),
+                    display_name: None,
+                },
+                "username",
+            ),
+            (
+                RegisterRequest {
+                    username: "abc".into(),
+                    password: "short".into(),
+                    display_name: None,
+                },
+                "password",
+            ),
+            (
+                RegisterRequest {
+                    username: "abc".into(),
+                    password: "password-1".into(),
+                    display_name: Some(" ".into()),
+                },
+                "displayName",
+            ),
         ];
         for (req, field) in cases {
             let e = f.svc.register(req).await.err().unwrap();
-            assert_eq!((e.status().as_u16(), e.field.as_deref()), (400, Some(field)));
+            assert_eq!(
+                (e.status().as_u16(), e.field.as_deref()),
+                (400, Some(field))
+            );
         }
     }
 }

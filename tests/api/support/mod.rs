@@ -163,10 +163,10 @@ impl Server {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = self.http.get(self.url("/ready")).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = self.http.get(self.url("/ready")).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             assert!(Instant::now() < deadline, "server at {} never became ready", self.addr);
             tokio::time::sleep(Duration::from_millis(25)).await;
