@@ -14,6 +14,7 @@ use futures_util::FutureExt;
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::Socket;
@@ -39,22 +40,23 @@ struct SocketState {
 
 /// The ack sender plus whether the client asked for an ack at all (socketioxide does not
 /// expose that, but an extractor sees the ack id).
-struct AckInfo {
-    sender: AckSender,
+struct AckInfo<A: Adapter> {
+    sender: AckSender<A>,
     wanted: bool,
 }
 
-impl FromMessageParts<LocalAdapter> for AckInfo {
+impl<A: Adapter> FromMessageParts<A> for AckInfo<A> {
     type Error = Infallible;
-    fn from_message_parts(s: &Arc<Socket<LocalAdapter>>, v: &mut socketioxide::handler::Value, ack_id: &Option<i64>) -> Result<Self, Infallible> {
+    fn from_message_parts(s: &Arc<Socket<A>>, v: &mut socketioxide::handler::Value, ack_id: &Option<i64>) -> Result<Self, Infallible> {
         let sender = AckSender::from_message_parts(s, v, ack_id)?;
         Ok(AckInfo { sender, wanted: ack_id.is_some() })
     }
 }
 
-struct LocalSocket(SocketRef);
+/// One socket, whatever the adapter.
+struct AdapterSocket<A: Adapter>(SocketRef<A>);
 
-impl SocketOps for LocalSocket {
+impl<A: Adapter> SocketOps for AdapterSocket<A> {
     fn id(&self) -> String {
         self.0.id.to_string()
     }
@@ -73,14 +75,15 @@ impl SocketOps for LocalSocket {
     }
 }
 
-fn ctx(s: &SocketRef, state: &SocketState) -> SocketCtx {
-    SocketCtx { socket: Arc::new(LocalSocket(s.clone())), principal: state.principal.clone() }
+fn ctx<A: Adapter>(s: &SocketRef<A>, state: &SocketState) -> SocketCtx {
+    SocketCtx { socket: Arc::new(AdapterSocket(s.clone())), principal: state.principal.clone() }
 }
 
-/// Installs the `/` namespace on `io`.
-pub fn install(io: &SocketIo, host: Arc<SocketHost>) {
+/// Installs the `/` namespace on `io`. Returns the adapter's initialisation (a ready
+/// future for the local adapter; the Redis adapter subscribes to its channels in it).
+pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHost>) -> A::InitRes {
     let mw_host = host.clone();
-    let middleware = move |s: SocketRef, TryData(auth): TryData<Value>| {
+    let middleware = move |s: SocketRef<A>, TryData(auth): TryData<Value>| {
         let host = mw_host.clone();
         async move {
             let auth = match auth {
@@ -98,14 +101,14 @@ pub fn install(io: &SocketIo, host: Arc<SocketHost>) {
             Ok::<(), ApiError>(())
         }
     };
-    let connect = move |s: SocketRef| {
+    let connect = move |s: SocketRef<A>| {
         let host = host.clone();
         async move { on_connect(s, host).await }
     };
-    io.ns("/", connect.with(middleware));
+    io.ns("/", connect.with(middleware))
 }
 
-async fn on_connect(s: SocketRef, host: Arc<SocketHost>) {
+async fn on_connect<A: Adapter>(s: SocketRef<A>, host: Arc<SocketHost>) {
     let Some(state) = s.extensions.get::<SocketState>() else {
         return;
     };
@@ -114,11 +117,11 @@ async fn on_connect(s: SocketRef, host: Arc<SocketHost>) {
         s.join(user_room(&p.user_id));
     }
     let dispatch_host = host.clone();
-    s.on_fallback(move |s: SocketRef, Event(event): Event, ack: AckInfo, TryData(data): TryData<Value>| {
+    s.on_fallback(move |s: SocketRef<A>, Event(event): Event, ack: AckInfo<A>, TryData(data): TryData<Value>| {
         dispatch(&dispatch_host, s, event, ack, data)
     });
     let disconnect_host = host.clone();
-    s.on_disconnect(move |s: SocketRef| {
+    s.on_disconnect(move |s: SocketRef<A>| {
         let host = disconnect_host.clone();
         async move {
             host.metrics.socket_closed();
@@ -138,11 +141,11 @@ async fn on_connect(s: SocketRef, host: Arc<SocketHost>) {
 
 /// Runs synchronously in the order events arrive, so the plugin's synchronous part keeps
 /// that order; the returned future is spawned by socketioxide.
-fn dispatch(
+fn dispatch<A: Adapter>(
     host: &Arc<SocketHost>,
-    s: SocketRef,
+    s: SocketRef<A>,
     event: String,
-    ack: AckInfo,
+    ack: AckInfo<A>,
     data: Result<Value, socketioxide::ParserError>,
 ) -> futures_util::future::BoxFuture<'static, ()> {
     host.metrics.socket_event(&event);

@@ -22,14 +22,7 @@ fn assert_error(status: u16, body: &Value, want_status: u16, code: &str, field: 
 }
 
 async fn history(s: &Server, u: &User, with: &str, query: &str) -> (u16, Value) {
-    call(
-        s,
-        Some(u),
-        "GET",
-        &format!("/chats/{}/with/{with}{query}", u.id),
-        None,
-    )
-    .await
+    call(s, Some(u), "GET", &format!("/chats/{}/with/{with}{query}", u.id), None).await
 }
 
 #[tokio::test]
@@ -42,21 +35,13 @@ async fn chat_rest_send_history_conversations_and_read() {
     }
     let m = &sent[0];
     assert!(
-        m["_id"].as_str().unwrap().len() == 24
-            && m["_id"]
-                .as_str()
-                .unwrap()
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit()),
+        m["_id"].as_str().unwrap().len() == 24 && m["_id"].as_str().unwrap().bytes().all(|b| b.is_ascii_hexdigit()),
         "{m}"
     );
     assert_eq!(m["senderId"], alice.id.as_str());
     assert_eq!(m["receiverId"], bob.id.as_str());
     assert_eq!(m["message"], "one");
-    assert!(
-        m.get("clientMsgId").is_none(),
-        "absent clientMsgId is omitted: {m}"
-    );
+    assert!(m.get("clientMsgId").is_none(), "absent clientMsgId is omitted: {m}");
     assert!(
         is_rfc3339_millis_utc(&m["createdAt"]) && is_rfc3339_millis_utc(&m["updatedAt"]),
         "{m}"
@@ -69,14 +54,7 @@ async fn chat_rest_send_history_conversations_and_read() {
     let (_, b_view) = history(&s, &bob, &alice.id, "").await;
     assert_eq!(a_view, b_view);
 
-    let (status, convs) = call(
-        &s,
-        Some(&bob),
-        "GET",
-        &format!("/chats/{}/conversations", bob.id),
-        None,
-    )
-    .await;
+    let (status, convs) = call(&s, Some(&bob), "GET", &format!("/chats/{}/conversations", bob.id), None).await;
     assert_eq!(status, 200, "{convs}");
     assert_eq!(convs.as_array().unwrap().len(), 1, "{convs}");
     assert_eq!(convs[0]["partner"], alice.id.as_str());
@@ -92,10 +70,7 @@ async fn chat_rest_send_history_conversations_and_read() {
     )
     .await;
     assert_eq!(a_convs[0]["partner"], bob.id.as_str());
-    assert_eq!(
-        a_convs[0]["unread"], 0,
-        "my own messages are never unread: {a_convs}"
-    );
+    assert_eq!(a_convs[0]["unread"], 0, "my own messages are never unread: {a_convs}");
 
     // Read up to the second message, then everything; the cursor never moves back.
     let read_path = format!("/chats/{}/read", bob.id);
@@ -114,27 +89,13 @@ async fn chat_rest_send_history_conversations_and_read() {
     );
     let (_, state) = read(json!({"withUser": alice.id, "upTo": sent[0]["_id"]})).await;
     assert_eq!(state["upTo"], sent[2]["_id"], "never moves back: {state}");
-    let (_, convs) = call(
-        &s,
-        Some(&bob),
-        "GET",
-        &format!("/chats/{}/conversations", bob.id),
-        None,
-    )
-    .await;
+    let (_, convs) = call(&s, Some(&bob), "GET", &format!("/chats/{}/conversations", bob.id), None).await;
     assert_eq!(convs[0]["unread"], 0);
 
     // A newer conversation comes first.
     let carol = register(&s, "carol").await;
     rest_send(&s, &carol, &bob.id, "hi bob").await;
-    let (_, convs) = call(
-        &s,
-        Some(&bob),
-        "GET",
-        &format!("/chats/{}/conversations", bob.id),
-        None,
-    )
-    .await;
+    let (_, convs) = call(&s, Some(&bob), "GET", &format!("/chats/{}/conversations", bob.id), None).await;
     let partners: Vec<&str> = convs
         .as_array()
         .unwrap()
@@ -155,11 +116,7 @@ async fn chat_rest_history_pages_with_cursors_and_limits() {
     );
     let mut all = Vec::new();
     for i in 0..8 {
-        let (from, to) = if i % 2 == 0 {
-            (&alice, &bob)
-        } else {
-            (&bob, &alice)
-        };
+        let (from, to) = if i % 2 == 0 { (&alice, &bob) } else { (&bob, &alice) };
         all.push(
             rest_send(&s, from, &to.id, &format!("m{i}")).await["_id"]
                 .as_str()
@@ -179,26 +136,17 @@ async fn chat_rest_history_pages_with_cursors_and_limits() {
     };
     // Default: the newest page_default, oldest first.
     assert_eq!(texts(&page(String::new()).await.1), ["m5", "m6", "m7"]);
-    assert_eq!(
-        texts(&page("?limit=5".into()).await.1),
-        ["m3", "m4", "m5", "m6", "m7"]
-    );
+    assert_eq!(texts(&page("?limit=5".into()).await.1), ["m3", "m4", "m5", "m6", "m7"]);
     assert_eq!(
         texts(&page(format!("?before={}&limit=2", all[5])).await.1),
         ["m3", "m4"]
     );
-    assert_eq!(
-        texts(&page(format!("?after={}&limit=2", all[0])).await.1),
-        ["m1", "m2"]
-    );
+    assert_eq!(texts(&page(format!("?after={}&limit=2", all[0])).await.1), ["m1", "m2"]);
     assert_eq!(
         texts(&page(format!("?after={}&before={}", all[1], all[4])).await.1),
         ["m2", "m3"]
     );
-    assert_eq!(
-        texts(&page(format!("?after={}", all[7])).await.1),
-        Vec::<String>::new()
-    );
+    assert_eq!(texts(&page(format!("?after={}", all[7])).await.1), Vec::<String>::new());
     // Walking back with `before` reaches the start without gaps or repeats.
     let mut seen = Vec::new();
     let mut before = String::new();
@@ -252,11 +200,7 @@ async fn chat_rest_requires_the_caller_to_be_the_path_user() {
                 Some(json!({"receiverId": bob.id, "message": "x"})),
             ),
             ("GET", format!("/chats/{u}/conversations"), None),
-            (
-                "POST",
-                format!("/chats/{u}/read"),
-                Some(json!({"withUser": bob.id})),
-            ),
+            ("POST", format!("/chats/{u}/read"), Some(json!({"withUser": bob.id}))),
         ]
     };
     for (method, path, body) in routes(&alice.id) {
@@ -279,12 +223,7 @@ async fn chat_rest_send_validation_codes() {
     let (alice, bob) = (register(&s, "alice").await, register(&s, "bob").await);
     let path = format!("/chats/{}/send", alice.id);
     let cases: Vec<(Value, u16, &str, &str)> = vec![
-        (
-            json!({"message": "hi"}),
-            400,
-            "validation_failed",
-            "receiverId",
-        ),
+        (json!({"message": "hi"}), 400, "validation_failed", "receiverId"),
         (
             json!({"receiverId": "bob", "message": "hi"}),
             400,
@@ -303,12 +242,7 @@ async fn chat_rest_send_validation_codes() {
             "not_found",
             "",
         ),
-        (
-            json!({"receiverId": bob.id}),
-            400,
-            "validation_failed",
-            "message",
-        ),
+        (json!({"receiverId": bob.id}), 400, "validation_failed", "message"),
         (
             json!({"receiverId": bob.id, "message": ""}),
             400,
@@ -481,10 +415,7 @@ async fn chat_rest_read_errors() {
         (json!({"withUser": 3}), "withUser"),
         (json!({"withUser": "alice"}), "withUser"),
         (json!({"withUser": alice.id, "upTo": "zzz"}), "upTo"),
-        (
-            json!({"withUser": alice.id, "upTo": elsewhere["_id"]}),
-            "upTo",
-        ),
+        (json!({"withUser": alice.id, "upTo": elsewhere["_id"]}), "upTo"),
     ] {
         let (status, b) = call(&s, Some(&bob), "POST", &path, Some(body)).await;
         assert_error(status, &b, 400, "validation_failed", Some(field));
@@ -500,11 +431,7 @@ async fn chat_rest_read_errors() {
     .await;
     assert_eq!(status, 200, "{state}");
     assert_eq!(
-        (
-            state["upTo"].clone(),
-            state["readAt"].clone(),
-            state["unread"].clone()
-        ),
+        (state["upTo"].clone(), state["readAt"].clone(), state["unread"].clone()),
         (Value::Null, Value::Null, json!(0))
     );
 }
@@ -527,8 +454,7 @@ async fn chat_rest_sends_and_reads_reach_the_sockets() {
     )
     .await;
     assert_eq!(status, 200, "{state}");
-    let expected =
-        json!({"by": bob.id, "withUser": alice.id, "upTo": m["_id"], "readAt": state["readAt"]});
+    let expected = json!({"by": bob.id, "withUser": alice.id, "upTo": m["_id"], "readAt": state["readAt"]});
     assert_eq!(a.next("messages_read").await, expected);
     assert_eq!(b.next("messages_read").await, expected);
     a.close().await;
@@ -561,8 +487,7 @@ async fn chat_openapi_describes_routes_and_schemas() {
         assert_eq!(schemes, ["bearerAuth", "cookieAuth"], "{path}");
     }
     assert_eq!(
-        doc["paths"]["/chats/{userId}/send"]["post"]["responses"]["201"]["content"]["application/json"]
-            ["schema"]["$ref"],
+        doc["paths"]["/chats/{userId}/send"]["post"]["responses"]["201"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/Message"
     );
     for name in [
@@ -573,10 +498,7 @@ async fn chat_openapi_describes_routes_and_schemas() {
         "SendMessageRequest",
         "MarkReadRequest",
     ] {
-        assert!(
-            doc["components"]["schemas"][name].is_object(),
-            "schema {name}"
-        );
+        assert!(doc["components"]["schemas"][name].is_object(), "schema {name}");
     }
 }
 

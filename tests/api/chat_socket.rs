@@ -44,10 +44,7 @@ async fn events_until_marker(sock: &mut Sock, event: &str, marker: &str) -> Vec<
 async fn chat_socket_send_reaches_every_socket_of_both_users_once() {
     let s = Server::start(TOML).await;
     let (alice, bob) = (register(&s, "alice").await, register(&s, "bob").await);
-    let (mut a1, mut a2) = (
-        Sock::connect(&s, &alice).await,
-        Sock::connect(&s, &alice).await,
-    );
+    let (mut a1, mut a2) = (Sock::connect(&s, &alice).await, Sock::connect(&s, &alice).await);
     let (mut b1, mut b2) = (Sock::connect(&s, &bob).await, Sock::connect(&s, &bob).await);
 
     let ack = a1
@@ -104,19 +101,13 @@ async fn chat_socket_old_style_client_without_acks() {
     let mut b = Sock::connect(&s, &bob).await;
 
     // Exactly what the old backend's clients emit and listen for.
-    a.emit(
-        "send_message",
-        json!({"receiverId": bob.id, "message": "hi bob"}),
-    )
-    .await;
+    a.emit("send_message", json!({"receiverId": bob.id, "message": "hi bob"}))
+        .await;
     let sent = a.next("message_sent").await;
     assert_eq!(sent["message"], "hi bob");
     assert_eq!(b.next("receive_message").await, sent);
-    b.emit(
-        "send_message",
-        json!({"receiverId": alice.id, "message": "hi alice"}),
-    )
-    .await;
+    b.emit("send_message", json!({"receiverId": alice.id, "message": "hi alice"}))
+        .await;
     assert_eq!(a.next("receive_message").await["message"], "hi alice");
 
     a.emit("fetch_history", json!({"withUser": bob.id})).await;
@@ -137,16 +128,12 @@ async fn chat_socket_old_style_client_without_acks() {
     )
     .await;
     assert_eq!(a.next("error").await["code"], "not_found");
-    a.emit("fetch_history", json!({"withUser": bob.id, "limit": 0}))
-        .await;
+    a.emit("fetch_history", json!({"withUser": bob.id, "limit": 0})).await;
     assert_eq!(a.next("error").await["field"], "limit");
     a.emit("sync", json!({})).await;
     assert_eq!(a.next("error").await["field"], "ack", "sync needs an ack");
-    a.emit(
-        "send_message",
-        json!({"receiverId": bob.id, "message": "still here"}),
-    )
-    .await;
+    a.emit("send_message", json!({"receiverId": bob.id, "message": "still here"}))
+        .await;
     assert_eq!(a.next("message_sent").await["message"], "still here");
     assert_eq!(b.next("receive_message").await["message"], "still here");
     assert!(a.drain("error").is_empty());
@@ -158,14 +145,10 @@ async fn chat_socket_old_style_client_without_acks() {
 async fn chat_socket_idempotent_retry_is_stored_and_delivered_once() {
     let s = Server::start(TOML).await;
     let (alice, bob) = (register(&s, "alice").await, register(&s, "bob").await);
-    let (mut a1, mut a2) = (
-        Sock::connect(&s, &alice).await,
-        Sock::connect(&s, &alice).await,
-    );
+    let (mut a1, mut a2) = (Sock::connect(&s, &alice).await, Sock::connect(&s, &alice).await);
     let mut b = Sock::connect(&s, &bob).await;
 
-    let payload =
-        json!({"receiverId": bob.id, "message": "exactly once", "clientMsgId": "retry-1"});
+    let payload = json!({"receiverId": bob.id, "message": "exactly once", "clientMsgId": "retry-1"});
     let first = a1.ack("send_message", payload.clone()).await;
     let again = a1.ack("send_message", payload.clone()).await;
     // A retry from another device of the same user is the same message too.
@@ -260,10 +243,7 @@ async fn chat_socket_interleaved_senders_keep_per_pair_order() {
             .filter(|m| m["senderId"] == who.id.as_str())
             .map(|m| m["message"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(
-            from,
-            (0..N).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>()
-        );
+        assert_eq!(from, (0..N).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>());
     }
     for sock in [a, b, c] {
         sock.close().await;
@@ -279,9 +259,7 @@ async fn chat_socket_fetch_history_pages_and_errors() {
     for i in 0..5 {
         sent.push(send_acked(&a, &bob, &format!("h{i}")).await["_id"].clone());
     }
-    let ack = a
-        .ack("fetch_history", json!({"withUser": bob.id, "limit": 2}))
-        .await;
+    let ack = a.ack("fetch_history", json!({"withUser": bob.id, "limit": 2})).await;
     assert_eq!(ack["ok"], true, "{ack}");
     assert_eq!(texts(&ack["messages"]), ["h3", "h4"]);
     // The old event comes too, with the same list.
@@ -315,11 +293,7 @@ async fn chat_socket_fetch_history_pages_and_errors() {
         (json!({"withUser": bob.id, "after": "short"}), "after"),
         (json!({"withUser": bob.id, "after": 5}), "after"),
     ] {
-        assert_ack_error(
-            &a.ack("fetch_history", payload).await,
-            "validation_failed",
-            Some(field),
-        );
+        assert_ack_error(&a.ack("fetch_history", payload).await, "validation_failed", Some(field));
     }
     a.drain("chat_history");
     a.close().await;
@@ -333,19 +307,13 @@ async fn chat_socket_mark_read_notifies_both_users() {
         register(&s, "bob").await,
         register(&s, "carol").await,
     );
-    let (mut a1, mut a2) = (
-        Sock::connect(&s, &alice).await,
-        Sock::connect(&s, &alice).await,
-    );
+    let (mut a1, mut a2) = (Sock::connect(&s, &alice).await, Sock::connect(&s, &alice).await);
     let (mut b1, mut b2) = (Sock::connect(&s, &bob).await, Sock::connect(&s, &bob).await);
     let first = send_acked(&a1, &bob, "one").await;
     let second = send_acked(&a1, &bob, "two").await;
 
     let ack = b1
-        .ack(
-            "mark_read",
-            json!({"withUser": alice.id, "upTo": first["_id"]}),
-        )
+        .ack("mark_read", json!({"withUser": alice.id, "upTo": first["_id"]}))
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
     assert_eq!(
@@ -356,8 +324,7 @@ async fn chat_socket_mark_read_notifies_both_users() {
         (ack["upTo"].clone(), ack["unread"].clone()),
         (first["_id"].clone(), json!(1))
     );
-    let event =
-        json!({"by": bob.id, "withUser": alice.id, "upTo": first["_id"], "readAt": ack["readAt"]});
+    let event = json!({"by": bob.id, "withUser": alice.id, "upTo": first["_id"], "readAt": ack["readAt"]});
     for sock in [&mut a1, &mut a2, &mut b1, &mut b2] {
         assert_eq!(sock.next("messages_read").await, event);
     }
@@ -372,16 +339,9 @@ async fn chat_socket_mark_read_notifies_both_users() {
         (json!({}), "withUser"),
         (json!({"withUser": "x"}), "withUser"),
         (json!({"withUser": alice.id, "upTo": 1}), "upTo"),
-        (
-            json!({"withUser": alice.id, "upTo": elsewhere["_id"]}),
-            "upTo",
-        ),
+        (json!({"withUser": alice.id, "upTo": elsewhere["_id"]}), "upTo"),
     ] {
-        assert_ack_error(
-            &b1.ack("mark_read", payload).await,
-            "validation_failed",
-            Some(field),
-        );
+        assert_ack_error(&b1.ack("mark_read", payload).await, "validation_failed", Some(field));
     }
     for sock in [a1, a2, b1, b2] {
         sock.close().await;
@@ -395,21 +355,13 @@ async fn chat_socket_typing_reaches_the_receiver() {
     let a = Sock::connect(&s, &alice).await;
     let (mut b1, mut b2) = (Sock::connect(&s, &bob).await, Sock::connect(&s, &bob).await);
     assert_eq!(
-        a.ack("typing", json!({"to": bob.id, "isTyping": true}))
-            .await,
+        a.ack("typing", json!({"to": bob.id, "isTyping": true})).await,
         json!({"ok": true})
     );
-    a.emit("typing", json!({"to": bob.id, "isTyping": false}))
-        .await;
+    a.emit("typing", json!({"to": bob.id, "isTyping": false})).await;
     for sock in [&mut b1, &mut b2] {
-        assert_eq!(
-            sock.next("typing").await,
-            json!({"from": alice.id, "isTyping": true})
-        );
-        assert_eq!(
-            sock.next("typing").await,
-            json!({"from": alice.id, "isTyping": false})
-        );
+        assert_eq!(sock.next("typing").await, json!({"from": alice.id, "isTyping": true}));
+        assert_eq!(sock.next("typing").await, json!({"from": alice.id, "isTyping": false}));
     }
     for (payload, field) in [
         (json!({"to": bob.id}), "isTyping"),
@@ -417,11 +369,7 @@ async fn chat_socket_typing_reaches_the_receiver() {
         (json!({"to": "bob", "isTyping": true}), "to"),
         (json!({"isTyping": true}), "to"),
     ] {
-        assert_ack_error(
-            &a.ack("typing", payload).await,
-            "validation_failed",
-            Some(field),
-        );
+        assert_ack_error(&a.ack("typing", payload).await, "validation_failed", Some(field));
     }
     for sock in [a, b1, b2] {
         sock.close().await;
@@ -434,8 +382,7 @@ async fn chat_socket_typing_can_be_disabled() {
     let (alice, bob) = (register(&s, "alice").await, register(&s, "bob").await);
     let a = Sock::connect(&s, &alice).await;
     assert_ack_error(
-        &a.ack("typing", json!({"to": bob.id, "isTyping": true}))
-            .await,
+        &a.ack("typing", json!({"to": bob.id, "isTyping": true})).await,
         "not_found",
         None,
     );
@@ -496,11 +443,7 @@ async fn chat_socket_reconnect_and_sync_recovers_exactly_the_missed_messages() {
         (json!({"limit": 0}), "limit"),
         (json!({"limit": 5}), "limit"),
     ] {
-        assert_ack_error(
-            &b.ack("sync", payload).await,
-            "validation_failed",
-            Some(field),
-        );
+        assert_ack_error(&b.ack("sync", payload).await, "validation_failed", Some(field));
     }
     // Carol cannot use Alice and Bob's messages as her cursor.
     let carol = register(&s, "carol").await;
@@ -565,18 +508,13 @@ async fn chat_socket_bad_events_leave_the_socket_usable() {
     }
     let errors = a.take("error", garbage.len()).await;
     assert!(
-        errors
-            .iter()
-            .all(|e| e["code"].is_string() && e["message"].is_string()),
+        errors.iter().all(|e| e["code"].is_string() && e["message"].is_string()),
         "{errors:?}"
     );
     // Still usable.
     let m = send_acked(&a, &bob, "all good").await;
     assert_eq!(b.next("receive_message").await, m);
-    assert!(
-        b.drain("receive_message").is_empty(),
-        "no garbage was delivered"
-    );
+    assert!(b.drain("receive_message").is_empty(), "no garbage was delivered");
     a.close().await;
     b.close().await;
 }
@@ -585,10 +523,7 @@ async fn chat_socket_bad_events_leave_the_socket_usable() {
 async fn chat_socket_note_to_self_is_delivered_once_per_socket() {
     let s = Server::start(TOML).await;
     let (alice, bob) = (register(&s, "alice").await, register(&s, "bob").await);
-    let (mut a1, mut a2) = (
-        Sock::connect(&s, &alice).await,
-        Sock::connect(&s, &alice).await,
-    );
+    let (mut a1, mut a2) = (Sock::connect(&s, &alice).await, Sock::connect(&s, &alice).await);
     let note = send_acked(&a1, &alice, "note to self").await;
     assert_eq!(note["receiverId"], alice.id.as_str());
     send_acked(&a1, &bob, "marker").await;
@@ -618,8 +553,7 @@ async fn chat_history_survives_a_restart() {
     }
     // Unacked sends still in flight at SIGTERM are finished by the graceful shutdown.
     for i in 0..20 {
-        a.emit("send_message", send(&bob, &format!("in flight {i}")))
-            .await;
+        a.emit("send_message", send(&bob, &format!("in flight {i}"))).await;
     }
     drop(a);
     let status = s.stop().await;
@@ -641,9 +575,7 @@ async fn chat_history_survives_a_restart() {
     let rest: Vec<String> = texts(&h)[3..].to_vec();
     assert_eq!(
         rest,
-        (0..rest.len())
-            .map(|i| format!("in flight {i}"))
-            .collect::<Vec<_>>()
+        (0..rest.len()).map(|i| format!("in flight {i}")).collect::<Vec<_>>()
     );
     let b = Sock::connect(&s, &bob).await;
     let synced = b.ack("sync", json!({})).await;

@@ -58,13 +58,7 @@ pub async fn register(s: &Server, prefix: &str) -> User {
 }
 
 /// A REST call as `user` (Bearer token); `None` body for GET.
-pub async fn call(
-    s: &Server,
-    user: Option<&User>,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
+pub async fn call(s: &Server, user: Option<&User>, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let client = reqwest::Client::new();
     let mut req = match method {
         "GET" => client.get(s.url(path)),
@@ -80,10 +74,7 @@ pub async fn call(
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 pub async fn rest_send(s: &Server, from: &User, to: &str, text: &str) -> Value {
@@ -232,12 +223,9 @@ impl Sock {
 
     /// The next `event` received, keeping the others for later calls.
     pub async fn next(&mut self, event: &str) -> Value {
-        self.try_next(event, WAIT).await.unwrap_or_else(|| {
-            panic!(
-                "no `{event}` within {WAIT:?}; other events: {:?}",
-                self.backlog
-            )
-        })
+        self.try_next(event, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no `{event}` within {WAIT:?}; other events: {:?}", self.backlog))
     }
 
     pub async fn try_next(&mut self, event: &str, within: Duration) -> Option<Value> {

@@ -104,7 +104,7 @@ async fn sqlite_records_migrations_and_uses_wal() {
     indexes.sort();
     assert_eq!(
         indexes,
-        ["conversations_recent", "messages_client_msg_id", "messages_pair", "messages_receiver", "messages_sender"]
+        ["messages_client_msg_id", "messages_pair", "messages_receiver", "messages_sender"]
     );
 }
 

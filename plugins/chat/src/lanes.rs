@@ -93,32 +93,40 @@ impl Turn {
     /// dropped half-way can be started again.
     pub(crate) async fn wait(&mut self) {
         if let Some(prev) = self.prev.as_mut() {
-            // An error means the previous turn was dropped: it is over either way.
+            // The previous turn signals by dropping its sender, so an error is the go-ahead.
             let _ = prev.await;
             self.prev = None;
         }
     }
 }
 
+impl Lanes {
+    /// Forgets lane `key` if `ticket` is still its last turn (nobody queued behind), which
+    /// bounds the map by the senders with sends in flight.
+    fn release(&self, key: u64, ticket: u64) {
+        let mut shard = self.shard(key);
+        if shard.get(&key).is_some_and(|t| t.ticket == ticket) {
+            shard.remove(&key);
+        }
+    }
+}
+
 impl Drop for Turn {
     fn drop(&mut self) {
-        {
-            let mut shard = self.lanes.shard(self.key);
-            // Still the tail: nobody queued behind, so the lane can go (bounding the map).
-            if shard.get(&self.key).is_some_and(|t| t.ticket == self.ticket) {
-                shard.remove(&self.key);
-            }
-        }
         // Dropped before its turn came (a cancelled task): pass the turn on only once the
         // previous one is over, so later sends still cannot overtake earlier ones.
-        if let (Some(prev), Some(done)) = (self.prev.take(), self.done.take())
+        if let Some(prev) = self.prev.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
+            let (lanes, key, ticket, done) = (self.lanes.clone(), self.key, self.ticket, self.done.take());
             rt.spawn(async move {
                 let _ = prev.await;
+                lanes.release(key, ticket);
                 drop(done);
             });
+            return;
         }
+        self.lanes.release(self.key, self.ticket);
     }
 }
 

@@ -17,8 +17,9 @@ pub struct SqliteConfig {
     pub queue_capacity: usize,
     /// Read-only connections serving history, sync, conversations and lookups.
     pub readers: usize,
-    /// `full` (default): a commit survives power loss. `normal`: a commit survives a
-    /// process crash, but the last commits may be lost if the machine loses power.
+    /// `normal` (default): with WAL, a commit survives a crash or kill of the process;
+    /// the last commits may be lost if the machine itself loses power. `full`: every
+    /// commit is also fsynced, so it survives power loss, at one fsync per batch.
     pub synchronous: String,
 }
 
@@ -30,7 +31,7 @@ impl Default for SqliteConfig {
             max_batch: 512,
             queue_capacity: 65536,
             readers: 4,
-            synchronous: "full".into(),
+            synchronous: "normal".into(),
         }
     }
 }
@@ -93,7 +94,7 @@ mod tests {
     fn defaults_are_valid() {
         let cfg: SqliteConfig = parse_section("storage.sqlite", &json!({}), &profile()).unwrap();
         assert_eq!(cfg.path, "data/confab.db");
-        assert_eq!(cfg.synchronous_pragma(), Some("FULL"));
+        assert_eq!(cfg.synchronous_pragma(), Some("NORMAL"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! thread and read through a small pool of query-only connections. Several processes
 //! may open the same file (the multi-node setup on one host).
 
+mod checkpoint;
 mod config;
 mod reader;
 mod rows;
@@ -10,6 +11,7 @@ mod writer;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -27,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::SqliteConfig;
 
 use reader::ReaderPool;
-use writer::{Command, Job, MarkRead, PasswordHash, Writer};
+use writer::{Command, Job, MarkRead, PasswordHash, Writer, WriterOptions};
 
 /// Called by the writer after each commit with the batch size and how long the batch took
 /// from `BEGIN` to the end of `COMMIT` (the kernel records both as metrics).
@@ -38,6 +40,8 @@ pub struct SqliteStore {
     queue: mpsc::Sender<Command>,
     closed: AtomicBool,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Dropping the sender stops the checkpointer.
+    checkpointer: Mutex<Option<(std_mpsc::Sender<()>, JoinHandle<()>)>>,
     readers: Arc<ReaderPool>,
 }
 
@@ -61,20 +65,39 @@ impl SqliteStore {
             return Err(StorageError::Backend(format!("invalid sqlite configuration: {}", list.join("; "))));
         }
         let setup = cfg.clone();
-        let (write_conn, read_conns) = tokio::task::spawn_blocking(move || connect_all(&setup))
+        let conns = tokio::task::spawn_blocking(move || connect_all(&setup))
             .await
             .map_err(|e| StorageError::Backend(format!("sqlite open task failed: {e}")))??;
+        let thread_failed = |e: std::io::Error| StorageError::Backend(format!("cannot start an sqlite thread: {e}"));
+        let restart_wanted = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = std_mpsc::channel();
+        let wanted = restart_wanted.clone();
+        let checkpoint_conn = conns.checkpointer;
+        let checkpointer = std::thread::Builder::new()
+            .name("confab-sqlite-checkpoint".into())
+            .spawn(move || checkpoint::run(checkpoint_conn, wanted, stopped))
+            .map_err(thread_failed)?;
         let (queue, rx) = mpsc::channel(cfg.queue_capacity);
-        let writer = Writer::new(write_conn, clock, observer, cfg.max_batch);
+        let writer = Writer::new(
+            conns.writer,
+            WriterOptions {
+                clock,
+                observer,
+                max_batch: cfg.max_batch,
+                restart_wanted,
+                busy_timeout: Duration::from_millis(cfg.busy_timeout_ms),
+            },
+        );
         let handle = std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| StorageError::Backend(format!("cannot start the sqlite writer: {e}")))?;
+            .map_err(thread_failed)?;
         Ok(Arc::new(SqliteStore {
             queue,
             closed: AtomicBool::new(false),
             writer: Mutex::new(Some(handle)),
-            readers: Arc::new(ReaderPool::new(read_conns)),
+            checkpointer: Mutex::new(Some((stop, checkpointer))),
+            readers: Arc::new(ReaderPool::new(conns.readers)),
         }))
     }
 
@@ -88,10 +111,18 @@ impl SqliteStore {
         if self.queue.send(Command::Shutdown(done)).await.is_ok() {
             let _ = finished.await;
         }
-        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let checkpointer = self.checkpointer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(writer) = writer {
+                let _ = writer.join();
+            }
+            if let Some((stop, checkpointer)) = checkpointer {
+                drop(stop);
+                let _ = checkpointer.join();
+            }
+        })
+        .await;
     }
 
     /// Hands a command to the writer now, so the order of calls is the order of commits.
@@ -127,8 +158,15 @@ fn connect(path: &Path, cfg: &SqliteConfig) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// The writer connection (WAL, durability level, schema up to date) and the readers.
-fn connect_all(cfg: &SqliteConfig) -> StorageResult<(Connection, Vec<Connection>)> {
+struct Connections {
+    writer: Connection,
+    checkpointer: Connection,
+    readers: Vec<Connection>,
+}
+
+/// The writer connection (WAL, durability level, schema up to date), the checkpointer's
+/// and the readers.
+fn connect_all(cfg: &SqliteConfig) -> StorageResult<Connections> {
     let path = Path::new(&cfg.path);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
@@ -136,7 +174,6 @@ fn connect_all(cfg: &SqliteConfig) -> StorageResult<(Connection, Vec<Connection>
     }
     let fail = |what: &str, e: rusqlite::Error| StorageError::Backend(format!("sqlite {what} ({}): {e}", cfg.path));
     let mut conn = connect(path, cfg).map_err(|e| fail("open", e))?;
-    if let Ok(extra) = std::env::var("XP_WRITER") { conn.execute_batch(&extra).map_err(|e| fail("xp", e))?; }
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(|e| fail("journal_mode", e))?;
@@ -145,8 +182,11 @@ fn connect_all(cfg: &SqliteConfig) -> StorageResult<(Connection, Vec<Connection>
     }
     let synchronous = cfg.synchronous_pragma().unwrap_or("FULL");
     conn.pragma_update(None, "synchronous", synchronous).map_err(|e| fail("synchronous", e))?;
+    // The checkpointer thread copies the WAL back (see checkpoint.rs); a page cache
+    // large enough for the hot index pages spares the writer most reads.
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;")
+        .map_err(|e| fail("pragmas", e))?;
     schema::migrate(&mut conn).map_err(|e| StorageError::Backend(format!("sqlite migration ({}): {e}", cfg.path)))?;
-    if let Ok(extra) = std::env::var("XP_AFTER") { conn.execute_batch(&extra).map_err(|e| fail("xp", e))?; }
     let readers = (0..cfg.readers)
         .map(|_| {
             let r = connect(path, cfg)?;
@@ -155,7 +195,9 @@ fn connect_all(cfg: &SqliteConfig) -> StorageResult<(Connection, Vec<Connection>
         })
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(|e| fail("reader", e))?;
-    Ok((conn, readers))
+    let checkpointer = connect(path, cfg).map_err(|e| fail("checkpointer", e))?;
+    checkpointer.pragma_update(None, "synchronous", synchronous).map_err(|e| fail("synchronous", e))?;
+    Ok(Connections { writer: conn, checkpointer, readers })
 }
 
 #[async_trait]

@@ -144,7 +144,7 @@ pub(crate) fn since(conn: &Connection, user: &str, after: Option<&str>, limit: u
 pub(crate) fn conversations(conn: &Connection, user: &str) -> StorageResult<Vec<Conversation>> {
     conn.prepare_cached(&format!(
         "SELECT c.partner_id, c.last_at, c.unread, {columns}
-         FROM conversations AS c INDEXED BY conversations_recent
+         FROM conversations AS c
          JOIN messages AS m ON m.seq = c.last_seq
          WHERE c.user_id = ?1
          ORDER BY c.last_seq DESC",

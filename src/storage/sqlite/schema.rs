@@ -50,7 +50,6 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         read_at    INTEGER,
         PRIMARY KEY (user_id, partner_id)
     ) WITHOUT ROWID;
-    CREATE INDEX conversations_recent ON conversations (user_id, last_seq);
     "#,
 ];
 

@@ -6,6 +6,8 @@
 //! once, and only then answers every caller. One fsync thus covers a whole batch.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use confab_sdk::clock::SharedClock;
@@ -16,6 +18,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::CommitObserver;
+use super::checkpoint::checkpoint;
 use super::rows::{self, MESSAGE_COLUMNS, backend, is_busy, pair};
 
 /// Whole-batch retries after SQLite gave up waiting for another node's lock (each
@@ -120,11 +123,31 @@ pub(crate) struct Writer {
     known_users: HashSet<String>,
     /// Users found during the current attempt; trusted only once it commits.
     seen_users: Vec<String>,
+    /// Set by the checkpointer when the WAL has grown long enough to be restarted.
+    restart_wanted: Arc<AtomicBool>,
+    busy_timeout: Duration,
+}
+
+pub(crate) struct WriterOptions {
+    pub clock: SharedClock,
+    pub observer: Option<CommitObserver>,
+    pub max_batch: usize,
+    pub restart_wanted: Arc<AtomicBool>,
+    pub busy_timeout: Duration,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, clock: SharedClock, observer: Option<CommitObserver>, max_batch: usize) -> Self {
-        Writer { conn, clock, observer, max_batch, known_users: HashSet::new(), seen_users: Vec::new() }
+    pub(crate) fn new(conn: Connection, o: WriterOptions) -> Self {
+        Writer {
+            conn,
+            clock: o.clock,
+            observer: o.observer,
+            max_batch: o.max_batch,
+            known_users: HashSet::new(),
+            seen_users: Vec::new(),
+            restart_wanted: o.restart_wanted,
+            busy_timeout: o.busy_timeout,
+        }
     }
 
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -147,6 +170,9 @@ impl Writer {
             if !batch.is_empty() {
                 self.commit(&mut batch);
             }
+            if self.restart_wanted.swap(false, Ordering::Relaxed) {
+                self.restart_wal();
+            }
         }
         rx.close();
         while let Ok(cmd) = rx.try_recv() {
@@ -156,6 +182,18 @@ impl Writer {
         if let Some(done) = shutdown {
             let _ = done.send(());
         }
+    }
+
+    /// Copies the WAL's remaining tail back and rewinds it, between two batches. A
+    /// reader holding an old snapshot only gets a short grace; the next pass retries.
+    fn restart_wal(&mut self) {
+        let _ = self.conn.busy_timeout(Duration::from_millis(50));
+        match checkpoint(&self.conn, "RESTART") {
+            Ok(_) => {}
+            Err(e) if is_busy(&e) => {}
+            Err(e) => tracing::warn!(error = %e, "sqlite WAL restart failed"),
+        }
+        let _ = self.conn.busy_timeout(self.busy_timeout);
     }
 
     fn commit(&mut self, batch: &mut Vec<Command>) {
