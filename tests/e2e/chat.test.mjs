@@ -161,3 +161,16 @@ test("an old-style client that never uses acks", async () => {
   a.disconnect();
   b.disconnect();
 });
+
+test("the default transport (long-polling, then upgrade) works too", async () => {
+  const a = io(server.base, { auth: { token: alice.token }, reconnection: false, forceNew: true });
+  const b = io(server.base, { auth: { token: bob.token }, transports: ["polling"], reconnection: false, forceNew: true });
+  sockets.push(a, b);
+  await Promise.all([next(a, "connect"), next(b, "connect")]);
+  const received = next(b, "receive_message");
+  const ack = await a.timeout(3000).emitWithAck("send_message", { receiverId: bob.user.id, message: "over polling" });
+  assert.equal(ack.ok, true);
+  assert.equal((await received)._id, ack.message._id);
+  a.disconnect();
+  b.disconnect();
+});
