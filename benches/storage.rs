@@ -5,7 +5,8 @@
 //! `CONFAB_BENCH_MESSAGES` (inserts timed in phase 1, default 200000),
 //! `CONFAB_BENCH_WRITERS` (concurrent writer tasks, 64), `CONFAB_BENCH_STORED` (messages
 //! stored for the read phase, 1000000), `CONFAB_BENCH_USERS` (1000),
-//! `CONFAB_BENCH_QUERIES` (reads timed per kind, 5000), `CONFAB_BENCH_SYNCHRONOUS`
+//! `CONFAB_BENCH_QUERIES` (reads timed per kind, 5000), `CONFAB_BENCH_CLIENT_IDS` (1: phase 1
+//! sends a clientMsgId with every message, as retrying clients do), `CONFAB_BENCH_SYNCHRONOUS`
 //! (`full` or `normal`, default the store's default), `CONFAB_BENCH_DIR` (where the
 //! temporary database goes, default the system temp dir: it must be a real disk for
 //! the fsync cost to show).
@@ -26,7 +27,10 @@ const OFFSETS: &[usize] = &[1, 7, 31, 97, 211, 307, 401, 449, 479, 491];
 
 fn env(name: &str, default: usize) -> usize {
     match std::env::var(name) {
-        Ok(v) => v.replace('_', "").parse().unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}")),
+        Ok(v) => v
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}")),
         Err(_) => default,
     }
 }
@@ -37,6 +41,7 @@ struct Setup {
     stored: usize,
     users: usize,
     queries: usize,
+    client_ids: bool,
 }
 
 #[derive(Default)]
@@ -83,6 +88,10 @@ fn new_message(ids: &[String], pair: (usize, usize), flip: bool, n: usize) -> Ne
     }
 }
 
+fn client_msg_id(on: bool) -> Option<String> {
+    on.then(|| format!("{:032x}", rand::random::<u128>()))
+}
+
 #[tokio::main]
 async fn main() {
     let setup = Setup {
@@ -91,11 +100,19 @@ async fn main() {
         stored: env("CONFAB_BENCH_STORED", 1_000_000),
         users: env("CONFAB_BENCH_USERS", 1000).max(2 * OFFSETS[OFFSETS.len() - 1] + 2),
         queries: env("CONFAB_BENCH_QUERIES", 5000).max(1),
+        client_ids: env("CONFAB_BENCH_CLIENT_IDS", 0) != 0,
     };
-    let base = std::env::var("CONFAB_BENCH_DIR").map(Into::into).unwrap_or_else(|_| std::env::temp_dir());
-    let dir = tempfile::Builder::new().prefix("confab-bench-").tempdir_in(&base).expect("temp dir");
-    let mut cfg =
-        SqliteConfig { path: dir.path().join("bench.db").to_string_lossy().into_owned(), ..SqliteConfig::default() };
+    let base = std::env::var("CONFAB_BENCH_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|_| std::env::temp_dir());
+    let dir = tempfile::Builder::new()
+        .prefix("confab-bench-")
+        .tempdir_in(&base)
+        .expect("temp dir");
+    let mut cfg = SqliteConfig {
+        path: dir.path().join("bench.db").to_string_lossy().into_owned(),
+        ..SqliteConfig::default()
+    };
     if let Ok(sync) = std::env::var("CONFAB_BENCH_SYNCHRONOUS") {
         cfg.synchronous = sync;
     }
@@ -106,7 +123,9 @@ async fn main() {
         b.sizes.push(size);
         b.latencies.push(latency);
     });
-    let store = SqliteStore::open(&cfg, Arc::new(SystemClock), Some(observer)).await.expect("open store");
+    let store = SqliteStore::open(&cfg, Arc::new(SystemClock), Some(observer))
+        .await
+        .expect("open store");
     println!(
         "confab storage bench: sqlite {} at {} (synchronous={}, max_batch={}, readers={})",
         rusqlite::version(),
@@ -124,14 +143,17 @@ async fn main() {
     // Phase 1: durable inserts from concurrent writers, each awaiting its ack before the
     // next send, as a socket handler does.
     println!(
-        "\n[1] durable inserts: {} messages from {} writer tasks, each awaiting every ack",
-        setup.messages, setup.writers
+        "\n[1] durable inserts: {} messages from {} writer tasks, each awaiting every ack{}",
+        setup.messages,
+        setup.writers,
+        if setup.client_ids { ", with clientMsgIds" } else { "" }
     );
     let started = Instant::now();
     let tasks: Vec<_> = (0..setup.writers)
         .map(|w| {
             let (store, users) = (store.clone(), users.clone());
             let count = setup.messages / setup.writers + usize::from(w < setup.messages % setup.writers);
+            let client_ids = setup.client_ids;
             tokio::spawn(async move {
                 let mut acks = Vec::with_capacity(count);
                 for n in 0..count {
@@ -139,7 +161,8 @@ async fn main() {
                         let mut rng = rand::rng();
                         (rng.random_range(0..pairs), rng.random_bool(0.5))
                     };
-                    let m = new_message(&users, pair_of(pair, users.len()), flip, n);
+                    let mut m = new_message(&users, pair_of(pair, users.len()), flip, n);
+                    m.client_msg_id = client_msg_id(client_ids);
                     let sent = Instant::now();
                     store.insert(m).await.expect("insert");
                     acks.push(sent.elapsed());
@@ -180,7 +203,12 @@ async fn main() {
     // Phase 2: fill up to the read-phase size quickly (many inserts in flight), then
     // time reads.
     let missing = setup.stored.saturating_sub(setup.messages);
-    println!("\n[2] reads over {} stored messages ({} users, {} pairs)", setup.stored.max(setup.messages), setup.users, pairs);
+    println!(
+        "\n[2] reads over {} stored messages ({} users, {} pairs)",
+        setup.stored.max(setup.messages),
+        setup.users,
+        pairs
+    );
     let started = Instant::now();
     bulk_load(&store, &users, missing, setup.messages).await;
     if missing > 0 {
@@ -203,11 +231,24 @@ async fn main() {
     // Warm the page cache and the statement caches before timing.
     for _ in 0..500 {
         let (lo, hi) = pair_of(rng.random_range(0..pairs), users.len());
-        store.history(&users[lo], &users[hi], PageQuery { limit: page, ..PageQuery::default() }).await.expect("history");
+        store
+            .history(
+                &users[lo],
+                &users[hi],
+                PageQuery {
+                    limit: page,
+                    ..PageQuery::default()
+                },
+            )
+            .await
+            .expect("history");
     }
 
-    let mut kinds: [(&str, Vec<Duration>); 3] =
-        [("history, newest page", Vec::new()), ("history, before=random", Vec::new()), ("history, after=random", Vec::new())];
+    let mut kinds: [(&str, Vec<Duration>); 3] = [
+        ("history, newest page", Vec::new()),
+        ("history, before=random", Vec::new()),
+        ("history, after=random", Vec::new()),
+    ];
     let mut all_history = Vec::new();
     for q in 0..setup.queries * 3 {
         let p = rng.random_range(0..pairs);
@@ -215,9 +256,20 @@ async fn main() {
         let cursor = cursors[p].choose(&mut rng).cloned();
         let kind = q % 3;
         let query = match kind {
-            0 => PageQuery { limit: page, ..PageQuery::default() },
-            1 => PageQuery { before: cursor, limit: page, ..PageQuery::default() },
-            _ => PageQuery { after: cursor, limit: page, ..PageQuery::default() },
+            0 => PageQuery {
+                limit: page,
+                ..PageQuery::default()
+            },
+            1 => PageQuery {
+                before: cursor,
+                limit: page,
+                ..PageQuery::default()
+            },
+            _ => PageQuery {
+                after: cursor,
+                limit: page,
+                ..PageQuery::default()
+            },
         };
         let t = Instant::now();
         let got = store.history(&users[lo], &users[hi], query).await.expect("history");
@@ -273,7 +325,11 @@ async fn create_users(store: &Arc<SqliteStore>, n: usize) -> Arc<Vec<String>> {
         .map(|i| {
             let store = store.clone();
             async move {
-                let user = NewUser { username: format!("user{i}"), display_name: None, password_hash: "x".into() };
+                let user = NewUser {
+                    username: format!("user{i}"),
+                    display_name: None,
+                    password_hash: "x".into(),
+                };
                 store.create_user(user).await.expect("create_user").id
             }
         })
@@ -309,7 +365,14 @@ async fn sample_cursors(store: &Arc<SqliteStore>, users: &Arc<Vec<String>>, pair
     for p in 0..pairs {
         let (lo, hi) = pair_of(p, users.len());
         let all = store
-            .history(&users[lo], &users[hi], PageQuery { limit: usize::MAX, ..PageQuery::default() })
+            .history(
+                &users[lo],
+                &users[hi],
+                PageQuery {
+                    limit: usize::MAX,
+                    ..PageQuery::default()
+                },
+            )
             .await
             .expect("history");
         cursors.push(all.into_iter().step_by(7).map(|m| m.id).collect::<Vec<_>>());

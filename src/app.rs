@@ -135,7 +135,7 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     let Booted { store, io, socket_layer, contrib, metrics, .. } = boot(&config, &plugins, &config.storage.sqlite).await?;
     let messages: SharedMessageStore = store.clone();
     let sock = &config.server.socket;
-    let _local_adapter_ready = server::socket::install(
+    server::socket::install(
         &io,
         Arc::new(SocketHost {
             middleware: contrib.connect_middleware,

@@ -1,4 +1,4 @@
-//! The command line: `confab [serve]`, `confab config check|show`.
+//! The command line: `confab [serve]`, `confab config check|show`, `confab openapi|asyncapi`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +28,17 @@ pub enum Command {
     /// Serve HTTP and Socket.IO (the default).
     Serve,
     /// Print the OpenAPI document of this configuration (JSON) without serving.
-    Openapi,
+    Openapi {
+        /// Print YAML (what `/swagger.yaml` serves) instead of JSON.
+        #[arg(long)]
+        yaml: bool,
+    },
+    /// Print the AsyncAPI document of the Socket.IO events (JSON) without serving.
+    Asyncapi {
+        /// Print YAML instead of JSON.
+        #[arg(long)]
+        yaml: bool,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -49,7 +59,10 @@ pub const EXIT_CONFIG: u8 = 2;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let sources = Sources { file: cli.config.clone(), profile: cli.profile.clone() };
+    let sources = Sources {
+        file: cli.config.clone(),
+        profile: cli.profile.clone(),
+    };
     let plugins = crate::plugins::compiled();
     let loaded = config::load(&sources, &plugins);
     match cli.command.unwrap_or(Command::Serve) {
@@ -68,24 +81,8 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Openapi => {
-            let config = match loaded {
-                Ok(c) => c,
-                Err(problems) => return report(&problems),
-            };
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-            let doc = runtime.map_err(|e| e.to_string()).and_then(|rt| rt.block_on(crate::app::document(&config, &plugins)).map_err(|e| e.to_string()));
-            match doc.and_then(|d| serde_json::to_string_pretty(&d).map_err(|e| e.to_string())) {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Openapi { yaml } => print_document(loaded, &plugins, yaml, false),
+        Command::Asyncapi { yaml } => print_document(loaded, &plugins, yaml, true),
         Command::Serve => {
             let config = match loaded {
                 Ok(c) => c,
@@ -111,8 +108,60 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Builds the plugins of this configuration without serving (see `app::document`) and
+/// prints its OpenAPI document, or the AsyncAPI document derived from it.
+fn print_document(
+    loaded: Result<config::Config, Vec<confab_sdk::config::ConfigProblem>>,
+    plugins: &[Box<dyn confab_sdk::plugin::DynPlugin>],
+    yaml: bool,
+    asyncapi: bool,
+) -> ExitCode {
+    use confab_sdk::docs;
+    let config = match loaded {
+        Ok(c) => c,
+        Err(problems) => return report(&problems),
+    };
+    fn render<T: serde::Serialize>(doc: &T, yaml: bool) -> Result<String, String> {
+        if yaml {
+            docs::to_yaml(doc)
+        } else {
+            serde_json::to_string_pretty(doc).map_err(|e| e.to_string())
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string());
+    let doc = runtime.and_then(|rt| {
+        rt.block_on(crate::app::document(&config, plugins))
+            .map_err(|e| e.to_string())
+    });
+    // The OpenAPI document is rendered from its struct, keeping its field order.
+    let text = doc.and_then(|d| {
+        if asyncapi {
+            docs::asyncapi(&d).and_then(|a| render(&a, yaml))
+        } else {
+            render(&d, yaml)
+        }
+    });
+    match text {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn report(problems: &[confab_sdk::config::ConfigProblem]) -> ExitCode {
-    eprintln!("error: invalid configuration ({} problem{})", problems.len(), if problems.len() == 1 { "" } else { "s" });
+    eprintln!(
+        "error: invalid configuration ({} problem{})",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
     for p in problems {
         eprintln!("  {p}");
     }

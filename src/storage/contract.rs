@@ -33,18 +33,28 @@ type Check = fn(Stores) -> BoxFuture<'static, ()>;
 
 /// Every check that needs one open store, by name.
 pub const CHECKS: &[(&str, Check)] = &[
-    ("usernames are unique case-insensitively", |s| Box::pin(unique_usernames(s))),
+    ("usernames are unique case-insensitively", |s| {
+        Box::pin(unique_usernames(s))
+    }),
     ("users are found by id and by name", |s| Box::pin(user_lookup(s))),
     ("password hash updates", |s| Box::pin(password_hash(s))),
     ("inserted messages round-trip", |s| Box::pin(message_round_trip(s))),
-    ("pagination covers every message once, both ways", |s| Box::pin(pagination(s))),
+    ("pagination covers every message once, both ways", |s| {
+        Box::pin(pagination(s))
+    }),
     ("latest page without cursors", |s| Box::pin(latest_page(s))),
     ("invalid cursors are refused by name", |s| Box::pin(invalid_cursors(s))),
-    ("per-pair order under concurrent inserts", |s| Box::pin(per_pair_order(s))),
-    ("order is fixed when insert is called", |s| Box::pin(order_at_call_time(s))),
+    ("per-pair order under concurrent inserts", |s| {
+        Box::pin(per_pair_order(s))
+    }),
+    ("order is fixed when insert is called", |s| {
+        Box::pin(order_at_call_time(s))
+    }),
     ("idempotent clientMsgId", |s| Box::pin(idempotency(s))),
     ("receiver not found", |s| Box::pin(receiver_not_found(s))),
-    ("conversations newest first with unread counts", |s| Box::pin(conversations(s))),
+    ("conversations newest first with unread counts", |s| {
+        Box::pin(conversations(s))
+    }),
     ("mark_read moves forward only", |s| Box::pin(mark_read(s))),
     ("since pages with hasMore", |s| Box::pin(since_paging(s))),
     ("ping", |s| Box::pin(ping(s))),
@@ -71,7 +81,11 @@ fn unique(prefix: &str) -> String {
 async fn new_user(s: &Stores, prefix: &str) -> UserRecord {
     let name = unique(prefix);
     s.users
-        .create_user(NewUser { username: name.clone(), display_name: None, password_hash: "hash".into() })
+        .create_user(NewUser {
+            username: name.clone(),
+            display_name: None,
+            password_hash: "hash".into(),
+        })
         .await
         .unwrap_or_else(|e| panic!("create_user({name}) failed: {e}"))
 }
@@ -97,12 +111,19 @@ async fn send(s: &Stores, from: &UserRecord, to: &UserRecord, text: impl Into<St
 }
 
 fn page(before: Option<&str>, after: Option<&str>, limit: usize) -> PageQuery {
-    PageQuery { before: before.map(str::to_owned), after: after.map(str::to_owned), limit }
+    PageQuery {
+        before: before.map(str::to_owned),
+        after: after.map(str::to_owned),
+        limit,
+    }
 }
 
 async fn history(s: &Stores, a: &UserRecord, b: &UserRecord, q: PageQuery) -> Vec<Message> {
     let what = format!("history(before={:?}, after={:?}, limit={})", q.before, q.after, q.limit);
-    s.messages.history(&a.id, &b.id, q).await.unwrap_or_else(|e| panic!("{what} failed: {e}"))
+    s.messages
+        .history(&a.id, &b.id, q)
+        .await
+        .unwrap_or_else(|e| panic!("{what} failed: {e}"))
 }
 
 fn ids(messages: &[Message]) -> Vec<&str> {
@@ -120,18 +141,37 @@ async fn unique_usernames(s: Stores) {
     let name = unique("Alice");
     let created = s
         .users
-        .create_user(NewUser { username: name.clone(), display_name: Some("Alice".into()), password_hash: "h".into() })
+        .create_user(NewUser {
+            username: name.clone(),
+            display_name: Some("Alice".into()),
+            password_hash: "h".into(),
+        })
         .await
         .expect("create_user with a fresh name");
-    assert!(is_id(&created.id), "user id must be 24 hex digits, got {:?}", created.id);
+    assert!(
+        is_id(&created.id),
+        "user id must be 24 hex digits, got {:?}",
+        created.id
+    );
     assert_eq!(created.username, name, "the username keeps its case");
-    assert_eq!(created.created_at, created.updated_at, "a new user has createdAt == updatedAt");
+    assert_eq!(
+        created.created_at, created.updated_at,
+        "a new user has createdAt == updatedAt"
+    );
     for taken in [name.clone(), name.to_uppercase(), name.to_lowercase()] {
         let again = s
             .users
-            .create_user(NewUser { username: taken.clone(), display_name: None, password_hash: "h".into() })
+            .create_user(NewUser {
+                username: taken.clone(),
+                display_name: None,
+                password_hash: "h".into(),
+            })
             .await;
-        expect_err(again, StorageError::Conflict("username is taken".into()), &format!("create_user({taken}) after {name}"));
+        expect_err(
+            again,
+            StorageError::Conflict("username is taken".into()),
+            &format!("create_user({taken}) after {name}"),
+        );
     }
     let other = new_user(&s, "alicia").await;
     assert_ne!(other.id, created.id, "two users must get distinct ids");
@@ -141,26 +181,58 @@ async fn user_lookup(s: Stores) {
     let name = unique("Bob");
     let created = s
         .users
-        .create_user(NewUser { username: name.clone(), display_name: Some("Bob B.".into()), password_hash: "h1".into() })
+        .create_user(NewUser {
+            username: name.clone(),
+            display_name: Some("Bob B.".into()),
+            password_hash: "h1".into(),
+        })
         .await
         .expect("create_user");
     let by_id = s.users.user_by_id(&created.id).await.expect("user_by_id");
     assert_eq!(by_id.as_ref(), Some(&created), "user_by_id returns the stored user");
     for spelled in [name.clone(), name.to_uppercase(), name.to_lowercase()] {
         let found = s.users.user_by_username(&spelled).await.expect("user_by_username");
-        assert_eq!(found.as_ref(), Some(&created), "user_by_username({spelled}) is case-insensitive");
+        assert_eq!(
+            found.as_ref(),
+            Some(&created),
+            "user_by_username({spelled}) is case-insensitive"
+        );
     }
     let plain = new_user(&s, "plain").await;
-    let found = s.users.user_by_id(&plain.id).await.expect("user_by_id").expect("stored user");
+    let found = s
+        .users
+        .user_by_id(&plain.id)
+        .await
+        .expect("user_by_id")
+        .expect("stored user");
     assert_eq!(found.display_name, None, "a missing displayName stays missing");
-    assert_eq!(s.users.user_by_id(&new_id(0)).await.expect("user_by_id"), None, "unknown id");
-    assert_eq!(s.users.user_by_username(&unique("nobody")).await.expect("user_by_username"), None, "unknown name");
+    assert_eq!(
+        s.users.user_by_id(&new_id(0)).await.expect("user_by_id"),
+        None,
+        "unknown id"
+    );
+    assert_eq!(
+        s.users
+            .user_by_username(&unique("nobody"))
+            .await
+            .expect("user_by_username"),
+        None,
+        "unknown name"
+    );
 }
 
 async fn password_hash(s: Stores) {
     let user = new_user(&s, "carol").await;
-    s.users.set_password_hash(&user.id, "new-hash").await.expect("set_password_hash");
-    let stored = s.users.user_by_id(&user.id).await.expect("user_by_id").expect("user exists");
+    s.users
+        .set_password_hash(&user.id, "new-hash")
+        .await
+        .expect("set_password_hash");
+    let stored = s
+        .users
+        .user_by_id(&user.id)
+        .await
+        .expect("user_by_id")
+        .expect("user exists");
     assert_eq!(stored.password_hash, "new-hash", "the new hash is stored");
     assert!(stored.updated_at >= user.updated_at, "updatedAt never moves back");
     assert_eq!(stored.username, user.username, "other fields are kept");
@@ -181,15 +253,26 @@ async fn message_round_trip(s: Stores) {
     let m = &inserted.message;
     assert!(inserted.created, "first insert creates");
     assert!(is_id(&m.id), "message id must be 24 hex digits, got {:?}", m.id);
-    assert_eq!((m.sender_id.as_str(), m.receiver_id.as_str()), (a.id.as_str(), b.id.as_str()));
+    assert_eq!(
+        (m.sender_id.as_str(), m.receiver_id.as_str()),
+        (a.id.as_str(), b.id.as_str())
+    );
     assert_eq!(m.message, "hello ✓ \"quoted\"\nline", "the text is stored as given");
     assert_eq!(m.client_msg_id.as_deref(), Some("client-1"));
     assert_eq!(m.created_at, m.updated_at, "a new message has createdAt == updatedAt");
-    assert_eq!(m.created_at.timestamp_subsec_nanos() % 1_000_000, 0, "times have millisecond precision");
+    assert_eq!(
+        m.created_at.timestamp_subsec_nanos() % 1_000_000,
+        0,
+        "times have millisecond precision"
+    );
     let plain = send(&s, &b, &a, "no client id").await;
     assert_eq!(plain.client_msg_id, None);
     let stored = history(&s, &a, &b, page(None, None, 10)).await;
-    assert_eq!(stored, vec![m.clone(), plain], "history returns exactly what insert returned");
+    assert_eq!(
+        stored,
+        vec![m.clone(), plain],
+        "history returns exactly what insert returned"
+    );
 }
 
 async fn pagination(s: Stores) {
@@ -214,11 +297,19 @@ async fn pagination(s: Stores) {
         if p.is_empty() {
             break;
         }
-        assert!(p.len() <= PAGE, "a page holds at most `limit` messages, got {}", p.len());
+        assert!(
+            p.len() <= PAGE,
+            "a page holds at most `limit` messages, got {}",
+            p.len()
+        );
         cursor = p.last().expect("non-empty").id.clone();
         forward.extend(p);
     }
-    assert_eq!(ids(&forward), all[1..].to_vec(), "paging forwards with `after` yields every later message once, in order");
+    assert_eq!(
+        ids(&forward),
+        all[1..].to_vec(),
+        "paging forwards with `after` yields every later message once, in order"
+    );
 
     // Backwards from the newest page, from the other participant's side.
     let mut pages: Vec<Vec<Message>> = Vec::new();
@@ -232,17 +323,36 @@ async fn pagination(s: Stores) {
         pages.push(p);
     }
     let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
-    assert!(sizes[..sizes.len() - 1].iter().all(|&n| n == PAGE), "full pages until the oldest: {sizes:?}");
-    assert_eq!(sizes.last(), Some(&(N % PAGE)), "the oldest page holds the remainder: {sizes:?}");
+    assert!(
+        sizes[..sizes.len() - 1].iter().all(|&n| n == PAGE),
+        "full pages until the oldest: {sizes:?}"
+    );
+    assert_eq!(
+        sizes.last(),
+        Some(&(N % PAGE)),
+        "the oldest page holds the remainder: {sizes:?}"
+    );
     let backward: Vec<Message> = pages.into_iter().rev().flatten().collect();
-    assert_eq!(ids(&backward), all, "paging backwards with `before` yields every message once, oldest first");
+    assert_eq!(
+        ids(&backward),
+        all,
+        "paging backwards with `before` yields every message once, oldest first"
+    );
     assert_eq!(backward, sent, "pages return the stored messages unchanged");
 
     // Both cursors: just after `after`, bounded by `before`.
     let between = history(&s, &a, &b, page(Some(&sent[20].id), Some(&sent[10].id), 100)).await;
-    assert_eq!(ids(&between), all[11..20].to_vec(), "after+before returns the messages strictly between");
+    assert_eq!(
+        ids(&between),
+        all[11..20].to_vec(),
+        "after+before returns the messages strictly between"
+    );
     let between = history(&s, &a, &b, page(Some(&sent[20].id), Some(&sent[10].id), 4)).await;
-    assert_eq!(ids(&between), all[11..15].to_vec(), "after+before with a small limit starts right after `after`");
+    assert_eq!(
+        ids(&between),
+        all[11..15].to_vec(),
+        "after+before with a small limit starts right after `after`"
+    );
     let newest = history(&s, &a, &b, page(None, Some(&sent[N - 1].id), PAGE)).await;
     assert!(newest.is_empty(), "nothing follows the newest message");
     let oldest = history(&s, &a, &b, page(Some(&sent[0].id), None, PAGE)).await;
@@ -251,7 +361,10 @@ async fn pagination(s: Stores) {
 
 async fn latest_page(s: Stores) {
     let (a, b) = (new_user(&s, "latest_a").await, new_user(&s, "latest_b").await);
-    assert!(history(&s, &a, &b, page(None, None, 10)).await.is_empty(), "an empty conversation has no page");
+    assert!(
+        history(&s, &a, &b, page(None, None, 10)).await.is_empty(),
+        "an empty conversation has no page"
+    );
     let mut sent = Vec::new();
     for i in 0..25 {
         let (from, to) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
@@ -259,13 +372,25 @@ async fn latest_page(s: Stores) {
     }
     let all = ids(&sent);
     let latest = history(&s, &a, &b, page(None, None, 10)).await;
-    assert_eq!(ids(&latest), all[15..].to_vec(), "no cursor: the newest `limit` messages, oldest first");
+    assert_eq!(
+        ids(&latest),
+        all[15..].to_vec(),
+        "no cursor: the newest `limit` messages, oldest first"
+    );
     let everything = history(&s, &b, &a, page(None, None, 1000)).await;
-    assert_eq!(ids(&everything), all, "a limit above the count returns the whole conversation");
+    assert_eq!(
+        ids(&everything),
+        all,
+        "a limit above the count returns the whole conversation"
+    );
 }
 
 async fn invalid_cursors(s: Stores) {
-    let (a, b, c) = (new_user(&s, "cur_a").await, new_user(&s, "cur_b").await, new_user(&s, "cur_c").await);
+    let (a, b, c) = (
+        new_user(&s, "cur_a").await,
+        new_user(&s, "cur_b").await,
+        new_user(&s, "cur_c").await,
+    );
     let ours = send(&s, &a, &b, "ours").await;
     let theirs = send(&s, &b, &c, "theirs").await;
     let unknown = new_id(1_700_000_000);
@@ -296,8 +421,15 @@ async fn invalid_cursors(s: Stores) {
         StorageError::InvalidCursor("after".into()),
         "since with a message the user neither sent nor received",
     );
-    let (after_ours, more) = s.messages.since(&a.id, Some(&ours.id), 10).await.expect("since with a valid cursor");
-    assert!(after_ours.is_empty() && !more, "nothing follows the user's newest message");
+    let (after_ours, more) = s
+        .messages
+        .since(&a.id, Some(&ours.id), 10)
+        .await
+        .expect("since with a valid cursor");
+    assert!(
+        after_ours.is_empty() && !more,
+        "nothing follows the user's newest message"
+    );
 }
 
 async fn per_pair_order(s: Stores) {
@@ -333,10 +465,18 @@ async fn per_pair_order(s: Stores) {
     }
     let (everything, more) = s.messages.since(&hub.id, None, TASKS * EACH + 10).await.expect("since");
     assert!(!more, "since with a large limit has nothing more");
-    assert_eq!(everything.len(), TASKS * EACH, "since(hub) sees every message to or from the hub");
+    assert_eq!(
+        everything.len(),
+        TASKS * EACH,
+        "since(hub) sees every message to or from the hub"
+    );
     let mut next: HashMap<&str, usize> = HashMap::new();
     for m in &everything {
-        let partner = if m.sender_id == hub.id { m.receiver_id.as_str() } else { m.sender_id.as_str() };
+        let partner = if m.sender_id == hub.id {
+            m.receiver_id.as_str()
+        } else {
+            m.sender_id.as_str()
+        };
         let n = next.entry(partner).or_default();
         assert_eq!(m.message, n.to_string(), "since keeps each pair's order");
         *n += 1;
@@ -347,21 +487,44 @@ async fn order_at_call_time(s: Stores) {
     const N: usize = 100;
     let (a, b) = (new_user(&s, "call_a").await, new_user(&s, "call_b").await);
     // Every insert is called before any is awaited: the call fixes the order.
-    let futures: Vec<_> = (0..N).map(|i| s.messages.insert(message(&a, &b, format!("{i}"), None))).collect();
+    let futures: Vec<_> = (0..N)
+        .map(|i| s.messages.insert(message(&a, &b, format!("{i}"), None)))
+        .collect();
     let results: Vec<StorageResult<Inserted>> = join_all(futures.into_iter().rev()).await;
-    assert!(results.iter().all(Result::is_ok), "every insert succeeds: {:?}", results.iter().find(|r| r.is_err()));
+    assert!(
+        results.iter().all(Result::is_ok),
+        "every insert succeeds: {:?}",
+        results.iter().find(|r| r.is_err())
+    );
     let stored = history(&s, &a, &b, page(None, None, N)).await;
     let texts: Vec<String> = stored.iter().map(|m| m.message.clone()).collect();
     let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
-    assert_eq!(texts, expected, "insert order is the order of the calls, not of the awaits");
+    assert_eq!(
+        texts, expected,
+        "insert order is the order of the calls, not of the awaits"
+    );
 }
 
 async fn idempotency(s: Stores) {
     let (a, b) = (new_user(&s, "idem_a").await, new_user(&s, "idem_b").await);
-    let first = s.messages.insert(message(&a, &b, "once", Some("cid-1"))).await.expect("first insert");
-    let again = s.messages.insert(message(&a, &b, "once", Some("cid-1"))).await.expect("repeat insert");
-    assert!(first.created && !again.created, "created is true for the first insert only");
-    assert_eq!(again.message, first.message, "a repeat returns the first stored message");
+    let first = s
+        .messages
+        .insert(message(&a, &b, "once", Some("cid-1")))
+        .await
+        .expect("first insert");
+    let again = s
+        .messages
+        .insert(message(&a, &b, "once", Some("cid-1")))
+        .await
+        .expect("repeat insert");
+    assert!(
+        first.created && !again.created,
+        "created is true for the first insert only"
+    );
+    assert_eq!(
+        again.message, first.message,
+        "a repeat returns the first stored message"
+    );
 
     // Repeats called together (one batch on a group-commit backend).
     let together = join_all((0..3).map(|_| s.messages.insert(message(&a, &b, "batched", Some("cid-2"))))).await;
@@ -379,28 +542,51 @@ async fn idempotency(s: Stores) {
     check_single(&raced, "repeats from concurrent tasks");
 
     // The key is (sender, clientMsgId): the same id from the other user is another message.
-    let other = s.messages.insert(message(&b, &a, "theirs", Some("cid-1"))).await.expect("insert");
-    assert!(other.created && other.message.id != first.message.id, "clientMsgId is scoped to the sender");
+    let other = s
+        .messages
+        .insert(message(&b, &a, "theirs", Some("cid-1")))
+        .await
+        .expect("insert");
+    assert!(
+        other.created && other.message.id != first.message.id,
+        "clientMsgId is scoped to the sender"
+    );
 
     let stored = history(&s, &a, &b, page(None, None, 100)).await;
     let texts: Vec<&str> = stored.iter().map(|m| m.message.as_str()).collect();
-    assert_eq!(texts, ["once", "batched", "raced", "theirs"], "each clientMsgId is stored once");
+    assert_eq!(
+        texts,
+        ["once", "batched", "raced", "theirs"],
+        "each clientMsgId is stored once"
+    );
     let conv = s.messages.conversations(&b.id).await.expect("conversations");
     assert_eq!(conv[0].unread, 3, "repeats do not count as unread");
 }
 
 fn check_single(results: &[StorageResult<Inserted>], what: &str) {
-    let ok: Vec<&Inserted> = results.iter().map(|r| r.as_ref().unwrap_or_else(|e| panic!("{what}: {e}"))).collect();
+    let ok: Vec<&Inserted> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap_or_else(|e| panic!("{what}: {e}")))
+        .collect();
     let created = ok.iter().filter(|i| i.created).count();
     assert_eq!(created, 1, "{what}: exactly one call creates the message");
-    assert!(ok.iter().all(|i| i.message == ok[0].message), "{what}: every call returns the same message");
+    assert!(
+        ok.iter().all(|i| i.message == ok[0].message),
+        "{what}: every call returns the same message"
+    );
 }
 
 async fn receiver_not_found(s: Stores) {
     let (a, b) = (new_user(&s, "nf_a").await, new_user(&s, "nf_b").await);
-    let ghost = UserRecord { id: new_id(1_700_000_000), ..b.clone() };
+    let ghost = UserRecord {
+        id: new_id(1_700_000_000),
+        ..b.clone()
+    };
     expect_err(
-        s.messages.insert(message(&a, &ghost, "to nobody", None)).await.map(|i| i.message),
+        s.messages
+            .insert(message(&a, &ghost, "to nobody", None))
+            .await
+            .map(|i| i.message),
         StorageError::NotFound("receiver not found".into()),
         "insert to an unknown receiver",
     );
@@ -411,21 +597,39 @@ async fn receiver_not_found(s: Stores) {
         s.messages.insert(message(&a, &b, "after", None)),
     ];
     let results = join_all(calls).await;
-    assert!(results[0].is_ok() && results[2].is_ok(), "good inserts next to a bad one succeed: {results:?}");
-    assert!(matches!(results[1], Err(StorageError::NotFound(_))), "the bad one fails: {:?}", results[1]);
+    assert!(
+        results[0].is_ok() && results[2].is_ok(),
+        "good inserts next to a bad one succeed: {results:?}"
+    );
+    assert!(
+        matches!(results[1], Err(StorageError::NotFound(_))),
+        "the bad one fails: {:?}",
+        results[1]
+    );
     let (mine, _) = s.messages.since(&a.id, None, 10).await.expect("since");
     let texts: Vec<&str> = mine.iter().map(|m| m.message.as_str()).collect();
     assert_eq!(texts, ["before", "after"], "nothing of the failed insert is stored");
     let conv = s.messages.conversations(&a.id).await.expect("conversations");
     assert_eq!(conv.len(), 1, "no conversation with an unknown user");
     // The failed clientMsgId was not consumed.
-    let retry = s.messages.insert(message(&a, &b, "retried", Some("ghost-1"))).await.expect("insert");
+    let retry = s
+        .messages
+        .insert(message(&a, &b, "retried", Some("ghost-1")))
+        .await
+        .expect("insert");
     assert!(retry.created, "a clientMsgId whose insert failed is still free");
 }
 
 async fn conversations(s: Stores) {
-    let (a, b, c) = (new_user(&s, "conv_a").await, new_user(&s, "conv_b").await, new_user(&s, "conv_c").await);
-    assert!(s.messages.conversations(&a.id).await.expect("conversations").is_empty(), "a new user has none");
+    let (a, b, c) = (
+        new_user(&s, "conv_a").await,
+        new_user(&s, "conv_b").await,
+        new_user(&s, "conv_c").await,
+    );
+    assert!(
+        s.messages.conversations(&a.id).await.expect("conversations").is_empty(),
+        "a new user has none"
+    );
     send(&s, &a, &b, "a to b").await;
     send(&s, &b, &a, "b to a 1").await;
     let last_ab = send(&s, &b, &a, "b to a 2").await;
@@ -435,7 +639,10 @@ async fn conversations(s: Stores) {
     let list = s.messages.conversations(&a.id).await.expect("conversations");
     let partners: Vec<&str> = list.iter().map(|c| c.partner.as_str()).collect();
     assert_eq!(partners, [c.id.as_str(), b.id.as_str()], "newest conversation first");
-    assert_eq!(list[0].last_message, last_ac, "lastMessage is the newest message either way");
+    assert_eq!(
+        list[0].last_message, last_ac,
+        "lastMessage is the newest message either way"
+    );
     assert_eq!(list[0].last_at, last_ac.created_at, "lastAt is the time of lastMessage");
     assert_eq!(list[0].unread, 1, "a has one unread message from c");
     assert_eq!(list[1].last_message, last_ab);
@@ -443,7 +650,11 @@ async fn conversations(s: Stores) {
 
     let of_b = s.messages.conversations(&b.id).await.expect("conversations");
     assert_eq!(of_b.len(), 1);
-    assert_eq!((of_b[0].partner.as_str(), of_b[0].unread), (a.id.as_str(), 1), "b has one unread message from a");
+    assert_eq!(
+        (of_b[0].partner.as_str(), of_b[0].unread),
+        (a.id.as_str(), 1),
+        "b has one unread message from a"
+    );
     assert_eq!(of_b[0].last_message, last_ab, "both sides share lastMessage");
     let of_c = s.messages.conversations(&c.id).await.expect("conversations");
     assert_eq!(of_c[0].unread, 1, "the sender's own messages are never unread");
@@ -457,37 +668,90 @@ async fn conversations(s: Stores) {
 
 async fn mark_read(s: Stores) {
     let (a, b) = (new_user(&s, "read_a").await, new_user(&s, "read_b").await);
-    let empty = s.messages.mark_read(&a.id, &b.id, None).await.expect("mark_read without messages");
-    assert_eq!((empty.up_to.as_deref(), empty.read_at, empty.unread), (None, None, 0), "nothing to read yet");
-    assert_eq!((empty.user_id.as_str(), empty.partner_id.as_str()), (a.id.as_str(), b.id.as_str()));
+    let empty = s
+        .messages
+        .mark_read(&a.id, &b.id, None)
+        .await
+        .expect("mark_read without messages");
+    assert_eq!(
+        (empty.up_to.as_deref(), empty.read_at, empty.unread),
+        (None, None, 0),
+        "nothing to read yet"
+    );
+    assert_eq!(
+        (empty.user_id.as_str(), empty.partner_id.as_str()),
+        (a.id.as_str(), b.id.as_str())
+    );
 
     let mut from_b = Vec::new();
     for i in 0..5 {
         from_b.push(send(&s, &b, &a, format!("b{i}")).await);
     }
-    let state = s.messages.mark_read(&a.id, &b.id, Some(&from_b[2].id)).await.expect("mark_read upTo");
-    assert_eq!(state.up_to.as_deref(), Some(from_b[2].id.as_str()), "the cursor moves to upTo");
+    let state = s
+        .messages
+        .mark_read(&a.id, &b.id, Some(&from_b[2].id))
+        .await
+        .expect("mark_read upTo");
+    assert_eq!(
+        state.up_to.as_deref(),
+        Some(from_b[2].id.as_str()),
+        "the cursor moves to upTo"
+    );
     assert_eq!(state.unread, 2, "two messages remain unread after upTo");
     assert!(state.read_at.is_some(), "readAt is set when the cursor moves");
     let unread_of = |list: Vec<confab_sdk::storage::Conversation>| list[0].unread;
-    assert_eq!(unread_of(s.messages.conversations(&a.id).await.expect("conversations")), 2);
+    assert_eq!(
+        unread_of(s.messages.conversations(&a.id).await.expect("conversations")),
+        2
+    );
 
-    let back = s.messages.mark_read(&a.id, &b.id, Some(&from_b[0].id)).await.expect("mark_read backwards");
+    let back = s
+        .messages
+        .mark_read(&a.id, &b.id, Some(&from_b[0].id))
+        .await
+        .expect("mark_read backwards");
     assert_eq!(back.up_to, state.up_to, "the cursor never moves back");
-    assert_eq!((back.unread, back.read_at), (2, state.read_at), "a backwards mark_read changes nothing");
+    assert_eq!(
+        (back.unread, back.read_at),
+        (2, state.read_at),
+        "a backwards mark_read changes nothing"
+    );
 
-    let all = s.messages.mark_read(&a.id, &b.id, None).await.expect("mark_read to the newest");
-    assert_eq!(all.up_to.as_deref(), Some(from_b[4].id.as_str()), "no upTo: up to the newest message");
+    let all = s
+        .messages
+        .mark_read(&a.id, &b.id, None)
+        .await
+        .expect("mark_read to the newest");
+    assert_eq!(
+        all.up_to.as_deref(),
+        Some(from_b[4].id.as_str()),
+        "no upTo: up to the newest message"
+    );
     assert_eq!(all.unread, 0);
-    assert_eq!(unread_of(s.messages.conversations(&a.id).await.expect("conversations")), 0);
+    assert_eq!(
+        unread_of(s.messages.conversations(&a.id).await.expect("conversations")),
+        0
+    );
 
     send(&s, &b, &a, "b5").await;
     let own = send(&s, &a, &b, "a0").await;
-    assert_eq!(unread_of(s.messages.conversations(&a.id).await.expect("conversations")), 1, "one new from b");
-    let other_side = s.messages.mark_read(&b.id, &a.id, Some(&from_b[1].id)).await.expect("b marks read");
+    assert_eq!(
+        unread_of(s.messages.conversations(&a.id).await.expect("conversations")),
+        1,
+        "one new from b"
+    );
+    let other_side = s
+        .messages
+        .mark_read(&b.id, &a.id, Some(&from_b[1].id))
+        .await
+        .expect("b marks read");
     assert_eq!(other_side.unread, 1, "b's unread counts a's messages only");
     let caught_up = s.messages.mark_read(&a.id, &b.id, None).await.expect("mark_read");
-    assert_eq!(caught_up.up_to.as_deref(), Some(own.id.as_str()), "the newest message may be one's own");
+    assert_eq!(
+        caught_up.up_to.as_deref(),
+        Some(own.id.as_str()),
+        "the newest message may be one's own"
+    );
     assert_eq!(caught_up.unread, 0);
     let of_b = s.messages.conversations(&b.id).await.expect("conversations");
     assert_eq!(of_b[0].unread, 1, "a's read cursor does not touch b's unread count");
@@ -495,7 +759,11 @@ async fn mark_read(s: Stores) {
 
 async fn since_paging(s: Stores) {
     const N: usize = 27;
-    let (u, p, q) = (new_user(&s, "sync_u").await, new_user(&s, "sync_p").await, new_user(&s, "sync_q").await);
+    let (u, p, q) = (
+        new_user(&s, "sync_u").await,
+        new_user(&s, "sync_p").await,
+        new_user(&s, "sync_q").await,
+    );
     let (fresh, more) = s.messages.since(&u.id, None, 10).await.expect("since");
     assert!(fresh.is_empty() && !more, "a new user has nothing to sync");
     let mut mine = Vec::new();
@@ -524,9 +792,20 @@ async fn since_paging(s: Stores) {
         }
     }
     assert_eq!(flags, [true, true, false], "hasMore is true until the last page");
-    assert_eq!(synced, mine, "since yields every message to or from the user once, oldest first");
-    let (exact, more) = s.messages.since(&u.id, Some(&mine[N - 11].id), 10).await.expect("since");
-    assert_eq!((exact.len(), more), (10, false), "hasMore is false when exactly `limit` remain");
+    assert_eq!(
+        synced, mine,
+        "since yields every message to or from the user once, oldest first"
+    );
+    let (exact, more) = s
+        .messages
+        .since(&u.id, Some(&mine[N - 11].id), 10)
+        .await
+        .expect("since");
+    assert_eq!(
+        (exact.len(), more),
+        (10, false),
+        "hasMore is false when exactly `limit` remain"
+    );
 }
 
 async fn ping(s: Stores) {
@@ -535,22 +814,36 @@ async fn ping(s: Stores) {
 
 async fn survives_reopen(backend: &impl ContractBackend, s: Stores) {
     let (a, b) = (new_user(&s, "keep_a").await, new_user(&s, "keep_b").await);
-    s.users.set_password_hash(&a.id, "kept-hash").await.expect("set_password_hash");
+    s.users
+        .set_password_hash(&a.id, "kept-hash")
+        .await
+        .expect("set_password_hash");
     let mut sent = Vec::new();
     for i in 0..30 {
         let (from, to) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
         let cid = format!("keep-{i}");
-        let inserted = s.messages.insert(message(from, to, format!("{i}"), Some(&cid))).await.expect("insert");
+        let inserted = s
+            .messages
+            .insert(message(from, to, format!("{i}"), Some(&cid)))
+            .await
+            .expect("insert");
         sent.push(inserted.message);
     }
-    let read = s.messages.mark_read(&a.id, &b.id, Some(&sent[19].id)).await.expect("mark_read");
+    let read = s
+        .messages
+        .mark_read(&a.id, &b.id, Some(&sent[19].id))
+        .await
+        .expect("mark_read");
     // Queued just before close: close must still commit it.
     let last = s.messages.insert(message(&a, &b, "last", None));
     s.messages.close().await;
     let last = last.await.expect("an insert queued before close commits");
     sent.push(last.message);
     expect_err(
-        s.messages.insert(message(&a, &b, "too late", None)).await.map(|i| i.message),
+        s.messages
+            .insert(message(&a, &b, "too late", None))
+            .await
+            .map(|i| i.message),
         StorageError::Closed,
         "insert after close",
     );
@@ -558,8 +851,18 @@ async fn survives_reopen(backend: &impl ContractBackend, s: Stores) {
     let (users, messages) = backend.open().await;
     let r = Stores { users, messages };
     let user = r.users.user_by_id(&a.id).await.expect("user_by_id").expect("user kept");
-    assert_eq!(user.password_hash, "kept-hash", "the user and its password hash are kept");
-    assert_eq!(r.users.user_by_username(&b.username.to_uppercase()).await.expect("lookup").map(|u| u.id), Some(b.id.clone()));
+    assert_eq!(
+        user.password_hash, "kept-hash",
+        "the user and its password hash are kept"
+    );
+    assert_eq!(
+        r.users
+            .user_by_username(&b.username.to_uppercase())
+            .await
+            .expect("lookup")
+            .map(|u| u.id),
+        Some(b.id.clone())
+    );
     let stored = history(&r, &a, &b, page(None, None, 100)).await;
     assert_eq!(stored, sent, "every message is kept, in order");
     let (synced, more) = r.messages.since(&b.id, None, 100).await.expect("since");
@@ -567,10 +870,25 @@ async fn survives_reopen(backend: &impl ContractBackend, s: Stores) {
     let conv = r.messages.conversations(&a.id).await.expect("conversations");
     assert_eq!(conv[0].last_message, sent[30], "lastMessage is kept");
     assert_eq!(conv[0].unread, 5, "a's unread count (odd messages after #19) is kept");
-    let again = r.messages.mark_read(&a.id, &b.id, Some(&sent[3].id)).await.expect("mark_read");
-    assert_eq!((again.up_to, again.read_at), (read.up_to, read.read_at), "the read cursor is kept");
-    let repeat = r.messages.insert(message(&a, &b, "0", Some("keep-0"))).await.expect("insert");
-    assert!(!repeat.created && repeat.message == sent[0], "idempotency keys are kept");
+    let again = r
+        .messages
+        .mark_read(&a.id, &b.id, Some(&sent[3].id))
+        .await
+        .expect("mark_read");
+    assert_eq!(
+        (again.up_to, again.read_at),
+        (read.up_to, read.read_at),
+        "the read cursor is kept"
+    );
+    let repeat = r
+        .messages
+        .insert(message(&a, &b, "0", Some("keep-0")))
+        .await
+        .expect("insert");
+    assert!(
+        !repeat.created && repeat.message == sent[0],
+        "idempotency keys are kept"
+    );
     send(&r, &b, &a, "after reopen").await;
     r.messages.close().await;
 }

@@ -503,7 +503,6 @@ async fn chat_openapi_describes_routes_and_schemas() {
 }
 
 #[tokio::test]
-#[ignore = "needs the kernel's openapi::assemble to carry fragment extensions (x-socket-events)"]
 async fn chat_openapi_lists_socket_events() {
     let s = Server::start(TOML).await;
     let (_, doc) = call(&s, None, "GET", "/openapi.json", None).await;

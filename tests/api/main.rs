@@ -9,3 +9,4 @@ mod chat_support;
 mod chat_rest;
 mod chat_socket;
 mod kernel_socket;
+mod docs;

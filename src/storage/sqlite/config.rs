@@ -50,13 +50,19 @@ impl SqliteConfig {
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         let mut problem = |key: &str, message: &str| {
-            problems.push(ConfigProblem { key: key.into(), message: message.into() });
+            problems.push(ConfigProblem {
+                key: key.into(),
+                message: message.into(),
+            });
         };
         if self.path.trim().is_empty() {
             problem("path", "must name a database file");
         }
         if self.busy_timeout_ms == 0 {
-            problem("busy_timeout_ms", "must be at least 1 (several nodes may share the file)");
+            problem(
+                "busy_timeout_ms",
+                "must be at least 1 (several nodes may share the file)",
+            );
         }
         if self.max_batch == 0 {
             problem("max_batch", "must be at least 1");
@@ -87,7 +93,9 @@ mod tests {
     use serde_json::json;
 
     fn profile() -> RunProfile {
-        RunProfile { name: "development".into() }
+        RunProfile {
+            name: "development".into(),
+        }
     }
 
     #[test]
@@ -99,7 +107,8 @@ mod tests {
 
     #[test]
     fn reports_zero_values_and_unknown_synchronous_by_key() {
-        let given = json!({"max_batch": 0, "readers": 0, "synchronous": "off", "queue_capacity": 0, "busy_timeout_ms": 0});
+        let given =
+            json!({"max_batch": 0, "readers": 0, "synchronous": "off", "queue_capacity": 0, "busy_timeout_ms": 0});
         let problems = parse_section::<SqliteConfig>("storage.sqlite", &given, &profile()).unwrap_err();
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(

@@ -33,7 +33,10 @@ impl Drop for Lease<'_> {
 impl ReaderPool {
     pub(crate) fn new(conns: Vec<Connection>) -> Self {
         let permits = Arc::new(Semaphore::new(conns.len()));
-        ReaderPool { idle: Mutex::new(conns), permits }
+        ReaderPool {
+            idle: Mutex::new(conns),
+            permits,
+        }
     }
 
     pub(crate) async fn run<T, F>(self: &Arc<Self>, f: F) -> StorageResult<T>
@@ -41,13 +44,19 @@ impl ReaderPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
     {
-        let permit = Arc::clone(&self.permits).acquire_owned().await.map_err(|_| StorageError::Closed)?;
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StorageError::Closed)?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let conn = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let lease = Lease { pool: &pool, conn };
-            let conn = lease.conn.as_ref().ok_or_else(|| StorageError::Backend("no idle sqlite reader".into()))?;
+            let conn = lease
+                .conn
+                .as_ref()
+                .ok_or_else(|| StorageError::Backend("no idle sqlite reader".into()))?;
             f(conn)
         })
         .await
@@ -94,7 +103,10 @@ pub(crate) fn history(conn: &Connection, a: &str, b: &str, page: &PageQuery) -> 
                  WHERE pair_lo = ?1 AND pair_hi = ?2 AND seq > ?3 AND seq < ?4
                  ORDER BY seq LIMIT ?5"
             ))
-            .and_then(|mut s| s.query_map(params![lo, hi, after, before, limit], rows::message)?.collect()),
+            .and_then(|mut s| {
+                s.query_map(params![lo, hi, after, before, limit], rows::message)?
+                    .collect()
+            }),
         None => conn
             .prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages
@@ -110,53 +122,94 @@ pub(crate) fn history(conn: &Connection, a: &str, b: &str, page: &PageQuery) -> 
     result.map_err(backend)
 }
 
-pub(crate) fn since(conn: &Connection, user: &str, after: Option<&str>, limit: usize) -> StorageResult<(Vec<Message>, bool)> {
+/// The pairs of `user` holding a message newer than `after`, from the conversation rows
+/// (the primary key for pairs where the user is `pair_lo`, `conversations_hi` for the rest).
+fn active_pairs(conn: &Connection, user: &str, after: i64) -> rusqlite::Result<Vec<(String, String)>> {
+    conn.prepare_cached(
+        "SELECT pair_lo, pair_hi FROM conversations WHERE pair_lo = ?1 AND last_seq > ?2
+         UNION ALL
+         SELECT pair_lo, pair_hi FROM conversations WHERE pair_hi = ?1 AND pair_lo <> ?1 AND last_seq > ?2",
+    )?
+    .query_map(params![user, after], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+pub(crate) fn since(
+    conn: &Connection,
+    user: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> StorageResult<(Vec<Message>, bool)> {
+    // One snapshot for every step: a commit landing between them could otherwise put a
+    // message below the returned cursor, where the next sync would never look.
+    let tx = conn.unchecked_transaction().map_err(backend)?;
     let after = match after {
         None => 0,
-        Some(id) => conn
+        Some(id) => tx
             .prepare_cached("SELECT seq FROM messages WHERE id = ?1 AND (sender_id = ?2 OR receiver_id = ?2)")
             .and_then(|mut s| s.query_row([id, user], |r| r.get::<_, i64>(0)).optional())
             .map_err(backend)?
             .ok_or_else(|| StorageError::InvalidCursor("after".into()))?,
     };
     // One row more than asked tells whether more follow.
-    let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
-    // Two bounded range scans (messages_sender, messages_receiver) merged, rather than an
-    // OR that would collect and sort everything after the cursor.
-    let mut messages: Vec<Message> = conn
-        .prepare_cached(&format!(
-            "SELECT * FROM (
-               SELECT seq, {MESSAGE_COLUMNS} FROM messages
-               WHERE sender_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3)
-             UNION ALL
-             SELECT * FROM (
-               SELECT seq, {MESSAGE_COLUMNS} FROM messages
-               WHERE receiver_id = ?1 AND seq > ?2 AND sender_id <> ?1 ORDER BY seq LIMIT ?3)
-             ORDER BY seq LIMIT ?3"
-        ))
-        .and_then(|mut s| s.query_map(params![user, after, fetch], |r| rows::message_at(r, 1))?.collect())
+    let fetch = limit.saturating_add(1);
+    let fetch_sql = i64::try_from(fetch).unwrap_or(i64::MAX);
+    // The first `fetch` sequence numbers of each active pair (index-only scans of
+    // messages_pair), merged: the smallest `fetch` of them all are the answer.
+    let mut seqs: Vec<i64> = Vec::new();
+    for (lo, hi) in active_pairs(&tx, user, after).map_err(backend)? {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT seq FROM messages WHERE pair_lo = ?1 AND pair_hi = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![lo, hi, after, fetch_sql], |r| r.get::<_, i64>(0))
+            .map_err(backend)?;
+        for seq in rows {
+            seqs.push(seq.map_err(backend)?);
+        }
+    }
+    seqs.sort_unstable();
+    seqs.truncate(fetch);
+    let has_more = seqs.len() > limit;
+    seqs.truncate(limit);
+    let mut stmt = tx
+        .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq = ?1"))
         .map_err(backend)?;
-    let has_more = messages.len() > limit;
-    messages.truncate(limit);
+    let messages = seqs
+        .iter()
+        .map(|seq| stmt.query_row([seq], rows::message))
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(backend)?;
+    drop(stmt);
+    tx.finish().map_err(backend)?;
     Ok((messages, has_more))
 }
 
 pub(crate) fn conversations(conn: &Connection, user: &str) -> StorageResult<Vec<Conversation>> {
+    let columns = MESSAGE_COLUMNS
+        .split(", ")
+        .map(|c| format!("m.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     conn.prepare_cached(&format!(
-        "SELECT c.partner_id, c.last_at, c.unread, {columns}
-         FROM conversations AS c
-         JOIN messages AS m ON m.seq = c.last_seq
-         WHERE c.user_id = ?1
-         ORDER BY c.last_seq DESC",
-        columns = MESSAGE_COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
+        "SELECT c.last_seq, c.pair_hi, c.last_at, c.lo_unread, {columns}
+         FROM conversations AS c JOIN messages AS m ON m.seq = c.last_seq
+         WHERE c.pair_lo = ?1
+         UNION ALL
+         SELECT c.last_seq, c.pair_lo, c.last_at, c.hi_unread, {columns}
+         FROM conversations AS c JOIN messages AS m ON m.seq = c.last_seq
+         WHERE c.pair_hi = ?1 AND c.pair_lo <> ?1
+         ORDER BY 1 DESC"
     ))
     .and_then(|mut s| {
         s.query_map([user], |r| {
             Ok(Conversation {
-                partner: r.get(0)?,
-                last_at: from_millis(r.get(1)?),
-                unread: r.get::<_, i64>(2)?.max(0) as u64,
-                last_message: rows::message_at(r, 3)?,
+                partner: r.get(1)?,
+                last_at: from_millis(r.get(2)?),
+                unread: r.get::<_, i64>(3)?.max(0) as u64,
+                last_message: rows::message_at(r, 4)?,
             })
         })?
         .collect()
@@ -165,5 +218,8 @@ pub(crate) fn conversations(conn: &Connection, user: &str) -> StorageResult<Vec<
 }
 
 pub(crate) fn ping(conn: &Connection) -> StorageResult<()> {
-    conn.prepare_cached("SELECT 1").and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0))).map(drop).map_err(backend)
+    conn.prepare_cached("SELECT 1")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+        .map(drop)
+        .map_err(backend)
 }

@@ -42,9 +42,17 @@ pub(crate) fn pair<'a>(a: &'a str, b: &'a str) -> (&'a str, &'a str) {
     if a <= b { (a, b) } else { (b, a) }
 }
 
+/// The column prefix of `user`'s half of the conversation row of (user, partner).
+pub(crate) fn side(user: &str, partner: &str) -> &'static str {
+    if user <= partner { "lo" } else { "hi" }
+}
+
 /// Another connection (another node) holds the lock longer than the busy timeout.
 pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 pub(crate) fn backend(e: rusqlite::Error) -> StorageError {

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::CommitObserver;
 use super::checkpoint::checkpoint;
-use super::rows::{self, MESSAGE_COLUMNS, backend, is_busy, pair};
+use super::rows::{self, MESSAGE_COLUMNS, backend, is_busy, pair, side};
 
 /// Whole-batch retries after SQLite gave up waiting for another node's lock (each
 /// attempt already waited `busy_timeout_ms`).
@@ -39,11 +39,20 @@ pub(crate) struct Job<I, O> {
 impl<I, O> Job<I, O> {
     pub(crate) fn new(input: I) -> (Self, oneshot::Receiver<StorageResult<O>>) {
         let (reply, rx) = oneshot::channel();
-        (Job { input, reply, result: None }, rx)
+        (
+            Job {
+                input,
+                reply,
+                result: None,
+            },
+            rx,
+        )
     }
 
     fn finish(self) {
-        let result = self.result.unwrap_or_else(|| Err(StorageError::Backend("write was not executed".into())));
+        let result = self
+            .result
+            .unwrap_or_else(|| Err(StorageError::Backend("write was not executed".into())));
         // The caller may have stopped waiting; the write stands regardless.
         let _ = self.reply.send(result);
     }
@@ -254,8 +263,7 @@ impl Writer {
     /// Runs one command inside a savepoint. Its own failure is undone and becomes its
     /// answer; lock contention aborts the whole attempt so the batch can be retried.
     fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, Failure>) -> rusqlite::Result<StorageResult<T>> {
-        let nosp = std::env::var("XP_NOSP").is_ok();
-        if !nosp { self.conn.prepare_cached("SAVEPOINT command")?.execute([])?; }
+        self.conn.prepare_cached("SAVEPOINT command")?.execute([])?;
         let result = match f(self) {
             Ok(v) => Ok(v),
             Err(Failure::Sql(e)) if is_busy(&e) => return Err(e),
@@ -265,7 +273,7 @@ impl Writer {
         if result.is_err() {
             self.conn.prepare_cached("ROLLBACK TO command")?.execute([])?;
         }
-        if !nosp { self.conn.prepare_cached("RELEASE command")?.execute([])?; }
+        self.conn.prepare_cached("RELEASE command")?.execute([])?;
         Ok(result)
     }
 
@@ -273,7 +281,10 @@ impl Writer {
         if self.known_users.contains(id) {
             return Ok(true);
         }
-        let found = self.conn.prepare_cached("SELECT 1 FROM users WHERE id = ?1")?.exists([id])?;
+        let found = self
+            .conn
+            .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+            .exists([id])?;
         if found {
             self.seen_users.push(id.to_owned());
         }
@@ -291,7 +302,10 @@ impl Writer {
                 .query_row(params![m.sender_id, client_msg_id], rows::message)
                 .optional()?;
             if let Some(message) = existing {
-                return Ok(Inserted { message, created: false });
+                return Ok(Inserted {
+                    message,
+                    created: false,
+                });
             }
         }
         if !self.user_exists(&m.receiver_id)? {
@@ -306,13 +320,29 @@ impl Writer {
                    (id, sender_id, receiver_id, pair_lo, pair_hi, body, client_msg_id, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
             )?
-            .execute(params![id, m.sender_id, m.receiver_id, lo, hi, m.message, m.client_msg_id, now])?;
+            .execute(params![
+                id,
+                m.sender_id,
+                m.receiver_id,
+                lo,
+                hi,
+                m.message,
+                m.client_msg_id,
+                now
+            ])?;
         let seq = self.conn.last_insert_rowid();
-        let to_self = m.sender_id == m.receiver_id;
-        self.touch_conversation(&m.sender_id, &m.receiver_id, seq, now, to_self)?;
-        if !to_self && std::env::var("XP_ONECONV").is_err() {
-            self.touch_conversation(&m.receiver_id, &m.sender_id, seq, now, true)?;
-        }
+        // The receiver's side of the pair gains an unread message (one side only when
+        // someone writes to themselves).
+        let receiver_is_lo = m.receiver_id == lo;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO conversations (pair_lo, pair_hi, last_seq, last_at, lo_unread, hi_unread)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (pair_lo, pair_hi) DO UPDATE SET
+                   last_seq = excluded.last_seq, last_at = excluded.last_at,
+                   lo_unread = lo_unread + excluded.lo_unread, hi_unread = hi_unread + excluded.hi_unread",
+            )?
+            .execute(params![lo, hi, seq, now, receiver_is_lo as i64, !receiver_is_lo as i64])?;
         let message = confab_sdk::storage::Message {
             id,
             sender_id: m.sender_id.clone(),
@@ -325,21 +355,12 @@ impl Writer {
         Ok(Inserted { message, created: true })
     }
 
-    fn touch_conversation(&self, user: &str, partner: &str, seq: i64, at: i64, unread: bool) -> rusqlite::Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO conversations (user_id, partner_id, last_seq, last_at, unread)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (user_id, partner_id) DO UPDATE SET
-                   last_seq = excluded.last_seq, last_at = excluded.last_at, unread = unread + excluded.unread",
-            )?
-            .execute(params![user, partner, seq, at, unread as i64])?;
-        Ok(())
-    }
-
     fn create_user(&mut self, u: &NewUser) -> Result<UserRecord, Failure> {
         let lower = u.username.to_lowercase();
-        let taken = self.conn.prepare_cached("SELECT 1 FROM users WHERE username_lower = ?1")?.exists([&lower])?;
+        let taken = self
+            .conn
+            .prepare_cached("SELECT 1 FROM users WHERE username_lower = ?1")?
+            .exists([&lower])?;
         if taken {
             return Err(StorageError::Conflict("username is taken".into()).into());
         }
@@ -382,16 +403,24 @@ impl Writer {
     }
 
     fn mark_read(&mut self, r: &MarkRead) -> Result<ReadState, Failure> {
+        let (lo, hi) = pair(&r.user, &r.partner);
+        let side = side(&r.user, &r.partner);
         let state = self
             .conn
-            .prepare_cached(
-                "SELECT read_seq, read_id, read_at, last_seq FROM conversations WHERE user_id = ?1 AND partner_id = ?2",
-            )?
-            .query_row([&r.user, &r.partner], |row| {
-                Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<String>>(1)?, row.get::<_, Option<i64>>(2)?, row.get::<_, i64>(3)?))
+            .prepare_cached(&format!(
+                "SELECT last_seq, {side}_read_seq, {side}_read_id, {side}_read_at
+                 FROM conversations WHERE pair_lo = ?1 AND pair_hi = ?2"
+            ))?
+            .query_row([lo, hi], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Option<i64>>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                    row.get::<_, Option<i64>>(3)?,
+                ))
             })
             .optional()?;
-        let Some((read_seq, read_id, read_at, last_seq)) = state else {
+        let Some((last_seq, read_seq, read_id, read_at)) = state else {
             // No message between them yet: nothing to read, and no message to name.
             if r.up_to.is_some() {
                 return Err(StorageError::InvalidCursor("upTo".into()).into());
@@ -404,43 +433,47 @@ impl Writer {
                 unread: 0,
             });
         };
-        let (lo, hi) = pair(&r.user, &r.partner);
-        let (target_seq, target_id) = match &r.up_to {
+        let target_seq = match &r.up_to {
             Some(id) => self
                 .conn
-                .prepare_cached("SELECT seq, id FROM messages WHERE id = ?1 AND pair_lo = ?2 AND pair_hi = ?3")?
-                .query_row([id.as_str(), lo, hi], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))
+                .prepare_cached("SELECT seq FROM messages WHERE id = ?1 AND pair_lo = ?2 AND pair_hi = ?3")?
+                .query_row([id.as_str(), lo, hi], |row| row.get::<_, i64>(0))
                 .optional()?
                 .ok_or_else(|| StorageError::InvalidCursor("upTo".into()))?,
-            None => {
+            None => last_seq,
+        };
+        let (seq, up_to, read_at) = match (read_seq, read_id) {
+            (Some(current), Some(id)) if current >= target_seq => (current, id, read_at),
+            _ => {
                 let id = self
                     .conn
                     .prepare_cached("SELECT id FROM messages WHERE seq = ?1")?
-                    .query_row([last_seq], |row| row.get::<_, String>(0))?;
-                (last_seq, id)
+                    .query_row([target_seq], |row| row.get::<_, String>(0))?;
+                (target_seq, id, Some(self.clock.now_millis()))
             }
         };
-        let (seq, up_to, read_at) = match read_seq {
-            Some(current) if current >= target_seq => (current, read_id, read_at),
-            _ => (target_seq, Some(target_id), Some(self.clock.now_millis())),
+        // Read up to the newest message: nothing can be unread, no need to count.
+        let unread: i64 = if seq >= last_seq {
+            0
+        } else {
+            self.conn
+                .prepare_cached(
+                    "SELECT count(*) FROM messages
+                     WHERE pair_lo = ?1 AND pair_hi = ?2 AND seq > ?3 AND sender_id = ?4",
+                )?
+                .query_row(params![lo, hi, seq, r.partner], |row| row.get(0))?
         };
-        let unread: i64 = self
-            .conn
-            .prepare_cached(
-                "SELECT count(*) FROM messages
-                 WHERE pair_lo = ?1 AND pair_hi = ?2 AND seq > ?3 AND sender_id = ?4",
-            )?
-            .query_row(params![lo, hi, seq, r.partner], |row| row.get(0))?;
         self.conn
-            .prepare_cached(
-                "UPDATE conversations SET read_seq = ?3, read_id = ?4, read_at = ?5, unread = ?6
-                 WHERE user_id = ?1 AND partner_id = ?2",
-            )?
-            .execute(params![r.user, r.partner, seq, up_to, read_at, unread])?;
+            .prepare_cached(&format!(
+                "UPDATE conversations
+                 SET {side}_read_seq = ?3, {side}_read_id = ?4, {side}_read_at = ?5, {side}_unread = ?6
+                 WHERE pair_lo = ?1 AND pair_hi = ?2"
+            ))?
+            .execute(params![lo, hi, seq, up_to, read_at, unread])?;
         Ok(ReadState {
             user_id: r.user.clone(),
             partner_id: r.partner.clone(),
-            up_to,
+            up_to: Some(up_to),
             read_at: read_at.map(from_millis),
             unread: unread as u64,
         })
