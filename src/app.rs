@@ -8,7 +8,6 @@ use std::time::Duration;
 use confab_sdk::async_trait;
 use confab_sdk::clock::{SharedClock, SystemClock};
 use confab_sdk::docs::ApiDocument;
-use confab_sdk::cluster::{SharedRevocationStore, SharedSessionStore};
 use confab_sdk::health::HealthCheck;
 use confab_sdk::plugin::{Contributions, DynPlugin};
 use confab_sdk::realtime::SharedEmitter;
@@ -19,11 +18,11 @@ use salvo::prelude::*;
 use socketioxide::SocketIo;
 use utoipa::openapi::OpenApi;
 
-use crate::cluster::local::{LocalRevocationStore, LocalSessionStore};
+use crate::cluster::{ClusterIo, SocketLayer};
 use crate::config::Config;
 use crate::host::{self, HostError};
 use crate::metrics::Metrics;
-use crate::server::socket::{AdapterEmitter, SocketHost};
+use crate::server::socket::SocketHost;
 use crate::server::{self, HttpParts};
 use crate::storage::{CommitObserver, SqliteConfig, SqliteStore};
 
@@ -64,8 +63,10 @@ impl HealthCheck for StorageCheck {
 /// Everything booted short of serving: storage, services, built plugins, the document.
 pub struct Booted {
     pub store: Arc<SqliteStore>,
-    pub io: SocketIo,
-    pub socket_layer: socketioxide::layer::SocketIoLayer,
+    pub io: ClusterIo,
+    pub socket_layer: SocketLayer,
+    /// `/ready`'s check of the cluster backend (Redis), if it has one.
+    pub cluster_check: Option<Arc<dyn HealthCheck>>,
     pub contrib: Contributions,
     pub document: OpenApi,
     pub metrics: Arc<Metrics>,
@@ -74,6 +75,16 @@ pub struct Booted {
 /// Opens storage at `sqlite`, creates the cluster services and builds the enabled plugins.
 /// `run` serves what this returns; `confab openapi` only prints its document.
 pub async fn boot(config: &Config, plugins: &[Box<dyn DynPlugin>], sqlite: &SqliteConfig) -> Result<Booted, AppError> {
+    boot_with(config, plugins, sqlite, false).await
+}
+
+/// `boot`; `local_cluster` uses the in-process cluster backend whatever the config says.
+async fn boot_with(
+    config: &Config,
+    plugins: &[Box<dyn DynPlugin>],
+    sqlite: &SqliteConfig,
+    local_cluster: bool,
+) -> Result<Booted, AppError> {
     // Check the plugin plan before touching storage, so a bad plan fails fast.
     host::plan(config, plugins)?;
     let metrics = Arc::new(Metrics::default());
@@ -86,24 +97,30 @@ pub async fn boot(config: &Config, plugins: &[Box<dyn DynPlugin>], sqlite: &Sqli
     let messages: SharedMessageStore = store.clone();
 
     let sock = &config.server.socket;
-    let (socket_layer, io) = SocketIo::builder()
+    let builder = SocketIo::builder()
         .max_payload(sock.max_payload)
         .max_buffer_size(sock.max_buffer_size)
         .ping_interval(Duration::from_secs(sock.ping_interval_secs))
-        .ping_timeout(Duration::from_secs(sock.ping_timeout_secs))
-        .build_layer();
-    let emitter: SharedEmitter = Arc::new(AdapterEmitter { io: io.clone(), metrics: metrics.clone() });
+        .ping_timeout(Duration::from_secs(sock.ping_timeout_secs));
+    let started = crate::cluster::start(&config.cluster, local_cluster, builder, clock.clone(), metrics.clone()).await;
+    let cluster = match started {
+        Ok(c) => c,
+        Err(e) => {
+            store.close().await;
+            return Err(AppError::Other(e));
+        }
+    };
+    let emitter: SharedEmitter = cluster.emitter;
 
     let mut services = Services::default();
-    let sessions: SharedSessionStore = Arc::new(LocalSessionStore::new(clock.clone()));
-    let revocations: SharedRevocationStore = Arc::new(LocalRevocationStore::new(clock.clone()));
     let document = ApiDocument::default();
     let provided = [
         services.provide(users, "kernel"),
         services.provide(messages, "kernel"),
         services.provide(clock, "kernel"),
-        services.provide(sessions, "kernel"),
-        services.provide(revocations, "kernel"),
+        services.provide(cluster.sessions, "kernel"),
+        services.provide(cluster.revocations, "kernel"),
+        services.provide(cluster.presence, "kernel"),
         services.provide(emitter, "kernel"),
         services.provide(document.clone(), "kernel"),
     ];
@@ -114,15 +131,24 @@ pub async fn boot(config: &Config, plugins: &[Box<dyn DynPlugin>], sqlite: &Sqli
     tracing::info!(plugins = ?names, "plugins built");
     let assembled = crate::openapi::assemble(crate::openapi::kernel_fragment(config.server.metrics), &contrib.openapi);
     document.set(assembled.clone());
-    Ok(Booted { store, io, socket_layer, contrib, document: assembled, metrics })
+    Ok(Booted {
+        store,
+        io: cluster.io,
+        socket_layer: cluster.socket_layer,
+        cluster_check: cluster.health,
+        contrib,
+        document: assembled,
+        metrics,
+    })
 }
 
 /// The OpenAPI document of this configuration, built without serving: plugins are built
-/// against a throwaway database so that what is printed is exactly what would be served.
+/// against a throwaway database (and in-process cluster services: the document does not
+/// depend on the backend) so that what is printed is exactly what would be served.
 pub async fn document(config: &Config, plugins: &[Box<dyn DynPlugin>]) -> Result<OpenApi, AppError> {
     let dir = std::env::temp_dir().join(format!("confab-doc-{}", confab_sdk::ids::random_token()));
     let sqlite = SqliteConfig { path: dir.join("confab.db").to_string_lossy().into_owned(), ..config.storage.sqlite.clone() };
-    let booted = boot(config, plugins, &sqlite).await;
+    let booted = boot_with(config, plugins, &sqlite, true).await;
     if let Ok(b) = &booted {
         b.store.close().await;
     }
@@ -132,22 +158,30 @@ pub async fn document(config: &Config, plugins: &[Box<dyn DynPlugin>]) -> Result
 
 /// Serves until SIGINT or SIGTERM, then stops gracefully within `shutdown_timeout_secs`.
 pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(), AppError> {
-    let Booted { store, io, socket_layer, contrib, metrics, .. } = boot(&config, &plugins, &config.storage.sqlite).await?;
+    let Booted {
+        store,
+        io,
+        socket_layer,
+        cluster_check,
+        contrib,
+        metrics,
+        ..
+    } = boot(&config, &plugins, &config.storage.sqlite).await?;
     let messages: SharedMessageStore = store.clone();
     let sock = &config.server.socket;
-    server::socket::install(
-        &io,
-        Arc::new(SocketHost {
-            middleware: contrib.connect_middleware,
-            events: contrib.events.into_iter().collect::<HashMap<_, _>>(),
-            on_connect: contrib.on_connect,
-            on_disconnect: contrib.on_disconnect,
-            metrics: metrics.clone(),
-            max_in_flight: sock.max_in_flight,
-        }),
-    );
+    io.install(Arc::new(SocketHost {
+        middleware: contrib.connect_middleware,
+        events: contrib.events.into_iter().collect::<HashMap<_, _>>(),
+        on_connect: contrib.on_connect,
+        on_disconnect: contrib.on_disconnect,
+        metrics: metrics.clone(),
+        max_in_flight: sock.max_in_flight,
+    }))
+    .await
+    .map_err(AppError::Other)?;
 
     let mut checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(StorageCheck(messages.clone()))];
+    checks.extend(cluster_check);
     checks.extend(contrib.health);
     let draining = Arc::new(AtomicBool::new(false));
     let service = server::service(
@@ -158,6 +192,11 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| AppError::Bind { addr: addr.clone(), source })?;
     let local = listener.local_addr().map_err(|source| AppError::Bind { addr: addr.clone(), source })?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux. Without it, an ack
+    // written right after a `message_sent` frame waits for the client's delayed ACK.
+    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+        tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+    }
     let acceptor = TcpAcceptor::try_from(listener).map_err(|source| AppError::Bind { addr, source })?;
     // Salvo's fuse would cut idle keep-alive connections; Socket.IO's own ping already
     // detects dead peers, and long-lived WebSockets must not be fused.

@@ -11,5 +11,7 @@ pub fn compiled() -> Vec<Box<dyn DynPlugin>> {
         Box::new(confab_chat::ChatPlugin),
         #[cfg(feature = "docs")]
         Box::new(confab_docs::DocsPlugin),
+        #[cfg(feature = "presence")]
+        Box::new(confab_presence::PresencePlugin),
     ]
 }

@@ -21,8 +21,7 @@ ensure_redis() {
 
 ensure_redis
 cargo test --workspace
-if [ -f tests/e2e/package.json ]; then
-    cargo build --bin confab
-    bin="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/confab"
-    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && CONFAB_BIN="$bin" npm test)
-fi
+cargo build --bin confab
+bin="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/confab"
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && CONFAB_BIN="$bin" npm test)
+tests/docs/validate.sh "$bin"

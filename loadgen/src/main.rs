@@ -22,6 +22,10 @@ struct Args {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     url: String,
+    /// Base URL of a second node of the same cluster: receivers connect there, senders to
+    /// `--url`, so every message crosses nodes.
+    #[arg(long)]
+    url2: Option<String>,
     /// Sender/receiver pairs.
     #[arg(long, default_value_t = 50)]
     pairs: usize,
@@ -157,7 +161,8 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
     let mut receivers = Vec::with_capacity(n);
     let mut senders = Vec::with_capacity(n);
     for p in 0..n {
-        let (rw, mut rrx) = sio::connect(&args.url, &users[2 * p + 1].token).await.expect("connect receiver");
+        let receiver_url = args.url2.as_deref().unwrap_or(&args.url);
+        let (rw, mut rrx) = sio::connect(receiver_url, &users[2 * p + 1].token).await.expect("connect receiver");
         let delivered = delivered_counts.clone();
         let mut done = done_rx.clone();
         receivers.push(tokio::spawn(async move {

@@ -31,7 +31,8 @@ impl Writer {
 /// Connects, authenticates with `token`, and returns the writer and a stream of frames.
 pub async fn connect(base: &str, token: &str) -> Result<(Writer, mpsc::UnboundedReceiver<Frame>), String> {
     let url = format!("{}/socket.io/?EIO=4&transport=websocket", base.replacen("http://", "ws://", 1));
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| format!("websocket: {e}"))?;
+    // Nagle off, as browsers and socket.io-client have it: latency is what we measure.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await.map_err(|e| format!("websocket: {e}"))?;
     let (mut sink, mut stream) = ws.split();
     // Engine.IO open packet, then the Socket.IO CONNECT with the auth payload.
     match stream.next().await {

@@ -1,5 +1,5 @@
-//! In-process cluster services for a single node: sessions and revoked token ids kept in
-//! memory, expired by the clock service.
+//! In-process cluster services for a single node: sessions, revoked token ids and presence
+//! kept in memory, expired by the clock service.
 //!
 //! Memory stays bounded without a background task: every write may sweep. A sweep runs
 //! when [`SWEEP_INTERVAL_MS`] of clock time has passed since the last one, or when the map
@@ -11,9 +11,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use confab_sdk::async_trait;
 use confab_sdk::clock::SharedClock;
-use confab_sdk::cluster::{RevocationStore, SessionData, SessionStore};
+use confab_sdk::cluster::{PresenceState, PresenceStore, RevocationStore, SessionData, SessionStore};
 use confab_sdk::ids::random_token;
 use confab_sdk::storage::StorageResult;
+use confab_sdk::time::from_millis;
 
 /// Clock time between two sweeps triggered by time alone.
 pub const SWEEP_INTERVAL_MS: i64 = 60_000;
@@ -97,12 +98,7 @@ fn secs_to_ms(secs: u64) -> i64 {
 
 #[async_trait]
 impl SessionStore for LocalSessionStore {
-    async fn create(
-        &self,
-        data: SessionData,
-        absolute_secs: u64,
-        idle_secs: u64,
-    ) -> StorageResult<String> {
+    async fn create(&self, data: SessionData, absolute_secs: u64, idle_secs: u64) -> StorageResult<String> {
         let now = self.clock.now_millis();
         let idle_ms = secs_to_ms(idle_secs);
         let absolute_deadline_ms = now.saturating_add(secs_to_ms(absolute_secs));
@@ -135,9 +131,7 @@ impl SessionStore for LocalSessionStore {
             inner.map.remove(id);
             return Ok(None);
         }
-        session.idle_deadline_ms = now
-            .saturating_add(session.idle_ms)
-            .min(session.absolute_deadline_ms);
+        session.idle_deadline_ms = now.saturating_add(session.idle_ms).min(session.absolute_deadline_ms);
         Ok(Some(session.data.clone()))
     }
 
@@ -204,6 +198,79 @@ impl RevocationStore for LocalRevocationStore {
     }
 }
 
+/// Presence in process memory: one node is the whole cluster, so there is nothing to
+/// heart-beat or expire. `lastSeen` is kept per user that ever connected (a few bytes each).
+pub struct LocalPresenceStore {
+    clock: SharedClock,
+    inner: Mutex<LocalPresence>,
+}
+
+#[derive(Default)]
+struct LocalPresence {
+    sockets: HashMap<String, u32>,
+    last_seen_ms: HashMap<String, i64>,
+}
+
+impl LocalPresenceStore {
+    pub fn new(clock: SharedClock) -> Self {
+        LocalPresenceStore {
+            clock,
+            inner: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl PresenceStore for LocalPresenceStore {
+    async fn connected(&self, user_id: &str) -> StorageResult<Option<PresenceState>> {
+        let mut inner = lock(&self.inner);
+        let n = inner.sockets.entry(user_id.to_owned()).or_default();
+        *n += 1;
+        if *n > 1 {
+            return Ok(None);
+        }
+        let seen = inner.last_seen_ms.get(user_id).copied().map(from_millis);
+        Ok(Some(PresenceState::online(user_id, seen)))
+    }
+
+    async fn disconnected(&self, user_id: &str) -> StorageResult<Option<PresenceState>> {
+        let mut inner = lock(&self.inner);
+        match inner.sockets.get_mut(user_id) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                Ok(None)
+            }
+            Some(_) => {
+                inner.sockets.remove(user_id);
+                let now = self.clock.now_millis();
+                inner.last_seen_ms.insert(user_id.to_owned(), now);
+                Ok(Some(PresenceState::offline(user_id, Some(from_millis(now)))))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn states(&self, user_ids: &[String]) -> StorageResult<Vec<PresenceState>> {
+        let inner = lock(&self.inner);
+        Ok(user_ids
+            .iter()
+            .map(|u| PresenceState {
+                user_id: u.clone(),
+                online: inner.sockets.contains_key(u),
+                last_seen: inner.last_seen_ms.get(u).copied().map(from_millis),
+            })
+            .collect())
+    }
+
+    fn sweep_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    async fn sweep(&self) -> StorageResult<Vec<PresenceState>> {
+        Ok(Vec::new())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -231,6 +298,13 @@ mod tests {
         let c = clock();
         let store = LocalSessionStore::new(c.clone());
         contract::session_store(&store, advancer(&c)).await;
+    }
+
+    #[tokio::test]
+    async fn presence_store_passes_the_contract() {
+        let c = clock();
+        let store = LocalPresenceStore::new(c.clone());
+        contract::presence_store(&store, None, c).await;
     }
 
     #[tokio::test]
@@ -293,10 +367,7 @@ mod tests {
         }
         assert!(store.len() <= 2 * MIN_SWEEP_LEN, "{}", store.len());
         c.advance(SWEEP_INTERVAL_MS);
-        store
-            .revoke("last", c.now_millis() / 1000 + 10)
-            .await
-            .unwrap();
+        store.revoke("last", c.now_millis() / 1000 + 10).await.unwrap();
         assert_eq!(store.len(), 1);
     }
 
@@ -304,10 +375,7 @@ mod tests {
     async fn revoking_an_expired_token_stores_nothing() {
         let c = clock();
         let store = LocalRevocationStore::new(c.clone());
-        store
-            .revoke("old", c.now_millis() / 1000 - 1)
-            .await
-            .unwrap();
+        store.revoke("old", c.now_millis() / 1000 - 1).await.unwrap();
         assert!(store.is_empty());
         assert!(!store.is_revoked("old").await.unwrap());
     }

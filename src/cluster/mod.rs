@@ -1,8 +1,133 @@
-//! Cluster backends: state shared by every node (sessions, revoked tokens). `local` serves
-//! a single node from process memory; a Redis backend serves a cluster. Both must pass
-//! the suites in [`contract`].
+//! Cluster backends: state shared by every node (sessions, revoked tokens, presence) and
+//! Socket.IO fan-out. `local` serves a single node from process memory; `redis` serves a
+//! cluster. Both pass the suites in [`contract`]. See `docs/cluster.md`.
 
 pub mod local;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab_sdk::clock::SharedClock;
+use confab_sdk::cluster::{SharedPresenceStore, SharedRevocationStore, SharedSessionStore};
+use confab_sdk::health::HealthCheck;
+use confab_sdk::realtime::SharedEmitter;
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::{SocketIo, SocketIoBuilder};
+use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
+
+use self::local::{LocalPresenceStore, LocalRevocationStore, LocalSessionStore};
+use self::redis::{
+    RedisCheck, RedisCluster, RedisEmitter, RedisPresenceStore, RedisRevocationStore, RedisSessionStore, SioAdapter,
+};
+use crate::config::ClusterConfig;
+use crate::metrics::Metrics;
+use crate::server::socket::{AdapterEmitter, SocketHost};
+
+/// The Socket.IO server, on the adapter the backend chose.
+pub enum ClusterIo {
+    Local(SocketIo),
+    Redis(SocketIo<SioAdapter>),
+}
+
+/// The Socket.IO tower layer that goes with [`ClusterIo`].
+pub enum SocketLayer {
+    Local(SocketIoLayer),
+    Redis(SocketIoLayer<SioAdapter>),
+}
+
+impl ClusterIo {
+    /// Installs the `/` namespace; with Redis, waits until the adapter has subscribed.
+    pub async fn install(&self, host: Arc<SocketHost>) -> Result<(), String> {
+        match self {
+            ClusterIo::Local(io) => {
+                crate::server::socket::install(io, host);
+                Ok(())
+            }
+            ClusterIo::Redis(io) => crate::server::socket::install(io, host)
+                .await
+                .map_err(|e| format!("cluster.redis: the socket.io adapter could not subscribe: {e}")),
+        }
+    }
+
+    /// Closes every socket of this node.
+    pub async fn close(&self) {
+        match self {
+            ClusterIo::Local(io) => io.close().await,
+            ClusterIo::Redis(io) => io.close().await,
+        }
+    }
+}
+
+/// The cluster services of one node.
+pub struct Cluster {
+    pub sessions: SharedSessionStore,
+    pub revocations: SharedRevocationStore,
+    pub presence: SharedPresenceStore,
+    pub emitter: SharedEmitter,
+    pub io: ClusterIo,
+    pub socket_layer: SocketLayer,
+    /// `/ready`'s check of the backend, if it can fail.
+    pub health: Option<Arc<dyn HealthCheck>>,
+}
+
+/// Starts the configured backend (`local_only` forces the in-process one, for building
+/// the API document without a Redis) and the Socket.IO server on its adapter.
+pub async fn start(
+    config: &ClusterConfig,
+    local_only: bool,
+    builder: SocketIoBuilder,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+) -> Result<Cluster, String> {
+    if config.backend != "redis" || local_only {
+        let (layer, io) = builder.build_layer();
+        return Ok(Cluster {
+            sessions: Arc::new(LocalSessionStore::new(clock.clone())),
+            revocations: Arc::new(LocalRevocationStore::new(clock.clone())),
+            presence: Arc::new(LocalPresenceStore::new(clock)),
+            emitter: Arc::new(AdapterEmitter {
+                io: io.clone(),
+                metrics,
+            }),
+            io: ClusterIo::Local(io),
+            socket_layer: SocketLayer::Local(layer),
+            health: None,
+        });
+    }
+    let cfg = &config.redis;
+    let cluster = RedisCluster::connect(cfg).await?;
+    let adapter = RedisAdapterConfig::new()
+        .with_prefix(cluster.channel_prefix())
+        .with_request_timeout(Duration::from_millis(cfg.command_timeout_ms))
+        // Cross-node emits queue here while the adapter hands them to local sockets.
+        .with_stream_buffer(16 * 1024);
+    let (layer, io) = builder
+        .with_adapter::<SioAdapter>(RedisAdapterCtr::new_with_driver(cluster.bus(), adapter))
+        .build_layer();
+    let ttl = Duration::from_secs(cfg.heartbeat_ttl_secs);
+    let presence = RedisPresenceStore::start(cluster.clone(), clock.clone(), ttl)
+        .await
+        .map_err(|e| format!("cluster.redis: cannot register this node: {e}"))?;
+    tracing::info!(key_prefix = %cfg.key_prefix, heartbeat_ttl_secs = cfg.heartbeat_ttl_secs, "cluster ready (redis)");
+    Ok(Cluster {
+        sessions: Arc::new(RedisSessionStore::new(cluster.clone())),
+        revocations: Arc::new(RedisRevocationStore::new(
+            cluster.clone(),
+            clock,
+            cfg.revocations_fail_open,
+        )),
+        presence: Arc::new(presence),
+        emitter: Arc::new(RedisEmitter {
+            io: io.clone(),
+            metrics,
+            health: cluster.health(),
+        }),
+        io: ClusterIo::Redis(io),
+        socket_layer: SocketLayer::Redis(layer),
+        health: Some(Arc::new(RedisCheck(cluster.health()))),
+    })
+}
 
 /// The shared contract suites for the cluster traits. A backend's tests call them with the
 /// store, the clock the store expires by, and a way to move that clock forward: the local
@@ -13,7 +138,7 @@ pub mod contract {
     use std::sync::Arc;
 
     use confab_sdk::clock::SharedClock;
-    use confab_sdk::cluster::{RevocationStore, SessionData, SessionStore};
+    use confab_sdk::cluster::{PresenceState, PresenceStore, RevocationStore, SessionData, SessionStore};
     use confab_sdk::futures_util::future::BoxFuture;
 
     /// Moves the store's time forward by the given milliseconds.
@@ -57,11 +182,7 @@ pub mod contract {
             "a hit extends the idle timeout"
         );
         advance(2_500).await;
-        assert_eq!(
-            store.get(&idle).await.unwrap(),
-            None,
-            "expired after the idle timeout"
-        );
+        assert_eq!(store.get(&idle).await.unwrap(), None, "expired after the idle timeout");
 
         // Absolute lifetime: hits never extend past it.
         let abs = store.create(alice(), 3, 2).await.unwrap();
@@ -77,21 +198,14 @@ pub mod contract {
         );
     }
 
-    pub async fn revocation_store(
-        store: &dyn RevocationStore,
-        clock: SharedClock,
-        advance: Advance,
-    ) {
+    pub async fn revocation_store(store: &dyn RevocationStore, clock: SharedClock, advance: Advance) {
         let now_secs = || clock.now_millis() / 1000;
         assert!(!store.is_revoked("never").await.unwrap());
 
         // Remembered until the given time, then forgotten.
         store.revoke("j1", now_secs() + 2).await.unwrap();
         assert!(store.is_revoked("j1").await.unwrap());
-        assert!(
-            !store.is_revoked("j2").await.unwrap(),
-            "only the revoked id"
-        );
+        assert!(!store.is_revoked("j2").await.unwrap(), "only the revoked id");
         advance(3_000).await;
         assert!(
             !store.is_revoked("j1").await.unwrap(),
@@ -106,11 +220,99 @@ pub mod contract {
         store.revoke("twice", now_secs() + 3).await.unwrap();
         store.revoke("twice", now_secs() + 1).await.unwrap();
         advance(1_500).await;
-        assert!(
-            store.is_revoked("twice").await.unwrap(),
-            "the later deadline wins"
-        );
+        assert!(store.is_revoked("twice").await.unwrap(), "the later deadline wins");
         advance(2_500).await;
         assert!(!store.is_revoked("twice").await.unwrap());
+    }
+
+    fn near(at: Option<confab_sdk::time::Timestamp>, ms: i64) -> bool {
+        at.is_some_and(|t| (t.timestamp_millis() - ms).abs() < 2_000)
+    }
+
+    /// `a` and, when the backend has more than one node, `b`: two nodes sharing one state.
+    pub async fn presence_store(a: &dyn PresenceStore, b: Option<&dyn PresenceStore>, clock: SharedClock) {
+        let alice = "a1a1a1a1a1a1a1a1a1a1a1a1".to_owned();
+        let bob = "b2b2b2b2b2b2b2b2b2b2b2b2".to_owned();
+        let never = "c3c3c3c3c3c3c3c3c3c3c3c3".to_owned();
+
+        // Nobody is online at first; nobody was ever seen.
+        let states = a.states(&[alice.clone(), never.clone()]).await.unwrap();
+        assert_eq!(
+            states,
+            vec![
+                PresenceState::offline(&alice, None),
+                PresenceState::offline(&never, None)
+            ]
+        );
+        assert!(a.states(&[]).await.unwrap().is_empty());
+
+        // The first socket makes the user online; more sockets change nothing.
+        assert_eq!(
+            a.connected(&alice).await.unwrap(),
+            Some(PresenceState::online(&alice, None))
+        );
+        assert_eq!(a.connected(&alice).await.unwrap(), None, "a second device");
+        assert!(a.states(std::slice::from_ref(&alice)).await.unwrap()[0].online);
+
+        // Closing one of two keeps the user online; the last one sets lastSeen.
+        assert_eq!(a.disconnected(&alice).await.unwrap(), None);
+        assert!(a.states(std::slice::from_ref(&alice)).await.unwrap()[0].online);
+        let off = a.disconnected(&alice).await.unwrap().expect("the last socket closed");
+        assert!(!off.online && near(off.last_seen, clock.now_millis()), "{off:?}");
+        let now = a.states(std::slice::from_ref(&alice)).await.unwrap().remove(0);
+        assert_eq!(now, off, "the state read back is the one reported");
+
+        // Back online: lastSeen is kept (when they were last seen offline).
+        let on = a.connected(&alice).await.unwrap().expect("online again");
+        assert_eq!(on.last_seen, off.last_seen);
+        assert_eq!(a.disconnected(&alice).await.unwrap().map(|s| s.online), Some(false));
+
+        // A close that was never counted is ignored.
+        assert_eq!(a.disconnected(&never).await.unwrap(), None);
+        assert!(!a.states(std::slice::from_ref(&never)).await.unwrap()[0].online);
+
+        // States answer in the order asked.
+        a.connected(&bob).await.unwrap();
+        let states = a.states(&[bob.clone(), alice.clone(), bob.clone()]).await.unwrap();
+        assert_eq!(
+            states
+                .iter()
+                .map(|s| (s.user_id.as_str(), s.online))
+                .collect::<Vec<_>>(),
+            [(bob.as_str(), true), (alice.as_str(), false), (bob.as_str(), true)]
+        );
+
+        let Some(b) = b else {
+            a.disconnected(&bob).await.unwrap();
+            assert!(
+                a.sweep().await.unwrap().is_empty(),
+                "a single node has nothing to sweep"
+            );
+            return;
+        };
+        // Across nodes: online while any node counts a socket; each node sees the same.
+        assert_eq!(
+            b.connected(&bob).await.unwrap(),
+            None,
+            "bob is online through a already"
+        );
+        assert!(b.states(std::slice::from_ref(&bob)).await.unwrap()[0].online);
+        assert_eq!(a.disconnected(&bob).await.unwrap(), None, "still connected to b");
+        assert!(a.states(std::slice::from_ref(&bob)).await.unwrap()[0].online);
+        let off = b.disconnected(&bob).await.unwrap().expect("bob's last socket, on b");
+        assert!(!off.online);
+        assert_eq!(a.states(std::slice::from_ref(&bob)).await.unwrap()[0], off);
+        assert!(
+            b.connected(&alice).await.unwrap().is_some(),
+            "alice comes online through b"
+        );
+        assert!(
+            a.states(std::slice::from_ref(&alice)).await.unwrap()[0].online,
+            "a sees it"
+        );
+        // Live nodes that sweep report nothing.
+        assert!(a.sweep().await.unwrap().is_empty());
+        assert!(b.sweep().await.unwrap().is_empty());
+        assert!(b.disconnected(&alice).await.unwrap().is_some());
     }
 }

@@ -183,24 +183,68 @@ impl Default for ClusterConfig {
 
 impl Section for ClusterConfig {
     fn validate(&self, _: &RunProfile) -> Vec<ConfigProblem> {
-        match self.backend.as_str() {
-            "local" => Vec::new(),
-            "redis" => vec![problem("backend", "the redis cluster backend is not part of this build yet; use \"local\"")],
+        let mut p = match self.backend.as_str() {
+            "local" | "redis" => Vec::new(),
             other => vec![problem("backend", format!("expected \"local\" or \"redis\", got {other:?}"))],
-        }
+        };
+        p.extend(self.redis.validate().into_iter().map(|e| problem(&format!("redis.{}", e.key), e.message)));
+        p
     }
 }
 
-/// Settings of the Redis cluster backend (`REDIS_URL` sets `url`).
+/// Settings of the Redis cluster backend (`REDIS_URL` sets `url`). See `docs/cluster.md`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]`; RESP3 is always used.
     pub url: String,
+    /// Prepended to every key and pub/sub channel, so several clusters can share a Redis.
     pub key_prefix: String,
+    /// A node's presence entries expire this long after its last heartbeat (it beats every
+    /// third of it): how long the users of a node that died stay online.
+    pub heartbeat_ttl_secs: u64,
+    /// Bound on one Redis command; a slower answer counts as Redis being unavailable.
+    pub command_timeout_ms: u64,
+    /// Bound on connecting, at boot and when reconnecting.
+    pub connect_timeout_ms: u64,
+    /// While Redis is unavailable, accept tokens whose revocation cannot be checked
+    /// (revocations made on this node are still enforced). `false` refuses them with 503.
+    pub revocations_fail_open: bool,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig { url: "redis://127.0.0.1:6379".into(), key_prefix: "confab:".into() }
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "confab:".into(),
+            heartbeat_ttl_secs: 30,
+            command_timeout_ms: 1000,
+            connect_timeout_ms: 2000,
+            revocations_fail_open: true,
+        }
+    }
+}
+
+impl RedisConfig {
+    fn validate(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if let Err(e) = redis::IntoConnectionInfo::into_connection_info(self.url.as_str()) {
+            p.push(problem("url", format!("expected a redis:// URL: {e}")));
+        }
+        // `#` separates the parts of the adapter's channel names.
+        let odd = |c: char| c.is_whitespace() || c == '#';
+        if self.key_prefix.is_empty() || self.key_prefix.len() > 64 || self.key_prefix.chars().any(odd) {
+            p.push(problem("key_prefix", "expected 1 to 64 characters without spaces or '#'"));
+        }
+        if !(1..=3600).contains(&self.heartbeat_ttl_secs) {
+            p.push(problem("heartbeat_ttl_secs", "expected 1 to 3600 seconds"));
+        }
+        if !(10..=60_000).contains(&self.command_timeout_ms) {
+            p.push(problem("command_timeout_ms", "expected 10 to 60000 milliseconds"));
+        }
+        if !(10..=60_000).contains(&self.connect_timeout_ms) {
+            p.push(problem("connect_timeout_ms", "expected 10 to 60000 milliseconds"));
+        }
+        p
     }
 }

@@ -11,8 +11,7 @@ use std::sync::atomic::AtomicBool;
 use confab_sdk::health::HealthCheck;
 use salvo::catcher::Catcher;
 use salvo::prelude::*;
-use socketioxide::layer::SocketIoLayer;
-
+use crate::cluster::SocketLayer;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -22,7 +21,7 @@ pub struct HttpParts {
     pub checks: Vec<Arc<dyn HealthCheck>>,
     pub metrics: Arc<Metrics>,
     pub draining: Arc<AtomicBool>,
-    pub socket_layer: SocketIoLayer,
+    pub socket_layer: SocketLayer,
 }
 
 /// An empty goal: salvo runs hoops only on matched routes, so the Socket.IO layer needs a
@@ -38,8 +37,12 @@ pub fn service(config: &Config, parts: HttpParts) -> Service {
     if config.server.metrics {
         router = router.push(Router::with_path("metrics").get(routes::MetricsRoute(parts.metrics.clone())));
     }
-    let socket_layer = tower::ServiceBuilder::new().layer(parts.socket_layer);
-    router = router.push(Router::with_path("socket.io/{**rest}").hoop(socket_layer.compat()).goal(socket_io_goal));
+    // One arm per cluster adapter: the layer's type depends on it.
+    let socket_route = Router::with_path("socket.io/{**rest}").goal(socket_io_goal);
+    router = router.push(match parts.socket_layer {
+        SocketLayer::Local(l) => socket_route.hoop(tower::ServiceBuilder::new().layer(l).compat()),
+        SocketLayer::Redis(l) => socket_route.hoop(tower::ServiceBuilder::new().layer(l).compat()),
+    });
     let mut plugin_routes = Router::new();
     for h in parts.hoops {
         plugin_routes = plugin_routes.hoop(ArcHandler(h));

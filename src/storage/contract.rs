@@ -29,7 +29,8 @@ pub struct Stores {
     pub messages: SharedMessageStore,
 }
 
-type Check = fn(Stores) -> BoxFuture<'static, ()>;
+/// One named check of [`CHECKS`].
+pub type Check = fn(Stores) -> BoxFuture<'static, ()>;
 
 /// Every check that needs one open store, by name.
 pub const CHECKS: &[(&str, Check)] = &[

@@ -244,9 +244,9 @@ async fn a_disabled_plugin_is_neither_served_nor_documented() {
     )
     .await;
     check(
-        "[auth]\nenabled = false\n[chat]\nenabled = false\n[server]\nmetrics = false\n",
+        "[auth]\nenabled = false\n[chat]\nenabled = false\n[presence]\nenabled = false\n[server]\nmetrics = false\n",
         &["/health", "/swagger.yaml"],
-        &["/chats", "/auth", "/metrics"],
+        &["/chats", "/auth", "/users", "/metrics"],
     )
     .await;
 }

@@ -107,6 +107,6 @@ async fn a_plugin_whose_dependency_is_disabled_stops_the_boot() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs plugin `auth`"));
     // With chat off as well, the same server boots.
-    let s = Server::start("[auth]\nenabled = false\n[chat]\nenabled = false\n").await;
+    let s = Server::start("[auth]\nenabled = false\n[chat]\nenabled = false\n[presence]\nenabled = false\n").await;
     assert_eq!(s.http.get(s.url("/auth/me")).send().await.unwrap().status(), 404);
 }

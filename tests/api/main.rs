@@ -10,3 +10,5 @@ mod chat_rest;
 mod chat_socket;
 mod kernel_socket;
 mod docs;
+mod presence;
+mod cluster;

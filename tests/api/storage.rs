@@ -281,6 +281,59 @@ async fn sqlite_full_queue_answers_busy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_write_failing_halfway_fails_alone() {
+    let dir = TempDir::new().expect("tempdir");
+    let cfg = config(&dir);
+    let store = open(&cfg).await;
+    let (a, b) = (user(&store, "half_a").await, user(&store, "half_b").await);
+    // Fails the conversation update of one message, after its row was written: only a
+    // rollback of that one command can keep the batch consistent.
+    let conn = rusqlite::Connection::open(&cfg.path).expect("open");
+    conn.execute_batch(
+        "CREATE TRIGGER poison BEFORE UPDATE ON conversations
+         WHEN (SELECT body FROM messages WHERE seq = NEW.last_seq) = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+    )
+    .expect("create trigger");
+    // Holding the write lock parks the writer on "first", so the next three calls queue
+    // up behind it and are committed together, as one batch.
+    conn.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
+    let first = store.insert(msg(&a, &b, "first", None));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let calls = vec![
+        store.insert(msg(&a, &b, "before", None)),
+        store.insert(msg(&a, &b, "poison", Some("p-1"))),
+        store.insert(msg(&b, &a, "after", None)),
+    ];
+    conn.execute_batch("COMMIT").expect("release the write lock");
+    first.await.expect("insert");
+    let results = join_all(calls).await;
+    assert!(
+        results[0].is_ok() && results[2].is_ok(),
+        "the other writes of the batch succeed: {results:?}"
+    );
+    assert!(
+        matches!(results[1], Err(StorageError::Backend(_))),
+        "the failing write fails: {:?}",
+        results[1]
+    );
+    let stored = store.history(&a.id, &b.id, latest(10)).await.expect("history");
+    let texts: Vec<&str> = stored.iter().map(|m| m.message.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["first", "before", "after"],
+        "nothing of the failed write remains"
+    );
+    let conv = store.conversations(&b.id).await.expect("conversations");
+    assert_eq!(
+        (conv[0].unread, &conv[0].last_message),
+        (2, &stored[2]),
+        "the conversation row stays consistent"
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_dropping_the_store_does_not_hang() {
     let dir = TempDir::new().expect("tempdir");
     let cfg = config(&dir);

@@ -30,6 +30,16 @@ pub fn document(cookie_name: &str) -> utoipa::openapi::OpenApi {
         "cookieAuth",
         SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(cookie_name))),
     );
+    // How sockets authenticate, for the AsyncAPI document's handshake.
+    doc.extensions = Some(utoipa::openapi::extensions::Extensions::from_iter([(
+        confab_sdk::docs::SOCKET_HANDSHAKE,
+        serde_json::json!({
+            "auth": {"type": "object", "properties": {"token": {"type": "string",
+                "description": "A JWT from /auth/register or /auth/login (a `Bearer ` prefix is accepted)."}}},
+            "security": ["bearerAuth", "cookieAuth"],
+            "description": "Authenticate with `auth.token`, an `Authorization: Bearer` header or the session cookie.",
+        }),
+    )]));
     doc
 }
 

@@ -34,7 +34,7 @@ pub struct RegisterRequest {
     pub username: String,
     /// At least `auth.password.min_length` characters (default 8), at most
     /// `auth.password.max_bytes` bytes (default 256).
-    #[schema(min_length = 8, example = "correct horse battery")]
+    #[schema(min_length = 8, max_length = 256, example = "correct horse battery")]
     pub password: String,
     /// Optional; trimmed, 1-64 characters.
     #[serde(rename = "displayName", default)]
@@ -44,9 +44,9 @@ pub struct RegisterRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
-    #[schema(example = "alice")]
+    #[schema(min_length = 1, example = "alice")]
     pub username: String,
-    #[schema(example = "correct horse battery")]
+    #[schema(min_length = 1, max_length = 256, example = "correct horse battery")]
     pub password: String,
 }
 

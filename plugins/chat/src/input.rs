@@ -17,9 +17,11 @@ use crate::config::ChatConfig;
 #[serde(rename_all = "camelCase")]
 pub struct SendMessageRequest {
     /// The receiver's user id (24 hex digits).
-    #[schema(example = "665f1c2ab4d3e1f0a9c8b7a6")]
+    #[schema(example = "665f1c2ab4d3e1f0a9c8b7a6", pattern = "^[0-9a-fA-F]{24}$")]
     pub receiver_id: String,
-    /// The text; must not be blank. Stored as given (not trimmed).
+    /// The text; must not be blank. Stored as given (not trimmed). At most
+    /// `chat.max_message_chars` characters (default 4000).
+    #[schema(min_length = 1, max_length = 4000, pattern = "\\S")]
     pub message: String,
     /// Optional client-chosen id: a retry with the same id returns the stored message and
     /// is not delivered again.
@@ -31,15 +33,19 @@ pub struct SendMessageRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FetchHistoryRequest {
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub with_user: String,
     /// Only messages older than this message id.
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub before: Option<String>,
     /// Only messages newer than this message id.
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub after: Option<String>,
     /// Page size (default `page_default`, at most `page_max`).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 
@@ -47,6 +53,7 @@ pub struct FetchHistoryRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TypingRequest {
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub to: String,
     pub is_typing: bool,
 }
@@ -56,9 +63,11 @@ pub struct TypingRequest {
 #[serde(rename_all = "camelCase")]
 pub struct MarkReadRequest {
     /// The partner whose messages I read.
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub with_user: String,
     /// The newest message read (default: the newest of the conversation).
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub up_to: Option<String>,
 }
 
@@ -68,9 +77,11 @@ pub struct MarkReadRequest {
 pub struct SyncRequest {
     /// The last message id the client has; absent or null: from the beginning.
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub after: Option<String>,
     /// Batch size (default `sync_default`, at most `sync_max`).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
 }
 

@@ -35,16 +35,14 @@ impl Plugin for DocsPlugin {
             ..Documents::default()
         });
         let page = ui::page(&config);
+        let csp = HeaderValue::from_str(&page.csp).map_err(|e| BuildError(format!("docs: the page's CSP: {e}")))?;
         reg.openapi(fragment(&config));
         reg.route(
             Router::new()
                 .push(Router::with_path("openapi.json").get(Serve(docs.clone(), Kind::OpenApi)))
                 .push(Router::with_path("swagger.yaml").get(Serve(docs.clone(), Kind::Yaml)))
                 .push(Router::with_path("asyncapi.json").get(Serve(docs, Kind::AsyncApi)))
-                .push(Router::with_path("docs").get(DocsPage {
-                    html: page.html,
-                    csp: page.csp,
-                })),
+                .push(Router::with_path("docs").get(DocsPage { html: page.html, csp })),
         );
         Ok(())
     }
@@ -114,22 +112,23 @@ impl Handler for Serve {
 
 struct DocsPage {
     html: String,
-    csp: String,
+    csp: HeaderValue,
 }
 
 #[async_trait]
 impl Handler for DocsPage {
-    async fn handle(&self, _req: &mut Request, _depot: &mut Depot, res: &mut Response, _ctrl: &mut FlowCtrl) {
-        // Replaces the kernel's `default-src 'none'`, set before routes run.
-        match HeaderValue::from_str(&self.csp) {
-            Ok(v) => {
-                res.headers_mut().insert(CONTENT_SECURITY_POLICY, v);
-                res.headers_mut()
-                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                res.render(Text::Html(self.html.clone()));
-            }
-            Err(e) => res.render(ApiError::internal(format!("docs CSP is not a header value: {e}"))),
+    async fn handle(&self, req: &mut Request, _depot: &mut Depot, res: &mut Response, _ctrl: &mut FlowCtrl) {
+        // The page loads `openapi.json` relative to itself: from `/docs/` that would miss.
+        // A relative redirect keeps a reverse proxy's path prefix.
+        if req.uri().path().ends_with('/') {
+            res.render(Redirect::permanent("../docs"));
+            return;
         }
+        // Replaces the kernel's `default-src 'none'`, set before routes run.
+        res.headers_mut().insert(CONTENT_SECURITY_POLICY, self.csp.clone());
+        res.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        res.render(Text::Html(self.html.clone()));
     }
 }
 
@@ -280,6 +279,9 @@ mod tests {
                 .contains("script-src https://cdn.jsdelivr.net")
         );
         assert!(res.take_string().await.unwrap().contains("swagger-ui-bundle.js"));
+        let res = TestClient::get("http://localhost/docs/").send(&app).await;
+        assert_eq!(res.status_code, Some(StatusCode::PERMANENT_REDIRECT));
+        assert_eq!(res.headers()["location"], "../docs");
     }
 
     #[tokio::test]

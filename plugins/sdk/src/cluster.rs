@@ -2,9 +2,11 @@
 //! single node; Redis ones serve a cluster. Both pass one contract suite.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::async_trait;
 use crate::storage::StorageResult;
+use crate::time::Timestamp;
 
 /// What a server-side session remembers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,3 +34,63 @@ pub trait RevocationStore: Send + Sync + 'static {
 
 pub type SharedSessionStore = Arc<dyn SessionStore>;
 pub type SharedRevocationStore = Arc<dyn RevocationStore>;
+
+/// Whether a user is online (at least one socket connected on any node) and when their
+/// last socket closed. Serialized as the API shows it: `{userId, online, lastSeen}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = Presence)]
+pub struct PresenceState {
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    pub online: bool,
+    /// When the user's last socket closed (RFC 3339); `null` if never seen offline since
+    /// the cluster state began. Kept while the user is online again.
+    #[serde(rename = "lastSeen", with = "crate::time::rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_seen: Option<Timestamp>,
+}
+
+impl PresenceState {
+    pub fn online(user_id: &str, last_seen: Option<Timestamp>) -> Self {
+        PresenceState {
+            user_id: user_id.to_owned(),
+            online: true,
+            last_seen,
+        }
+    }
+    pub fn offline(user_id: &str, last_seen: Option<Timestamp>) -> Self {
+        PresenceState {
+            user_id: user_id.to_owned(),
+            online: false,
+            last_seen,
+        }
+    }
+}
+
+/// Who is online, across the cluster. Each node counts the sockets connected to it; a
+/// user is online while any live node counts one. A node that stops without closing its
+/// sockets stops heart-beating, and its users turn offline once its entries expire.
+///
+/// Callers must make the calls for one user in the order the sockets connected and
+/// closed (the presence plugin queues them per user); a store applies them as they come.
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Counts one more socket of `user_id` on this node. Returns the new state when this
+    /// made the user online (no socket anywhere before).
+    async fn connected(&self, user_id: &str) -> StorageResult<Option<PresenceState>>;
+    /// Counts one socket of `user_id` less on this node. Returns the new state (offline,
+    /// `last_seen` now) when that was the user's last socket anywhere.
+    async fn disconnected(&self, user_id: &str) -> StorageResult<Option<PresenceState>>;
+    /// The current states, in the order asked.
+    async fn states(&self, user_ids: &[String]) -> StorageResult<Vec<PresenceState>>;
+    /// How often [`PresenceStore::sweep`] must run; `None` when there is nothing to sweep
+    /// (a single node).
+    fn sweep_interval(&self) -> Option<Duration>;
+    /// Heart-beats for this node and expires the entries of nodes that stopped doing so.
+    /// Returns the states that changed because of it (users of dead nodes now offline;
+    /// this node's users again online after the backend lost its data), each change
+    /// reported by one node only.
+    async fn sweep(&self) -> StorageResult<Vec<PresenceState>>;
+}
+
+pub type SharedPresenceStore = Arc<dyn PresenceStore>;

@@ -31,12 +31,27 @@ pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64
 /// Until `stop` fires or its sender is dropped (the store is gone).
 pub(crate) fn run(conn: Connection, restart_wanted: Arc<AtomicBool>, stop: Receiver<()>) {
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(INTERVAL) {
-        match checkpoint(&conn, "PASSIVE") {
-            Ok((_, frames, _)) if frames >= RESTART_FRAMES => restart_wanted.store(true, Ordering::Relaxed),
-            Ok(_) => {}
-            // Another node's checkpoint is running: it does the same work.
-            Err(e) if is_busy(&e) => {}
-            Err(e) => tracing::warn!(error = %e, "sqlite passive checkpoint failed"),
+        match passive(&conn) {
+            Some(frames) if frames >= RESTART_FRAMES => {
+                // A second pass copies what was committed during the first, so the
+                // writer's restart (which stalls commits) has only a short tail left.
+                passive(&conn);
+                restart_wanted.store(true, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A passive checkpoint; the number of frames in the WAL, if it ran.
+fn passive(conn: &Connection) -> Option<i64> {
+    match checkpoint(conn, "PASSIVE") {
+        Ok((_, frames, _)) => Some(frames),
+        // Another node's checkpoint is running: it does the same work.
+        Err(e) if is_busy(&e) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "sqlite passive checkpoint failed");
+            None
         }
     }
 }

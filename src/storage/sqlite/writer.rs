@@ -1,9 +1,10 @@
 //! The single writer thread: group commit of every write command.
 //!
 //! Callers enqueue commands into a bounded channel at call time; the writer takes up to
-//! `max_batch` of them, runs them in one `BEGIN IMMEDIATE` transaction (each inside its
-//! own savepoint, so one command's failure leaves the others' work intact), commits
-//! once, and only then answers every caller. One fsync thus covers a whole batch.
+//! `max_batch` of them, runs them in one `BEGIN IMMEDIATE` transaction, commits once, and
+//! only then answers every caller. One commit (and, with `synchronous = full`, one fsync)
+//! thus covers a whole batch. One command's failure never costs the others their write
+//! (see `Writer::guarded`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -135,6 +136,8 @@ pub(crate) struct Writer {
     /// Set by the checkpointer when the WAL has grown long enough to be restarted.
     restart_wanted: Arc<AtomicBool>,
     busy_timeout: Duration,
+    /// This attempt wraps each command in a savepoint (see `guarded`).
+    isolate: bool,
 }
 
 pub(crate) struct WriterOptions {
@@ -156,6 +159,7 @@ impl Writer {
             seen_users: Vec::new(),
             restart_wanted: o.restart_wanted,
             busy_timeout: o.busy_timeout,
+            isolate: false,
         }
     }
 
@@ -208,6 +212,7 @@ impl Writer {
     fn commit(&mut self, batch: &mut Vec<Command>) {
         let started = Instant::now();
         let mut attempt = 0;
+        self.isolate = false;
         let outcome = loop {
             self.seen_users.clear();
             match self.attempt(batch) {
@@ -220,6 +225,11 @@ impl Writer {
                         attempt += 1;
                         tracing::warn!(attempt, "sqlite is locked by another connection; retrying the batch");
                         std::thread::sleep(Duration::from_millis(10 << attempt));
+                        continue;
+                    }
+                    if !is_busy(&e) && !self.isolate {
+                        tracing::warn!(error = %e, "a write failed inside a batch; running the batch again command by command");
+                        self.isolate = true;
                         continue;
                     }
                     break Err(e);
@@ -260,9 +270,20 @@ impl Writer {
         Ok(())
     }
 
-    /// Runs one command inside a savepoint. Its own failure is undone and becomes its
-    /// answer; lock contention aborts the whole attempt so the batch can be retried.
+    /// Runs one command. Every command checks its rules before it writes, so a rule
+    /// failure leaves nothing behind and becomes that caller's answer. An SQLite error
+    /// may leave a half-done command: the attempt is abandoned, and the batch runs again
+    /// with a savepoint around each command (`isolate`), which undoes only that one.
+    /// Savepoints are not the default because each one makes SQLite copy every page the
+    /// batch already dirtied (the shared append pages) into its statement journal.
     fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, Failure>) -> rusqlite::Result<StorageResult<T>> {
+        if !self.isolate {
+            return match f(self) {
+                Ok(v) => Ok(Ok(v)),
+                Err(Failure::Storage(e)) => Ok(Err(e)),
+                Err(Failure::Sql(e)) => Err(e),
+            };
+        }
         self.conn.prepare_cached("SAVEPOINT command")?.execute([])?;
         let result = match f(self) {
             Ok(v) => Ok(v),
@@ -332,17 +353,25 @@ impl Writer {
             ])?;
         let seq = self.conn.last_insert_rowid();
         // The receiver's side of the pair gains an unread message (one side only when
-        // someone writes to themselves).
-        let receiver_is_lo = m.receiver_id == lo;
-        self.conn
+        // someone writes to themselves). Most messages continue a known pair: try the
+        // update first, it costs one lookup where an upsert costs two.
+        let (lo_unread, hi_unread) = if m.receiver_id == lo { (1, 0) } else { (0, 1) };
+        let updated = self
+            .conn
             .prepare_cached(
-                "INSERT INTO conversations (pair_lo, pair_hi, last_seq, last_at, lo_unread, hi_unread)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (pair_lo, pair_hi) DO UPDATE SET
-                   last_seq = excluded.last_seq, last_at = excluded.last_at,
-                   lo_unread = lo_unread + excluded.lo_unread, hi_unread = hi_unread + excluded.hi_unread",
+                "UPDATE conversations
+                 SET last_seq = ?3, last_at = ?4, lo_unread = lo_unread + ?5, hi_unread = hi_unread + ?6
+                 WHERE pair_lo = ?1 AND pair_hi = ?2",
             )?
-            .execute(params![lo, hi, seq, now, receiver_is_lo as i64, !receiver_is_lo as i64])?;
+            .execute(params![lo, hi, seq, now, lo_unread, hi_unread])?;
+        if updated == 0 {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO conversations (pair_lo, pair_hi, last_seq, last_at, lo_unread, hi_unread)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![lo, hi, seq, now, lo_unread, hi_unread])?;
+        }
         let message = confab_sdk::storage::Message {
             id,
             sender_id: m.sender_id.clone(),

@@ -1,0 +1,173 @@
+//! Socket.IO fan-out across nodes: a `socketioxide-redis` driver on a reconnecting
+//! connection, and the emitter plugins use.
+//!
+//! The driver shipped with `socketioxide-redis` holds a plain multiplexed connection: once
+//! Redis restarts, it is dead for good and so are its subscriptions. This one uses a
+//! `ConnectionManager` with automatic resubscription, so fan-out resumes by itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use confab_sdk::async_trait;
+use confab_sdk::realtime::{Emitter, user_room};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, PushInfo, PushKind, RedisResult, Value as RedisValue};
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide_core::adapter::errors::BroadcastError;
+use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
+use tokio::sync::mpsc;
+
+use super::health::RedisHealth;
+use crate::config::kernel::RedisConfig;
+use crate::metrics::Metrics;
+
+/// The Socket.IO adapter of the Redis backend.
+pub type SioAdapter = socketioxide_redis::CustomRedisAdapter<socketioxide::adapter::Emitter, BusDriver>;
+
+type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
+
+/// A pub/sub driver for the adapter on a reconnecting RESP3 connection.
+#[derive(Clone)]
+pub struct BusDriver {
+    conn: ConnectionManager,
+    handlers: Handlers,
+    timeout: Duration,
+}
+
+/// A failed or timed-out pub/sub command.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Hands a pub/sub message to the adapter's stream for its channel. Never blocks the
+/// connection: a full stream drops the message (the adapter's stream buffer is large).
+fn deliver(handlers: &Handlers, msg: PushInfo) {
+    if !matches!(msg.kind, PushKind::Message) || msg.data.len() < 2 {
+        return;
+    }
+    let mut data = msg.data.into_iter();
+    let (Some(RedisValue::BulkString(chan)), Some(RedisValue::BulkString(payload))) = (data.next(), data.next()) else {
+        return;
+    };
+    let Ok(chan) = String::from_utf8(chan) else { return };
+    let handlers = handlers.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = handlers.get(&chan)
+        && tx.try_send((chan, payload)).is_err()
+    {
+        tracing::warn!("socket.io fan-out: incoming buffer full, a cross-node emit was dropped");
+    }
+}
+
+impl BusDriver {
+    pub(crate) async fn connect(client: redis::Client, config: &RedisConfig, timeout: Duration) -> RedisResult<Self> {
+        let handlers: Handlers = Arc::default();
+        let sink = handlers.clone();
+        let manager_config = super::manager_config(config)
+            .set_push_sender(move |msg: PushInfo| {
+                deliver(&sink, msg);
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .set_automatic_resubscription();
+        let conn = ConnectionManager::new_with_config(client, manager_config).await?;
+        Ok(BusDriver {
+            conn,
+            handlers,
+            timeout,
+        })
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn bounded<T>(&self, f: impl Future<Output = RedisResult<T>>) -> Result<T, BusError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(BusError::Timeout(self.timeout)),
+        }
+    }
+}
+
+impl Driver for BusDriver {
+    type Error = BusError;
+
+    async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        self.bounded(async move { conn.publish::<_, _, RedisValue>(chan, val).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, chan: String, size: usize) -> Result<MessageStream<ChanItem>, BusError> {
+        // The handler first: Redis may deliver as soon as it confirms.
+        let (tx, rx) = mpsc::channel(size);
+        self.handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(chan.clone(), tx);
+        let mut conn = self.conn.clone();
+        let name = chan.clone();
+        if let Err(e) = self.bounded(async move { conn.subscribe(name).await }).await {
+            self.handlers.write().unwrap_or_else(|e| e.into_inner()).remove(&chan);
+            return Err(e);
+        }
+        Ok(MessageStream::new(rx))
+    }
+
+    async fn unsubscribe(&self, chan: String) -> Result<(), BusError> {
+        self.handlers.write().unwrap_or_else(|e| e.into_inner()).remove(&chan);
+        let mut conn = self.conn.clone();
+        self.bounded(async move { conn.unsubscribe(chan).await }).await
+    }
+
+    async fn num_serv(&self, chan: &str) -> Result<u16, BusError> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PUBSUB").arg("NUMSUB").arg(chan).to_owned();
+        let (_, count): (String, u16) = self.bounded(async move { cmd.query_async(&mut conn).await }).await?;
+        Ok(count)
+    }
+}
+
+/// Emits through the Redis adapter to every node. When Redis cannot carry an emit (it is
+/// down, or the publish failed or timed out), the emit still reaches this node's sockets.
+pub struct RedisEmitter {
+    pub io: SocketIo<SioAdapter>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<RedisHealth>,
+}
+
+#[async_trait]
+impl Emitter for RedisEmitter {
+    async fn to_user(&self, user_id: &str, event: &str, data: &Value) {
+        self.to_room(&user_room(user_id), event, data).await;
+    }
+
+    async fn to_room(&self, room: &str, event: &str, data: &Value) {
+        if self.health.is_up() {
+            // The adapter publishes first and emits locally after: an adapter error means
+            // nothing was emitted here yet, so the local fallback cannot deliver twice.
+            match self.io.to(room.to_owned()).emit(event, data).await {
+                Ok(()) => return,
+                Err(BroadcastError::Adapter(e)) => self.health.failed(&e),
+                // Local sockets that could not take it (closed, buffer full): nothing to redo.
+                Err(e) => {
+                    tracing::debug!(room, event, error = %e, "emit failed");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.io.local().to(room.to_owned()).emit(event, data).await {
+            tracing::debug!(room, event, error = %e, "local emit failed");
+        }
+    }
+
+    fn local_sockets(&self) -> usize {
+        self.metrics.open_sockets().max(0) as usize
+    }
+}

@@ -1,0 +1,111 @@
+//! Whether Redis answers, as seen by this node. Every command reports its outcome here;
+//! a monitor task pings while nothing else does. The state changes log once per outage
+//! (not once per request), and `/ready` reads it.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use confab_sdk::async_trait;
+use confab_sdk::health::HealthCheck;
+use confab_sdk::storage::StorageError;
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+#[derive(Default)]
+pub struct RedisHealth {
+    down: AtomicBool,
+    /// Why it is down, for `/ready`.
+    reason: Mutex<String>,
+}
+
+impl RedisHealth {
+    pub fn is_up(&self) -> bool {
+        !self.down.load(Ordering::Acquire)
+    }
+
+    /// Redis did not answer. Logs only when this starts an outage.
+    pub fn failed(&self, cause: &dyn std::fmt::Display) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = cause.to_string();
+        if !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                error = %cause,
+                "redis unavailable: serving what this node can (local deliveries, storage); \
+                 sessions, presence and cross-node delivery resume when it returns"
+            );
+        }
+    }
+
+    /// Redis answered. Logs only when this ends an outage.
+    pub fn recovered(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            tracing::info!("redis available again");
+        }
+    }
+
+    fn reason(&self) -> String {
+        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Whether an error means "Redis is unreachable or not serving" (retry later) rather than
+/// a mistake in what was sent, which retrying would not fix.
+pub fn is_outage(e: &RedisError) -> bool {
+    !matches!(
+        e.kind(),
+        ErrorKind::Server(ServerErrorKind::ResponseError)
+            | ErrorKind::Server(ServerErrorKind::NoScript)
+            | ErrorKind::Server(ServerErrorKind::NoPerm)
+            | ErrorKind::UnexpectedReturnType
+            | ErrorKind::Parse
+            | ErrorKind::InvalidClientConfig
+    )
+}
+
+/// The storage error for a failed command: an outage is `Busy` (503, retry), anything else
+/// a backend error (500, logged).
+pub fn storage_error(health: &RedisHealth, e: RedisError) -> StorageError {
+    if is_outage(&e) {
+        health.failed(&e);
+        StorageError::Busy
+    } else {
+        StorageError::Backend(format!("redis: {e}"))
+    }
+}
+
+/// `/ready`'s `redis` check: the state the commands and the monitor observed.
+pub struct RedisCheck(pub Arc<RedisHealth>);
+
+#[async_trait]
+impl HealthCheck for RedisCheck {
+    fn name(&self) -> &str {
+        "redis"
+    }
+    async fn check(&self) -> Result<(), String> {
+        if self.0.is_up() {
+            Ok(())
+        } else {
+            Err(format!("redis unavailable: {}", self.0.reason()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_told_apart_from_mistakes() {
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(is_outage(&io));
+        let h = RedisHealth::default();
+        assert!(matches!(storage_error(&h, io), StorageError::Busy));
+        assert!(!h.is_up());
+        assert!(h.reason().contains("refused"), "{}", h.reason());
+        h.recovered();
+        assert!(h.is_up());
+        let wrong = RedisError::from((ErrorKind::UnexpectedReturnType, "not a string"));
+        assert!(!is_outage(&wrong));
+        assert!(matches!(storage_error(&h, wrong), StorageError::Backend(_)));
+        assert!(h.is_up(), "a mistake is no outage");
+    }
+}
