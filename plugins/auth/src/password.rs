@@ -27,6 +27,7 @@ pub struct Hasher {
     argon: Argon2<'static>,
     params: Params,
     permits: Arc<Semaphore>,
+    pool: std::sync::mpsc::Sender<Job>,
     /// A hash of a random password with the current parameters: unknown usernames are
     /// verified against it so they cost as much as a wrong password.
     dummy: String,
@@ -55,6 +56,7 @@ impl Hasher {
             argon,
             params,
             permits: Arc::new(Semaphore::new(concurrency(config.hash_concurrency))),
+            pool: start_pool(concurrency(config.hash_concurrency)),
             dummy,
         })
     }
@@ -87,25 +89,51 @@ impl Hasher {
         needs_rehash(hash, &self.params)
     }
 
-    /// Runs CPU-heavy work on the blocking pool once a permit is free. The permit moves
-    /// into the task, so it is held until the work ends even if the request is dropped.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(ApiError::internal)?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .map_err(ApiError::internal)
+    /// Runs CPU-heavy work on the hashing threads once a permit is free. The permit moves
+    /// into the job, so it is held until the work ends even if the request is dropped.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let permit = self.permits.clone().acquire_owned().await.map_err(ApiError::internal)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let result = work();
+            // Free the slot before waking the caller, so it sees the permit back.
+            drop(permit);
+            let _ = tx.send(result);
+        });
+        self.pool.send(job).map_err(ApiError::internal)?;
+        rx.await.map_err(ApiError::internal)
     }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads for hashing. Each argon2 hash allocates `memory_kib` (19 MiB by
+/// default); on tokio's blocking pool every new thread keeps its own malloc arena with
+/// that much in it, and a burst of logins left the process at hundreds of MiB. A few
+/// long-lived threads bound that to `threads x memory_kib`.
+fn start_pool(threads: usize) -> std::sync::mpsc::Sender<Job> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    for i in 0..threads {
+        let rx = rx.clone();
+        let spawned = std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
+            loop {
+                // The lock is held only to take the next job, not while running it.
+                let job = match rx.lock() {
+                    Ok(r) => r.recv(),
+                    Err(_) => return,
+                };
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a password hashing thread");
+        }
+    }
+    tx
 }
 
 fn hash_with(argon: &Argon2<'_>, password: &str) -> Result<String, argon2::password_hash::Error> {
