@@ -316,3 +316,43 @@ pub mod contract {
         assert!(b.disconnected(&alice).await.unwrap().is_some());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use confab_sdk::config::{RunProfile, parse_section};
+    use serde_json::json;
+
+    use crate::config::ClusterConfig;
+
+    fn parse(v: serde_json::Value) -> Result<ClusterConfig, Vec<String>> {
+        let profile = RunProfile {
+            name: "development".into(),
+        };
+        parse_section::<ClusterConfig>("cluster", &v, &profile).map_err(|p| p.iter().map(|p| p.key.clone()).collect())
+    }
+
+    #[test]
+    fn the_redis_backend_is_configurable_and_checked_by_key() {
+        let c = parse(json!({"backend": "redis", "redis": {"url": "redis://10.0.0.5:6380/2", "key_prefix": "chat:"}}))
+            .unwrap();
+        assert_eq!((c.backend.as_str(), c.redis.heartbeat_ttl_secs), ("redis", 30));
+        assert!(c.redis.revocations_fail_open);
+        let bad = parse(json!({"backend": "etcd", "redis": {
+            "url": "http://x", "key_prefix": "has space", "heartbeat_ttl_secs": 0,
+            "command_timeout_ms": 1, "connect_timeout_ms": 0, "ttl": 3,
+        }}))
+        .unwrap_err();
+        assert_eq!(
+            bad,
+            [
+                "cluster.redis.ttl",
+                "cluster.backend",
+                "cluster.redis.url",
+                "cluster.redis.key_prefix",
+                "cluster.redis.heartbeat_ttl_secs",
+                "cluster.redis.command_timeout_ms",
+                "cluster.redis.connect_timeout_ms",
+            ]
+        );
+    }
+}

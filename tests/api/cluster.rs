@@ -197,6 +197,8 @@ async fn cluster_presence_set_on_one_node_is_seen_on_the_other() {
 
     // A second device on A, then both close: offline only after the last, seen from A.
     let bob_on_a = Sock::connect(&c.a, &bob).await;
+    // The connect hook runs just after the handshake: let it count the socket first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     bob_on_b.close().await;
     assert!(
         watcher.try_next("presence", Duration::from_millis(500)).await.is_none(),

@@ -58,6 +58,7 @@ async fn presence_stays_online_while_any_device_is_connected() {
     let (alice, bob) = (register(&s, "alice").await, register(&s, "bob").await);
     let phone = Sock::connect(&s, &alice).await;
     let laptop = Sock::connect(&s, &alice).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_state(&presence_of(&s, &bob, &alice.id).await, &alice, true);
 
     phone.close().await;
@@ -117,6 +118,8 @@ async fn presence_subscribe_acks_states_then_pushes_changes() {
     assert_state(&on, &alice, true);
     // A second device is no change.
     let a2 = Sock::connect(&s, &alice).await;
+    // The connect hook runs just after the handshake: let it count the socket first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     a2.close().await;
     a1.close().await;
     let off = watcher.next("presence").await;
