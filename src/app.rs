@@ -147,7 +147,10 @@ async fn boot_with(
 /// depend on the backend) so that what is printed is exactly what would be served.
 pub async fn document(config: &Config, plugins: &[Box<dyn DynPlugin>]) -> Result<OpenApi, AppError> {
     let dir = std::env::temp_dir().join(format!("confab-doc-{}", confab_sdk::ids::random_token()));
-    let sqlite = SqliteConfig { path: dir.join("confab.db").to_string_lossy().into_owned(), ..config.storage.sqlite.clone() };
+    let sqlite = SqliteConfig {
+        path: dir.join("confab.db").to_string_lossy().into_owned(),
+        ..config.storage.sqlite.clone()
+    };
     let booted = boot_with(config, plugins, &sqlite, true).await;
     if let Ok(b) = &booted {
         b.store.close().await;
@@ -186,12 +189,27 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     let draining = Arc::new(AtomicBool::new(false));
     let service = server::service(
         &config,
-        HttpParts { routes: contrib.routes, hoops: contrib.hoops, checks, metrics, draining: draining.clone(), socket_layer },
+        HttpParts {
+            routes: contrib.routes,
+            hoops: contrib.hoops,
+            checks,
+            metrics,
+            draining: draining.clone(),
+            socket_layer,
+        },
     );
 
     let addr = format!("{}:{}", config.server.host, config.server.port);
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|source| AppError::Bind { addr: addr.clone(), source })?;
-    let local = listener.local_addr().map_err(|source| AppError::Bind { addr: addr.clone(), source })?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| AppError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux. Without it, an ack
     // written right after a `message_sent` frame waits for the client's delayed ACK.
     if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
@@ -242,4 +260,3 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
 }
-

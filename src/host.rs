@@ -21,14 +21,24 @@ pub enum HostError {
 /// The enabled plugins in build order: each after the plugins it depends on.
 pub fn plan<'p>(config: &Config, plugins: &'p [Box<dyn DynPlugin>]) -> Result<Vec<&'p dyn DynPlugin>, HostError> {
     let enabled = |name: &str| config.plugins.get(name).is_some_and(|s| s.enabled);
-    let active: Vec<&dyn DynPlugin> = plugins.iter().map(|p| p.as_ref()).filter(|p| enabled(p.name())).collect();
+    let active: Vec<&dyn DynPlugin> = plugins
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| enabled(p.name()))
+        .collect();
     for p in &active {
         for &needs in p.depends_on() {
             if !plugins.iter().any(|q| q.name() == needs) {
-                return Err(HostError::DependencyMissing { plugin: p.name(), needs });
+                return Err(HostError::DependencyMissing {
+                    plugin: p.name(),
+                    needs,
+                });
             }
             if !enabled(needs) {
-                return Err(HostError::DependencyDisabled { plugin: p.name(), needs });
+                return Err(HostError::DependencyDisabled {
+                    plugin: p.name(),
+                    needs,
+                });
             }
         }
     }
@@ -37,24 +47,37 @@ pub fn plan<'p>(config: &Config, plugins: &'p [Box<dyn DynPlugin>]) -> Result<Ve
     remaining.sort_by_key(|p| p.name());
     let mut ordered: Vec<&dyn DynPlugin> = Vec::with_capacity(remaining.len());
     while !remaining.is_empty() {
-        let ready = remaining.iter().position(|p| p.depends_on().iter().all(|d| ordered.iter().any(|o| o.name() == *d)));
+        let ready = remaining
+            .iter()
+            .position(|p| p.depends_on().iter().all(|d| ordered.iter().any(|o| o.name() == *d)));
         match ready {
             Some(i) => ordered.push(remaining.remove(i)),
-            None => return Err(HostError::Cycle(remaining.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "))),
+            None => {
+                return Err(HostError::Cycle(
+                    remaining.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
+                ));
+            }
         }
     }
     Ok(ordered)
 }
 
 /// Builds the enabled plugins in order; later plugins see the services earlier ones provided.
-pub fn build(config: &Config, plugins: &[Box<dyn DynPlugin>], services: &mut Services) -> Result<(Contributions, Vec<&'static str>), HostError> {
+pub fn build(
+    config: &Config,
+    plugins: &[Box<dyn DynPlugin>],
+    services: &mut Services,
+) -> Result<(Contributions, Vec<&'static str>), HostError> {
     let order = plan(config, plugins)?;
     let mut out = Contributions::default();
     let mut names = Vec::with_capacity(order.len());
     for plugin in order {
         let section = &config.plugins[plugin.name()].section;
         let mut reg = Registrar::new(plugin.name(), &config.profile, services, &mut out);
-        plugin.build(section, &mut reg).map_err(|e| HostError::Build { plugin: plugin.name(), message: e.0 })?;
+        plugin.build(section, &mut reg).map_err(|e| HostError::Build {
+            plugin: plugin.name(),
+            message: e.0,
+        })?;
         names.push(plugin.name());
     }
     Ok((out, names))

@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 /// A histogram with fixed buckets.
@@ -20,7 +22,12 @@ pub struct Histogram {
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
-        Histogram { bounds, counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(), sum_micros: AtomicU64::new(0), count: AtomicU64::new(0) }
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
     }
 
     pub fn observe(&self, v: f64) {
@@ -40,8 +47,16 @@ impl Histogram {
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count{braces} {count}");
     }
 }
@@ -77,10 +92,21 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let key = HttpKey { route: route.to_owned(), method: method.to_owned(), status };
-        *self.http_requests.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+        let key = HttpKey {
+            route: route.to_owned(),
+            method: method.to_owned(),
+            status,
+        };
+        *self
+            .http_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default() += 1;
         let mut lat = self.http_latency.lock().unwrap_or_else(|e| e.into_inner());
-        lat.entry(route.to_owned()).or_insert_with(|| Histogram::new(LATENCY_BUCKETS)).observe(elapsed.as_secs_f64());
+        lat.entry(route.to_owned())
+            .or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn socket_opened(&self) {
@@ -114,9 +140,21 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP confab_http_requests_total HTTP requests by route, method and status.\n# TYPE confab_http_requests_total counter\n");
-        let reqs: BTreeMap<HttpKey, u64> = self.http_requests.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let reqs: BTreeMap<HttpKey, u64> = self
+            .http_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         for (k, v) in reqs {
-            let _ = writeln!(out, "confab_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {v}", escape(&k.route), k.method, k.status);
+            let _ = writeln!(
+                out,
+                "confab_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {v}",
+                escape(&k.route),
+                k.method,
+                k.status
+            );
         }
         out.push_str("# HELP confab_http_request_duration_seconds HTTP request latency by route.\n# TYPE confab_http_request_duration_seconds histogram\n");
         {
@@ -124,19 +162,35 @@ impl Metrics {
             let mut routes: Vec<_> = lat.keys().collect();
             routes.sort();
             for r in routes {
-                lat[r].render(&mut out, "confab_http_request_duration_seconds", &format!("route=\"{}\"", escape(r)));
+                lat[r].render(
+                    &mut out,
+                    "confab_http_request_duration_seconds",
+                    &format!("route=\"{}\"", escape(r)),
+                );
             }
         }
-        let _ = writeln!(out, "# HELP confab_open_sockets Socket.IO connections open on this node.\n# TYPE confab_open_sockets gauge\nconfab_open_sockets {}", self.open_sockets());
+        let _ = writeln!(
+            out,
+            "# HELP confab_open_sockets Socket.IO connections open on this node.\n# TYPE confab_open_sockets gauge\nconfab_open_sockets {}",
+            self.open_sockets()
+        );
         out.push_str("# HELP confab_socket_events_total Socket.IO events received, by name.\n# TYPE confab_socket_events_total counter\n");
-        let events: BTreeMap<String, u64> = self.socket_events.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let events: BTreeMap<String, u64> = self
+            .socket_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         for (k, v) in events {
             let _ = writeln!(out, "confab_socket_events_total{{event=\"{}\"}} {v}", escape(&k));
         }
         out.push_str("# HELP confab_storage_commit_batch_size Writes per group-commit transaction.\n# TYPE confab_storage_commit_batch_size histogram\n");
-        self.commit_batch.render(&mut out, "confab_storage_commit_batch_size", "");
+        self.commit_batch
+            .render(&mut out, "confab_storage_commit_batch_size", "");
         out.push_str("# HELP confab_storage_commit_seconds Group-commit transaction latency.\n# TYPE confab_storage_commit_seconds histogram\n");
-        self.commit_latency.render(&mut out, "confab_storage_commit_seconds", "");
+        self.commit_latency
+            .render(&mut out, "confab_storage_commit_seconds", "");
         out
     }
 }
@@ -157,11 +211,23 @@ mod tests {
         m.socket_event("send_message");
         m.commit(3, Duration::from_millis(1));
         let text = m.render();
-        assert!(text.contains("confab_http_requests_total{route=\"/health\",method=\"GET\",status=\"200\"} 2"), "{text}");
-        assert!(text.contains("confab_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.0005\"} 1"), "{text}");
-        assert!(text.contains("confab_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.005\"} 2"), "{text}");
+        assert!(
+            text.contains("confab_http_requests_total{route=\"/health\",method=\"GET\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("confab_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.0005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("confab_http_request_duration_seconds_bucket{route=\"/health\",le=\"0.005\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("confab_socket_events_total{event=\"send_message\"} 1"));
-        assert!(text.contains("confab_storage_commit_batch_size_bucket{le=\"4\"} 1"), "{text}");
+        assert!(
+            text.contains("confab_storage_commit_batch_size_bucket{le=\"4\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("confab_storage_commit_batch_size_count 1"));
     }
 }

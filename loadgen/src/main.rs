@@ -69,7 +69,10 @@ async fn register(http: &reqwest::Client, url: &str, name: &str) -> Result<User,
     if status.as_u16() != 201 {
         return Err(format!("register {name}: {status} {v}"));
     }
-    Ok(User { id: v["user"]["id"].as_str().unwrap_or_default().to_owned(), token: v["token"].as_str().unwrap_or_default().to_owned() })
+    Ok(User {
+        id: v["user"]["id"].as_str().unwrap_or_default().to_owned(),
+        token: v["token"].as_str().unwrap_or_default().to_owned(),
+    })
 }
 
 async fn register_many(http: &reqwest::Client, url: &str, prefix: &str, n: usize) -> Vec<User> {
@@ -94,14 +97,27 @@ async fn register_many(http: &reqwest::Client, url: &str, prefix: &str, n: usize
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     let http = reqwest::Client::new();
-    let run = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 0xffffff);
+    let run = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 0xffffff
+    );
     if args.idle > 0 {
         idle(&args, &http, &run).await;
     } else {
@@ -110,7 +126,13 @@ async fn main() {
 }
 
 async fn idle(args: &Args, http: &reqwest::Client, run: &str) {
-    let users = register_many(http, &args.url, &format!("idle{run}_"), args.idle.div_ceil(100).min(100)).await;
+    let users = register_many(
+        http,
+        &args.url,
+        &format!("idle{run}_"),
+        args.idle.div_ceil(100).min(100),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = args.server_pid.and_then(rss_kib);
     let started = Instant::now();
@@ -125,7 +147,11 @@ async fn idle(args: &Args, http: &reqwest::Client, run: &str) {
             }
         }
     }
-    println!("connected {} idle sockets in {:.1} s", held.len(), started.elapsed().as_secs_f64());
+    println!(
+        "connected {} idle sockets in {:.1} s",
+        held.len(),
+        started.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     if let (Some(pid), Some(b)) = (args.server_pid, before) {
         let after = rss_kib(pid).unwrap_or(b);
@@ -162,11 +188,17 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
     let mut senders = Vec::with_capacity(n);
     for p in 0..n {
         let receiver_url = args.url2.as_deref().unwrap_or(&args.url);
-        let (rw, mut rrx) = sio::connect(receiver_url, &users[2 * p + 1].token).await.expect("connect receiver");
+        let (rw, mut rrx) = sio::connect(receiver_url, &users[2 * p + 1].token)
+            .await
+            .expect("connect receiver");
         let delivered = delivered_counts.clone();
         let mut done = done_rx.clone();
         receivers.push(tokio::spawn(async move {
-            let mut r = RecvResult { duplicates: 0, recv_lat: Samples::default(), seen: Vec::new() };
+            let mut r = RecvResult {
+                duplicates: 0,
+                recv_lat: Samples::default(),
+                seen: Vec::new(),
+            };
             loop {
                 let frame = tokio::select! {
                     f = rrx.recv() => f,
@@ -176,10 +208,16 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
                 if !text.starts_with("[\"receive_message\"") {
                     continue;
                 }
-                let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
                 let body = v[1]["message"].as_str().unwrap_or("");
-                let Some((seq, sent_us)) = body.split_once(':') else { continue };
-                let (Ok(seq), Ok(sent_us)) = (seq.parse::<usize>(), sent_us.parse::<u64>()) else { continue };
+                let Some((seq, sent_us)) = body.split_once(':') else {
+                    continue;
+                };
+                let (Ok(seq), Ok(sent_us)) = (seq.parse::<usize>(), sent_us.parse::<u64>()) else {
+                    continue;
+                };
                 if r.seen.len() <= seq {
                     r.seen.resize(seq + 1, false);
                 }
@@ -195,7 +233,9 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
             drop(rw);
             r
         }));
-        let (sw, mut srx) = sio::connect(&args.url, &users[2 * p].token).await.expect("connect sender");
+        let (sw, mut srx) = sio::connect(&args.url, &users[2 * p].token)
+            .await
+            .expect("connect sender");
         let receiver_id = users[2 * p + 1].id.clone();
         let (stop, acked, window) = (stop.clone(), acked_counts.clone(), args.window);
         let per_pair_interval = (args.rate > 0).then(|| Duration::from_secs_f64(n as f64 / args.rate as f64));
@@ -259,7 +299,15 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
             res
         }));
     }
-    println!("{n} pairs connected; sending for {} s {}", args.duration, if args.rate > 0 { format!("at {} msg/s", args.rate) } else { "flat out".into() });
+    println!(
+        "{n} pairs connected; sending for {} s {}",
+        args.duration,
+        if args.rate > 0 {
+            format!("at {} msg/s", args.rate)
+        } else {
+            "flat out".into()
+        }
+    );
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     stop.store(true, Ordering::Relaxed);
@@ -270,7 +318,9 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
     let send_secs = started.elapsed().as_secs_f64();
     // Deliveries may trail the acks a little: wait until every acked message arrived.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && (0..n).any(|p| delivered_counts[p].load(Ordering::Relaxed) < acked_counts[p].load(Ordering::Relaxed)) {
+    while Instant::now() < deadline
+        && (0..n).any(|p| delivered_counts[p].load(Ordering::Relaxed) < acked_counts[p].load(Ordering::Relaxed))
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -299,12 +349,26 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
             }
         }
     }
-    println!("sent {sent}  acked {acked}  errors {errors}  delivered {delivered}  missing {missing}  duplicates {dups}");
-    println!("delivered {:.0} msg/s (over {:.1} s of sending; {:.1} s until the last delivery)", delivered as f64 / send_secs, send_secs, elapsed);
+    println!(
+        "sent {sent}  acked {acked}  errors {errors}  delivered {delivered}  missing {missing}  duplicates {dups}"
+    );
+    println!(
+        "delivered {:.0} msg/s (over {:.1} s of sending; {:.1} s until the last delivery)",
+        delivered as f64 / send_secs,
+        send_secs,
+        elapsed
+    );
     println!("send->ack     {}", ack_lat.summary());
     println!("send->receive {}", recv_lat.summary());
     if args.verify {
-        println!("durability: {}", if stored_ok { "every acked message is stored (checked through REST)" } else { "MISMATCH between acked and stored" });
+        println!(
+            "durability: {}",
+            if stored_ok {
+                "every acked message is stored (checked through REST)"
+            } else {
+                "MISMATCH between acked and stored"
+            }
+        );
     }
 }
 
@@ -313,7 +377,10 @@ async fn count_stored(http: &reqwest::Client, url: &str, user: &User, partner: &
     let mut count = 0u64;
     let mut before: Option<String> = None;
     loop {
-        let mut req = http.get(format!("{url}/chats/{}/with/{partner}", user.id)).bearer_auth(&user.token).query(&[("limit", "200")]);
+        let mut req = http
+            .get(format!("{url}/chats/{}/with/{partner}", user.id))
+            .bearer_auth(&user.token)
+            .query(&[("limit", "200")]);
         if let Some(b) = &before {
             req = req.query(&[("before", b)]);
         }

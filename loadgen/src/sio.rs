@@ -30,9 +30,14 @@ impl Writer {
 
 /// Connects, authenticates with `token`, and returns the writer and a stream of frames.
 pub async fn connect(base: &str, token: &str) -> Result<(Writer, mpsc::UnboundedReceiver<Frame>), String> {
-    let url = format!("{}/socket.io/?EIO=4&transport=websocket", base.replacen("http://", "ws://", 1));
+    let url = format!(
+        "{}/socket.io/?EIO=4&transport=websocket",
+        base.replacen("http://", "ws://", 1)
+    );
     // Nagle off, as browsers and socket.io-client have it: latency is what we measure.
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await.map_err(|e| format!("websocket: {e}"))?;
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .map_err(|e| format!("websocket: {e}"))?;
     let (mut sink, mut stream) = ws.split();
     // Engine.IO open packet, then the Socket.IO CONNECT with the auth payload.
     match stream.next().await {
@@ -40,12 +45,16 @@ pub async fn connect(base: &str, token: &str) -> Result<(Writer, mpsc::Unbounded
         other => return Err(format!("expected the open packet, got {other:?}")),
     }
     let auth = serde_json::json!({ "token": token });
-    sink.send(Message::text(format!("40{auth}"))).await.map_err(|e| e.to_string())?;
+    sink.send(Message::text(format!("40{auth}")))
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
         match stream.next().await {
             Some(Ok(Message::Text(t))) if t.starts_with("40") => break,
             Some(Ok(Message::Text(t))) if t.starts_with("44") => return Err(format!("connect_error: {}", &t[2..])),
-            Some(Ok(Message::Text(t))) if t.as_str() == "2" => sink.send(Message::text("3")).await.map_err(|e| e.to_string())?,
+            Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                sink.send(Message::text("3")).await.map_err(|e| e.to_string())?
+            }
             Some(Ok(_)) => continue,
             other => return Err(format!("handshake failed: {other:?}")),
         }

@@ -19,6 +19,12 @@ impl Samples {
         }
         self.0.sort_unstable();
         let at = |q: f64| self.0[((self.0.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-        format!("p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms", at(0.5), at(0.99), at(0.999), at(1.0))
+        format!(
+            "p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+            at(0.5),
+            at(0.99),
+            at(0.999),
+            at(1.0)
+        )
     }
 }

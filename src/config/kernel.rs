@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::storage::SqliteConfig;
 
 fn problem(key: &str, message: impl Into<String>) -> ConfigProblem {
-    ConfigProblem { key: key.to_owned(), message: message.into() }
+    ConfigProblem {
+        key: key.to_owned(),
+        message: message.into(),
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -42,7 +45,13 @@ impl Section for ServerConfig {
     fn validate(&self, _: &RunProfile) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         if self.host.parse::<std::net::IpAddr>().is_err() {
-            p.push(problem("host", format!("expected an IP address such as 0.0.0.0 or 127.0.0.1, got {:?}", self.host)));
+            p.push(problem(
+                "host",
+                format!(
+                    "expected an IP address such as 0.0.0.0 or 127.0.0.1, got {:?}",
+                    self.host
+                ),
+            ));
         }
         if self.body_limit < 1024 {
             p.push(problem("body_limit", "expected at least 1024 bytes"));
@@ -57,7 +66,10 @@ impl Section for ServerConfig {
             p.push(problem("socket.max_buffer_size", "expected at least 1 packet"));
         }
         if self.socket.ping_interval_secs == 0 || self.socket.ping_timeout_secs == 0 {
-            p.push(problem("socket.ping_interval_secs", "ping interval and timeout must be at least 1 second"));
+            p.push(problem(
+                "socket.ping_interval_secs",
+                "ping interval and timeout must be at least 1 second",
+            ));
         }
         p
     }
@@ -75,7 +87,11 @@ pub struct CorsConfig {
 
 impl Default for CorsConfig {
     fn default() -> Self {
-        CorsConfig { allowed_origins: vec!["*".into()], allow_credentials: true, max_age_secs: 600 }
+        CorsConfig {
+            allowed_origins: vec!["*".into()],
+            allow_credentials: true,
+            max_age_secs: 600,
+        }
     }
 }
 
@@ -94,7 +110,13 @@ pub struct SocketConfig {
 
 impl Default for SocketConfig {
     fn default() -> Self {
-        SocketConfig { max_payload: 64 * 1024, max_buffer_size: 128, ping_interval_secs: 25, ping_timeout_secs: 20, max_in_flight: 64 }
+        SocketConfig {
+            max_payload: 64 * 1024,
+            max_buffer_size: 128,
+            ping_interval_secs: 25,
+            ping_timeout_secs: 20,
+            max_in_flight: 64,
+        }
     }
 }
 
@@ -109,7 +131,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: "pretty".into() }
+        LogConfig {
+            level: "info".into(),
+            format: "pretty".into(),
+        }
     }
 }
 
@@ -117,10 +142,16 @@ impl Section for LogConfig {
     fn validate(&self, _: &RunProfile) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
         if !matches!(self.format.as_str(), "pretty" | "json") {
-            p.push(problem("format", format!("expected \"pretty\" or \"json\", got {:?}", self.format)));
+            p.push(problem(
+                "format",
+                format!("expected \"pretty\" or \"json\", got {:?}", self.format),
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
-            p.push(problem("level", format!("expected a tracing filter such as \"info\", got {:?}", self.level)));
+            p.push(problem(
+                "level",
+                format!("expected a tracing filter such as \"info\", got {:?}", self.level),
+            ));
         }
         p
     }
@@ -137,7 +168,11 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { backend: "sqlite".into(), sqlite: SqliteConfig::default(), mongodb: MongoConfig::default() }
+        StorageConfig {
+            backend: "sqlite".into(),
+            sqlite: SqliteConfig::default(),
+            mongodb: MongoConfig::default(),
+        }
     }
 }
 
@@ -145,10 +180,21 @@ impl Section for StorageConfig {
     fn validate(&self, profile: &RunProfile) -> Vec<ConfigProblem> {
         let mut p = match self.backend.as_str() {
             "sqlite" => Vec::new(),
-            "mongodb" => vec![problem("backend", "the mongodb backend is not part of this build yet; use \"sqlite\"")],
-            other => vec![problem("backend", format!("expected \"sqlite\" or \"mongodb\", got {other:?}"))],
+            "mongodb" => vec![problem(
+                "backend",
+                "the mongodb backend is not part of this build yet; use \"sqlite\"",
+            )],
+            other => vec![problem(
+                "backend",
+                format!("expected \"sqlite\" or \"mongodb\", got {other:?}"),
+            )],
         };
-        p.extend(self.sqlite.validate(profile).into_iter().map(|e| problem(&format!("sqlite.{}", e.key), e.message)));
+        p.extend(
+            self.sqlite
+                .validate(profile)
+                .into_iter()
+                .map(|e| problem(&format!("sqlite.{}", e.key), e.message)),
+        );
         p
     }
 }
@@ -163,7 +209,10 @@ pub struct MongoConfig {
 
 impl Default for MongoConfig {
     fn default() -> Self {
-        MongoConfig { uri: "mongodb://127.0.0.1:27017".into(), database: "confab".into() }
+        MongoConfig {
+            uri: "mongodb://127.0.0.1:27017".into(),
+            database: "confab".into(),
+        }
     }
 }
 
@@ -177,7 +226,10 @@ pub struct ClusterConfig {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { backend: "local".into(), redis: RedisConfig::default() }
+        ClusterConfig {
+            backend: "local".into(),
+            redis: RedisConfig::default(),
+        }
     }
 }
 
@@ -185,9 +237,17 @@ impl Section for ClusterConfig {
     fn validate(&self, _: &RunProfile) -> Vec<ConfigProblem> {
         let mut p = match self.backend.as_str() {
             "local" | "redis" => Vec::new(),
-            other => vec![problem("backend", format!("expected \"local\" or \"redis\", got {other:?}"))],
+            other => vec![problem(
+                "backend",
+                format!("expected \"local\" or \"redis\", got {other:?}"),
+            )],
         };
-        p.extend(self.redis.validate().into_iter().map(|e| problem(&format!("redis.{}", e.key), e.message)));
+        p.extend(
+            self.redis
+                .validate()
+                .into_iter()
+                .map(|e| problem(&format!("redis.{}", e.key), e.message)),
+        );
         p
     }
 }
@@ -234,7 +294,10 @@ impl RedisConfig {
         // `#` separates the parts of the adapter's channel names.
         let odd = |c: char| c.is_whitespace() || c == '#';
         if self.key_prefix.is_empty() || self.key_prefix.len() > 64 || self.key_prefix.chars().any(odd) {
-            p.push(problem("key_prefix", "expected 1 to 64 characters without spaces or '#'"));
+            p.push(problem(
+                "key_prefix",
+                "expected 1 to 64 characters without spaces or '#'",
+            ));
         }
         if !(1..=3600).contains(&self.heartbeat_ttl_secs) {
             p.push(problem("heartbeat_ttl_secs", "expected 1 to 3600 seconds"));

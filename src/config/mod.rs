@@ -52,7 +52,9 @@ const KNOWN_PLUGINS: &[&str] = &["auth", "chat", "presence", "ratelimit", "docs"
 
 /// Loads every layer and checks the result against the kernel's and the plugins' sections.
 pub fn load(sources: &Sources, plugins: &[Box<dyn DynPlugin>]) -> Result<Config, Vec<ConfigProblem>> {
-    let profile = RunProfile { name: profile_name(sources) };
+    let profile = RunProfile {
+        name: profile_name(sources),
+    };
     let given = read_layers(sources, &profile, plugins)?;
     let Value::Object(given) = given else {
         return Err(vec![problem("", "the configuration must be a table")]);
@@ -73,13 +75,30 @@ pub fn load(sources: &Sources, plugins: &[Box<dyn DynPlugin>]) -> Result<Config,
     }
     let empty = Value::Object(Map::new());
     let section = |name: &str| given.get(name).unwrap_or(&empty);
-    let server = collect(parse_section::<ServerConfig>("server", section("server"), &profile), &mut problems);
-    let log = collect(parse_section::<LogConfig>("log", section("log"), &profile), &mut problems);
-    let storage = collect(parse_section::<StorageConfig>("storage", section("storage"), &profile), &mut problems);
-    let cluster = collect(parse_section::<ClusterConfig>("cluster", section("cluster"), &profile), &mut problems);
+    let server = collect(
+        parse_section::<ServerConfig>("server", section("server"), &profile),
+        &mut problems,
+    );
+    let log = collect(
+        parse_section::<LogConfig>("log", section("log"), &profile),
+        &mut problems,
+    );
+    let storage = collect(
+        parse_section::<StorageConfig>("storage", section("storage"), &profile),
+        &mut problems,
+    );
+    let cluster = collect(
+        parse_section::<ClusterConfig>("cluster", section("cluster"), &profile),
+        &mut problems,
+    );
 
     let mut merged = Map::new();
-    for (name, value) in [("server", to_value(&server)), ("log", to_value(&log)), ("storage", to_value(&storage)), ("cluster", to_value(&cluster))] {
+    for (name, value) in [
+        ("server", to_value(&server)),
+        ("log", to_value(&log)),
+        ("storage", to_value(&storage)),
+        ("cluster", to_value(&cluster)),
+    ] {
         merged.insert(name.to_owned(), value);
     }
     let mut sections = BTreeMap::new();
@@ -89,7 +108,10 @@ pub fn load(sources: &Sources, plugins: &[Box<dyn DynPlugin>]) -> Result<Config,
             None => true,
             Some(Value::Bool(b)) => b,
             Some(other) => {
-                problems.push(problem(&format!("{}.enabled", plugin.name()), format!("expected true or false, got {other}")));
+                problems.push(problem(
+                    &format!("{}.enabled", plugin.name()),
+                    format!("expected true or false, got {other}"),
+                ));
                 true
             }
         };
@@ -106,7 +128,13 @@ pub fn load(sources: &Sources, plugins: &[Box<dyn DynPlugin>]) -> Result<Config,
             shown.extend(m.clone());
         }
         merged.insert(plugin.name().to_owned(), Value::Object(shown));
-        sections.insert(plugin.name(), PluginSection { enabled, section: given_section });
+        sections.insert(
+            plugin.name(),
+            PluginSection {
+                enabled,
+                section: given_section,
+            },
+        );
     }
     if !problems.is_empty() {
         problems.sort_by(|a, b| a.key.cmp(&b.key));
@@ -128,11 +156,16 @@ fn collect<T>(r: Result<T, Vec<ConfigProblem>>, problems: &mut Vec<ConfigProblem
 }
 
 fn to_value<T: serde::Serialize>(v: &Option<T>) -> Value {
-    v.as_ref().and_then(|v| serde_json::to_value(v).ok()).unwrap_or(Value::Null)
+    v.as_ref()
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or(Value::Null)
 }
 
 fn problem(key: &str, message: impl Into<String>) -> ConfigProblem {
-    ConfigProblem { key: key.to_owned(), message: message.into() }
+    ConfigProblem {
+        key: key.to_owned(),
+        message: message.into(),
+    }
 }
 
 fn profile_name(sources: &Sources) -> String {
@@ -149,16 +182,25 @@ fn profile_name(sources: &Sources) -> String {
 }
 
 /// Reads the files and variables into one JSON tree (only what was given, no defaults).
-fn read_layers(sources: &Sources, profile: &RunProfile, plugins: &[Box<dyn DynPlugin>]) -> Result<Value, Vec<ConfigProblem>> {
+fn read_layers(
+    sources: &Sources,
+    profile: &RunProfile,
+    plugins: &[Box<dyn DynPlugin>],
+) -> Result<Value, Vec<ConfigProblem>> {
     let mut figment = Figment::new();
     match &sources.file {
         Some(file) => {
             if !file.is_file() {
-                return Err(vec![problem("--config", format!("expected a readable TOML file, but {} does not exist", file.display()))]);
+                return Err(vec![problem(
+                    "--config",
+                    format!("expected a readable TOML file, but {} does not exist", file.display()),
+                )]);
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        None if Path::new("config/default.toml").is_file() => figment = figment.merge(Toml::file_exact("config/default.toml")),
+        None if Path::new("config/default.toml").is_file() => {
+            figment = figment.merge(Toml::file_exact("config/default.toml"))
+        }
         None => {}
     }
     let profile_file = Path::new("config").join(format!("{}.toml", profile.name));
@@ -166,20 +208,35 @@ fn read_layers(sources: &Sources, profile: &RunProfile, plugins: &[Box<dyn DynPl
         figment = figment.merge(Toml::file_exact(profile_file));
     }
     figment = figment.merge(Serialized::defaults(alias_layer(plugins)));
-    figment = figment.merge(
-        Env::prefixed("CONFAB_").split("__").filter(|k| {
-            let k = k.as_str().to_ascii_lowercase();
-            k != "profile" && !k.starts_with("test_")
-        }),
-    );
+    figment = figment.merge(Env::prefixed("CONFAB_").split("__").filter(|k| {
+        let k = k.as_str().to_ascii_lowercase();
+        k != "profile" && !k.starts_with("test_")
+    }));
     let mut value: Value = match figment.extract::<Value>() {
         Ok(v) => v,
         Err(errors) => {
             return Err(errors
                 .into_iter()
                 .map(|e| {
-                    let source = e.metadata.as_ref().and_then(|m| m.source.as_ref()).map(|s| s.to_string()).unwrap_or_default();
-                    problem(&e.path.join("."), format!("{} {}", e.kind, if source.is_empty() { String::new() } else { format!("(in {source})") }).trim())
+                    let source = e
+                        .metadata
+                        .as_ref()
+                        .and_then(|m| m.source.as_ref())
+                        .map(|s| s.to_string())
+                        .unwrap_or_default();
+                    problem(
+                        &e.path.join("."),
+                        format!(
+                            "{} {}",
+                            e.kind,
+                            if source.is_empty() {
+                                String::new()
+                            } else {
+                                format!("(in {source})")
+                            }
+                        )
+                        .trim(),
+                    )
                 })
                 .collect());
         }
@@ -203,7 +260,10 @@ fn alias_layer(plugins: &[Box<dyn DynPlugin>]) -> Value {
         merge(&mut out, &tree);
     };
     if let Ok(port) = std::env::var("PORT") {
-        set(&["server", "port"], port.parse::<u64>().map(Value::from).unwrap_or(Value::String(port)));
+        set(
+            &["server", "port"],
+            port.parse::<u64>().map(Value::from).unwrap_or(Value::String(port)),
+        );
     }
     if let Ok(uri) = std::env::var("MONGO_URI") {
         set(&["storage", "mongodb", "uri"], Value::String(uri));

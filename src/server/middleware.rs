@@ -22,14 +22,19 @@ pub struct RequestContext {
 
 fn sane_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
-    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))).then(|| s.to_owned())
+    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)))
+        .then(|| s.to_owned())
 }
 
 #[async_trait]
 impl Handler for RequestContext {
     async fn handle(&self, req: &mut Request, depot: &mut Depot, res: &mut Response, ctrl: &mut FlowCtrl) {
         let started = Instant::now();
-        let id = req.headers().get("x-request-id").and_then(sane_request_id).unwrap_or_else(random_token);
+        let id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(sane_request_id)
+            .unwrap_or_else(random_token);
         if let Ok(v) = HeaderValue::from_str(&id) {
             res.headers_mut().insert("x-request-id", v);
         }
@@ -41,7 +46,11 @@ impl Handler for RequestContext {
         span.in_scope(|| tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "request"));
         if let Some(m) = &self.metrics {
             let route = req.matched_path();
-            let route = if route.is_empty() { "unmatched".to_owned() } else { format!("/{route}") };
+            let route = if route.is_empty() {
+                "unmatched".to_owned()
+            } else {
+                format!("/{route}")
+            };
             m.http(&route, req.method().as_str(), status, elapsed);
         }
     }
@@ -59,10 +68,16 @@ impl Handler for SecurityHeaders {
         h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
         h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-site"));
         if self.hsts {
-            h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+            h.insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            );
         }
         ctrl.call_next(req, depot, res).await;
     }
@@ -81,7 +96,12 @@ impl Cors {
         let any = config.cors.allowed_origins.iter().any(|o| o == "*");
         Cors {
             any,
-            origins: config.cors.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_owned()).collect(),
+            origins: config
+                .cors
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_owned())
+                .collect(),
             // A wildcard with credentials would let any site act as the user: never.
             credentials: config.cors.allow_credentials && !any,
             max_age: config.cors.max_age_secs.to_string(),
@@ -96,28 +116,52 @@ impl Cors {
 #[async_trait]
 impl Handler for Cors {
     async fn handle(&self, req: &mut Request, depot: &mut Depot, res: &mut Response, ctrl: &mut FlowCtrl) {
-        let origin = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned);
-        res.headers_mut().append(header::VARY, HeaderValue::from_static("Origin"));
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .map(str::to_owned);
+        res.headers_mut()
+            .append(header::VARY, HeaderValue::from_static("Origin"));
         let Some(origin) = origin.filter(|o| self.allowed(o)) else {
             ctrl.call_next(req, depot, res).await;
             return;
         };
         let h = res.headers_mut();
-        let allow = if self.any && !self.credentials { HeaderValue::from_static("*") } else { HeaderValue::from_str(&origin).unwrap_or(HeaderValue::from_static("null")) };
+        let allow = if self.any && !self.credentials {
+            HeaderValue::from_static("*")
+        } else {
+            HeaderValue::from_str(&origin).unwrap_or(HeaderValue::from_static("null"))
+        };
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
         if self.credentials {
-            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
         }
-        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("x-request-id, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset"));
-        let preflight = req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(
+                "x-request-id, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset",
+            ),
+        );
+        let preflight =
+            req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if !preflight {
             ctrl.call_next(req, depot, res).await;
             return;
         }
         let requested = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
         let h = res.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.unwrap_or(HeaderValue::from_static("authorization, content-type")));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            requested.unwrap_or(HeaderValue::from_static("authorization, content-type")),
+        );
         if let Ok(v) = HeaderValue::from_str(&self.max_age) {
             h.insert(header::ACCESS_CONTROL_MAX_AGE, v);
         }

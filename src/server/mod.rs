@@ -8,12 +8,12 @@ pub mod socket;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use confab_sdk::health::HealthCheck;
-use salvo::catcher::Catcher;
-use salvo::prelude::*;
 use crate::cluster::SocketLayer;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use confab_sdk::health::HealthCheck;
+use salvo::catcher::Catcher;
+use salvo::prelude::*;
 
 pub struct HttpParts {
     pub routes: Vec<Router>,
@@ -33,7 +33,10 @@ async fn socket_io_goal() {}
 pub fn service(config: &Config, parts: HttpParts) -> Service {
     let mut router = Router::new()
         .push(Router::with_path("health").get(routes::health))
-        .push(Router::with_path("ready").get(routes::Ready { checks: parts.checks, draining: parts.draining }));
+        .push(Router::with_path("ready").get(routes::Ready {
+            checks: parts.checks,
+            draining: parts.draining,
+        }));
     if config.server.metrics {
         router = router.push(Router::with_path("metrics").get(routes::MetricsRoute(parts.metrics.clone())));
     }
@@ -56,7 +59,9 @@ pub fn service(config: &Config, parts: HttpParts) -> Service {
             metrics: config.server.metrics.then(|| parts.metrics.clone()),
             body_limit: config.server.body_limit,
         })
-        .hoop(middleware::SecurityHeaders { hsts: config.profile.is_production() })
+        .hoop(middleware::SecurityHeaders {
+            hsts: config.profile.is_production(),
+        })
         .hoop(middleware::Cors::new(&config.server))
         .catcher(Catcher::new(routes::json_errors))
 }

@@ -26,7 +26,9 @@ pub struct Ready {
 impl Handler for Ready {
     async fn handle(&self, _req: &mut Request, _depot: &mut Depot, res: &mut Response, _ctrl: &mut FlowCtrl) {
         let results = futures_util::future::join_all(self.checks.iter().map(|c| async move {
-            let r = tokio::time::timeout(std::time::Duration::from_secs(2), c.check()).await.unwrap_or_else(|_| Err("timed out after 2 s".into()));
+            let r = tokio::time::timeout(std::time::Duration::from_secs(2), c.check())
+                .await
+                .unwrap_or_else(|_| Err("timed out after 2 s".into()));
             (c.name().to_owned(), r)
         }))
         .await;
@@ -64,7 +66,8 @@ pub struct MetricsRoute(pub Arc<Metrics>);
 #[async_trait]
 impl Handler for MetricsRoute {
     async fn handle(&self, _req: &mut Request, _depot: &mut Depot, res: &mut Response, _ctrl: &mut FlowCtrl) {
-        res.add_header("content-type", "text/plain; version=0.0.4; charset=utf-8", true).ok();
+        res.add_header("content-type", "text/plain; version=0.0.4; charset=utf-8", true)
+            .ok();
         res.render(self.0.render());
     }
 }
@@ -77,13 +80,21 @@ pub async fn json_errors(req: &mut Request, res: &mut Response, ctrl: &mut FlowC
     let path = req.uri().path().to_owned();
     let err = match status {
         StatusCode::NOT_FOUND => ApiError::not_found(format!("no route for {} {path}", req.method())),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ApiError::new(ErrorCode::NotFound, format!("method {} is not allowed on {path}", req.method())).with_status(status)
-        }
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            ErrorCode::NotFound,
+            format!("method {} is not allowed on {path}", req.method()),
+        )
+        .with_status(status),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::validation("content-type", "unsupported media type").with_status(status),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::validation("content-type", "unsupported media type").with_status(status)
+        }
         s if s.is_server_error() => ApiError::new(ErrorCode::Internal, "internal server error").with_status(s),
-        s => ApiError::new(ErrorCode::ValidationFailed, s.canonical_reason().unwrap_or("bad request").to_lowercase()).with_status(s),
+        s => ApiError::new(
+            ErrorCode::ValidationFailed,
+            s.canonical_reason().unwrap_or("bad request").to_lowercase(),
+        )
+        .with_status(s),
     };
     res.render(err);
     ctrl.skip_rest();

@@ -9,15 +9,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use confab_sdk::auth::Principal;
 use confab_sdk::error::{ApiError, ErrorCode};
-use confab_sdk::realtime::{Ack, ConnectMiddleware, Emitter, EventHandler, Handshake, SocketCtx, SocketHook, SocketOps, user_room};
+use confab_sdk::realtime::{
+    Ack, ConnectMiddleware, Emitter, EventHandler, Handshake, SocketCtx, SocketHook, SocketOps, user_room,
+};
 use futures_util::FutureExt;
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::{Adapter, LocalAdapter};
-use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::Socket;
+use socketioxide_core::adapter::DefinedAdapter;
 
 use crate::metrics::Metrics;
 
@@ -47,9 +49,16 @@ struct AckInfo<A: Adapter> {
 
 impl<A: Adapter> FromMessageParts<A> for AckInfo<A> {
     type Error = Infallible;
-    fn from_message_parts(s: &Arc<Socket<A>>, v: &mut socketioxide::handler::Value, ack_id: &Option<i64>) -> Result<Self, Infallible> {
+    fn from_message_parts(
+        s: &Arc<Socket<A>>,
+        v: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
         let sender = AckSender::from_message_parts(s, v, ack_id)?;
-        Ok(AckInfo { sender, wanted: ack_id.is_some() })
+        Ok(AckInfo {
+            sender,
+            wanted: ack_id.is_some(),
+        })
     }
 }
 
@@ -76,7 +85,10 @@ impl<A: Adapter> SocketOps for AdapterSocket<A> {
 }
 
 fn ctx<A: Adapter>(s: &SocketRef<A>, state: &SocketState) -> SocketCtx {
-    SocketCtx { socket: Arc::new(AdapterSocket(s.clone())), principal: state.principal.clone() }
+    SocketCtx {
+        socket: Arc::new(AdapterSocket(s.clone())),
+        principal: state.principal.clone(),
+    }
 }
 
 /// Installs the `/` namespace on `io`. Returns the adapter's initialisation (a ready
@@ -90,14 +102,20 @@ pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHo
                 Ok(v @ Value::Object(_)) => v,
                 _ => Value::Object(Default::default()),
             };
-            let handshake = Arc::new(Handshake { auth, headers: s.req_parts().headers.clone() });
+            let handshake = Arc::new(Handshake {
+                auth,
+                headers: s.req_parts().headers.clone(),
+            });
             let mut principal = None;
             for m in &host.middleware {
                 if let Some(p) = m(handshake.clone()).await? {
                     principal = Some(Arc::new(p));
                 }
             }
-            let state = SocketState { principal, in_flight: Arc::new(AtomicUsize::new(0)) };
+            let state = SocketState {
+                principal,
+                in_flight: Arc::new(AtomicUsize::new(0)),
+            };
             // Everything an event needs is set up here, before socketioxide answers the
             // handshake: its connect handler is spawned after the answer, and a client may
             // emit the moment it is connected.
@@ -127,9 +145,11 @@ pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHo
 
 fn register_handlers<A: Adapter>(s: &SocketRef<A>, host: &Arc<SocketHost>) {
     let dispatch_host = host.clone();
-    s.on_fallback(move |s: SocketRef<A>, Event(event): Event, ack: AckInfo<A>, TryData(data): TryData<Value>| {
-        dispatch(&dispatch_host, s, event, ack, data)
-    });
+    s.on_fallback(
+        move |s: SocketRef<A>, Event(event): Event, ack: AckInfo<A>, TryData(data): TryData<Value>| {
+            dispatch(&dispatch_host, s, event, ack, data)
+        },
+    );
     let disconnect_host = host.clone();
     s.on_disconnect(move |s: SocketRef<A>| {
         let host = disconnect_host.clone();
@@ -161,7 +181,8 @@ fn dispatch<A: Adapter>(
     let c = ctx(&s, &state);
     let wanted = ack.wanted;
     let sender = ack.sender;
-    let ack = Ack::new(wanted.then(|| Box::new(move |v: Value| drop(sender.send(&v))) as Box<dyn FnOnce(Value) + Send>));
+    let ack =
+        Ack::new(wanted.then(|| Box::new(move |v: Value| drop(sender.send(&v))) as Box<dyn FnOnce(Value) + Send>));
     let Some(handler) = host.events.get(&event) else {
         if ack.wanted() {
             ack.fail(&c, &ApiError::not_found(format!("unknown event `{event}`")));
@@ -171,14 +192,23 @@ fn dispatch<A: Adapter>(
     let data = match data {
         Ok(d) => d,
         Err(e) => {
-            ack.fail(&c, &ApiError::validation("payload", format!("cannot decode the event payload: {e}")));
+            ack.fail(
+                &c,
+                &ApiError::validation("payload", format!("cannot decode the event payload: {e}")),
+            );
             return async {}.boxed();
         }
     };
     // Bounded work per socket: a client cannot queue unbounded events on the server.
     if state.in_flight.fetch_add(1, Ordering::AcqRel) >= host.max_in_flight {
         state.in_flight.fetch_sub(1, Ordering::AcqRel);
-        ack.fail(&c, &ApiError::new(ErrorCode::Unavailable, "too many events in flight on this socket; wait for acks"));
+        ack.fail(
+            &c,
+            &ApiError::new(
+                ErrorCode::Unavailable,
+                "too many events in flight on this socket; wait for acks",
+            ),
+        );
         return async {}.boxed();
     }
     let fut = handler(c, data, ack);

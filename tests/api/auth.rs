@@ -62,15 +62,7 @@ pub async fn register(s: &Server, client: &reqwest::Client, username: &str) -> A
 }
 
 async fn me_with_token(s: &Server, token: &str) -> (u16, Value) {
-    json(
-        bare()
-            .get(s.url("/auth/me"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    json(bare().get(s.url("/auth/me")).bearer_auth(token).send().await.unwrap()).await
 }
 
 async fn me_with_cookie(s: &Server, cookie: &str) -> (u16, Value) {
@@ -149,10 +141,7 @@ async fn register_returns_201_with_token_user_and_session_cookie() {
     assert_eq!(body["user"]["username"], name.as_str());
     assert_eq!(body["user"]["displayName"], "Régine", "trimmed");
     let id = body["user"]["id"].as_str().unwrap();
-    assert!(
-        id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()),
-        "{id}"
-    );
+    assert!(id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
     assert_eq!(
         body["user"].as_object().unwrap().len(),
         3,
@@ -179,10 +168,7 @@ async fn register_returns_201_with_token_user_and_session_cookie() {
     let claims = jwt_part(token, 1);
     assert_eq!(claims["sub"], id);
     assert_eq!(claims["username"], name.as_str());
-    assert_eq!(
-        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
-        3600
-    );
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
     assert_eq!(
         (claims["iss"].as_str(), claims["aud"].as_str()),
         (Some("confab"), Some("confab"))
@@ -204,24 +190,12 @@ async fn register_names_each_invalid_field() {
         (json!({"password": PASSWORD}), "username"),
         (json!({"username": 42, "password": PASSWORD}), "username"),
         (json!({"username": "ab", "password": PASSWORD}), "username"),
-        (
-            json!({"username": "x".repeat(33), "password": PASSWORD}),
-            "username",
-        ),
-        (
-            json!({"username": "has space", "password": PASSWORD}),
-            "username",
-        ),
-        (
-            json!({"username": "émile", "password": PASSWORD}),
-            "username",
-        ),
+        (json!({"username": "x".repeat(33), "password": PASSWORD}), "username"),
+        (json!({"username": "has space", "password": PASSWORD}), "username"),
+        (json!({"username": "émile", "password": PASSWORD}), "username"),
         (json!({"username": ok}), "password"),
         (json!({"username": ok, "password": "short"}), "password"),
-        (
-            json!({"username": ok, "password": "x".repeat(257)}),
-            "password",
-        ),
+        (json!({"username": ok, "password": "x".repeat(257)}), "password"),
         (
             json!({"username": ok, "password": PASSWORD, "displayName": "   "}),
             "displayName",
@@ -236,15 +210,7 @@ async fn register_names_each_invalid_field() {
         ),
     ];
     for (body, field) in cases {
-        let (status, err) = json(
-            bare()
-                .post(s.url("/auth/register"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, err) = json(bare().post(s.url("/auth/register")).json(&body).send().await.unwrap()).await;
         assert_eq!(status, 400, "{body} -> {err}");
         assert_eq!(err["code"], "validation_failed", "{err}");
         assert_eq!(err["field"], field, "{body} -> {err}");
@@ -261,15 +227,7 @@ async fn duplicate_usernames_conflict_whatever_the_case() {
     register(&s, &bare(), &name).await;
     for variant in [name.clone(), name.to_lowercase(), name.to_uppercase()] {
         let body = json!({"username": variant, "password": PASSWORD});
-        let (status, err) = json(
-            bare()
-                .post(s.url("/auth/register"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, err) = json(bare().post(s.url("/auth/register")).json(&body).send().await.unwrap()).await;
         assert_eq!(status, 409, "{variant}: {err}");
         assert_eq!(err["code"], "conflict");
         assert_eq!(err["field"], "username");
@@ -295,36 +253,17 @@ async fn login_returns_a_fresh_token_and_session() {
     assert_ne!(body["token"], acc.token.as_str());
     assert_ne!(cookie, acc.cookie, "a fresh session id at every login");
     assert_eq!(me_with_cookie(&s, &cookie).await.0, 200);
-    assert_eq!(
-        me_with_cookie(&s, &acc.cookie).await.0,
-        200,
-        "other sessions live on"
-    );
+    assert_eq!(me_with_cookie(&s, &acc.cookie).await.0, 200, "other sessions live on");
 
     for (body, field) in [
         (json!({"password": PASSWORD}), "username"),
         (json!({"username": name}), "password"),
         (json!({"username": "", "password": PASSWORD}), "username"),
         (json!({"username": name, "password": ""}), "password"),
-        (
-            json!({"username": name, "password": "x".repeat(257)}),
-            "password",
-        ),
+        (json!({"username": name, "password": "x".repeat(257)}), "password"),
     ] {
-        let (status, err) = json(
-            bare()
-                .post(s.url("/auth/login"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(
-            (status, err["field"].as_str()),
-            (400, Some(field)),
-            "{body} -> {err}"
-        );
+        let (status, err) = json(bare().post(s.url("/auth/login")).json(&body).send().await.unwrap()).await;
+        assert_eq!((status, err["field"].as_str()), (400, Some(field)), "{body} -> {err}");
     }
 }
 
@@ -395,11 +334,9 @@ async fn me_refuses_missing_garbage_tampered_and_foreign_tokens() {
     );
 
     // Signed by another server's key: same kid, other secret; and an unknown kid.
-    let other = Server::start_with(StartOptions::new("").env(
-        "CONFAB_AUTH__JWT__SECRET",
-        "another-secret-entirely-0123456789",
-    ))
-    .await;
+    let other =
+        Server::start_with(StartOptions::new("").env("CONFAB_AUTH__JWT__SECRET", "another-secret-entirely-0123456789"))
+            .await;
     let foreign = register(&other, &bare(), &unique("foreign")).await;
     assert_unauthorized(&me_with_token(&s, &foreign.token).await, "invalid token");
     let rotated = "[[auth.jwt.keys]]\nkid = \"elsewhere\"\nsecret = \"yet-another-secret-0123456789abcdef\"\n";
@@ -451,10 +388,7 @@ async fn logout_kills_the_cookie_and_the_token() {
     assert!(r.bytes().await.unwrap().is_empty());
 
     assert_unauthorized(&me_with_token(&s, &acc.token).await, "token revoked");
-    assert_unauthorized(
-        &me_with_cookie(&s, &acc.cookie).await,
-        "session expired or invalid",
-    );
+    assert_unauthorized(&me_with_cookie(&s, &acc.cookie).await, "session expired or invalid");
     // The browser-like client dropped the cookie.
     assert_unauthorized(
         &json(s.http.get(s.url("/auth/me")).send().await.unwrap()).await,
@@ -487,10 +421,7 @@ async fn logout_kills_the_cookie_and_the_token() {
         .unwrap();
     let (status, body) = json(r).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        me_with_token(&s, body["token"].as_str().unwrap()).await.0,
-        200
-    );
+    assert_eq!(me_with_token(&s, body["token"].as_str().unwrap()).await.0, 200);
 }
 
 #[tokio::test]
@@ -504,10 +435,7 @@ async fn logout_with_the_cookie_alone_ends_that_session_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_unauthorized(
-        &me_with_cookie(&s, &acc.cookie).await,
-        "session expired or invalid",
-    );
+    assert_unauthorized(&me_with_cookie(&s, &acc.cookie).await, "session expired or invalid");
     assert_eq!(
         me_with_token(&s, &acc.token).await.0,
         200,
@@ -523,10 +451,7 @@ async fn expired_tokens_are_refused() {
     let s = Server::start_with(opts).await;
     let acc = register(&s, &bare(), &unique("exp")).await;
     let claims = jwt_part(&acc.token, 1);
-    assert_eq!(
-        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
-        1
-    );
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 1);
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     assert_unauthorized(&me_with_token(&s, &acc.token).await, "token expired");
     // The session is not bound to the token's lifetime.
@@ -535,14 +460,10 @@ async fn expired_tokens_are_refused() {
 
 #[tokio::test]
 async fn idle_sessions_expire() {
-    let s =
-        Server::start_with(StartOptions::new("").env("CONFAB_AUTH__SESSION__IDLE_SECS", "1")).await;
+    let s = Server::start_with(StartOptions::new("").env("CONFAB_AUTH__SESSION__IDLE_SECS", "1")).await;
     let acc = register(&s, &bare(), &unique("idle")).await;
     tokio::time::sleep(Duration::from_millis(1_600)).await;
-    assert_unauthorized(
-        &me_with_cookie(&s, &acc.cookie).await,
-        "session expired or invalid",
-    );
+    assert_unauthorized(&me_with_cookie(&s, &acc.cookie).await, "session expired or invalid");
     assert_eq!(
         me_with_token(&s, &acc.token).await.0,
         200,
@@ -552,9 +473,7 @@ async fn idle_sessions_expire() {
 
 fn keys_toml(keys: &[(&str, &str)]) -> String {
     keys.iter()
-        .map(|(kid, secret)| {
-            format!("[[auth.jwt.keys]]\nkid = \"{kid}\"\nsecret = \"{secret}\"\n\n")
-        })
+        .map(|(kid, secret)| format!("[[auth.jwt.keys]]\nkid = \"{kid}\"\nsecret = \"{secret}\"\n\n"))
         .collect()
 }
 
@@ -629,20 +548,10 @@ async fn production_refuses_default_or_short_secrets() {
     );
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(
-        text.contains("auth.jwt.secret") && text.contains("32"),
-        "{text}"
-    );
+    assert!(text.contains("auth.jwt.secret") && text.contains("32"), "{text}");
 
-    let toml = keys_toml(&[
-        ("a", "a-long-enough-secret-0123456789abcdef"),
-        ("b", "short"),
-    ]);
-    let out = run_cli(
-        &["config", "check", "--config", "confab.toml"],
-        &toml,
-        &prod,
-    );
+    let toml = keys_toml(&[("a", "a-long-enough-secret-0123456789abcdef"), ("b", "short")]);
+    let out = run_cli(&["config", "check", "--config", "confab.toml"], &toml, &prod);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("auth.jwt.keys[1].secret"), "{text}");
@@ -656,11 +565,7 @@ async fn production_refuses_default_or_short_secrets() {
             ("JWT_SECRET", "a-long-enough-secret-0123456789abcdef"),
         ],
     );
-    assert!(
-        !output_text(&out).contains("auth.jwt.secret"),
-        "{}",
-        output_text(&out)
-    );
+    assert!(!output_text(&out).contains("auth.jwt.secret"), "{}", output_text(&out));
 
     // `serve` refuses to boot too.
     let err = Server::try_start(StartOptions::new("").env("CONFAB_PROFILE", "production"))

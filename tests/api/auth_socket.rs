@@ -21,11 +21,7 @@ enum Outcome {
 
 fn payload_text(p: &Payload) -> String {
     match p {
-        Payload::Text(values) => values
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join(" "),
+        Payload::Text(values) => values.iter().map(Value::to_string).collect::<Vec<_>>().join(" "),
         Payload::Binary(b) => format!("<{} bytes>", b.len()),
         #[allow(deprecated)]
         Payload::String(s) => s.clone(),
@@ -95,8 +91,7 @@ async fn connects_with_auth_token() {
 async fn connects_with_authorization_header() {
     let s = Server::start("").await;
     let acc = register(&s, &bare(), &unique("sock")).await;
-    assert_connects(client(&s).opening_header("Authorization", format!("Bearer {}", acc.token)))
-        .await;
+    assert_connects(client(&s).opening_header("Authorization", format!("Bearer {}", acc.token))).await;
 }
 
 #[tokio::test]
@@ -112,11 +107,7 @@ async fn refused_handshakes_get_connect_error_with_the_reason() {
     let acc = register(&s, &bare(), &unique("sock")).await;
 
     assert_refused(client(&s), "authentication required").await;
-    assert_refused(
-        client(&s).auth(json!({"token": "garbage"})),
-        "invalid token",
-    )
-    .await;
+    assert_refused(client(&s).auth(json!({"token": "garbage"})), "invalid token").await;
     assert_refused(client(&s).auth(json!({"token": 42})), "invalid token").await;
     assert_refused(
         client(&s).opening_header("Authorization", "Bearer a.b.c"),
@@ -138,11 +129,7 @@ async fn refused_handshakes_get_connect_error_with_the_reason() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_refused(
-        client(&s).auth(json!({"token": acc.token})),
-        "token revoked",
-    )
-    .await;
+    assert_refused(client(&s).auth(json!({"token": acc.token})), "token revoked").await;
     assert_refused(
         client(&s).opening_header("Cookie", acc.cookie.clone()),
         "session expired or invalid",
@@ -158,9 +145,5 @@ async fn expired_tokens_are_refused_at_the_handshake() {
     let s = Server::start_with(opts).await;
     let acc = register(&s, &bare(), &unique("sock")).await;
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    assert_refused(
-        client(&s).auth(json!({"token": acc.token})),
-        "token expired",
-    )
-    .await;
+    assert_refused(client(&s).auth(json!({"token": acc.token})), "token expired").await;
 }

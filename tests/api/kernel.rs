@@ -22,12 +22,24 @@ fn assert_error(body: &Value, code: &str) {
 async fn health_ready_and_request_ids() {
     let s = Server::start("").await;
     let r = s.http.get(s.url("/health")).send().await.unwrap();
-    let id = r.headers().get("x-request-id").expect("request id").to_str().unwrap().to_owned();
+    let id = r
+        .headers()
+        .get("x-request-id")
+        .expect("request id")
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(id.len(), 32);
     assert_eq!(r.headers().get("x-content-type-options").unwrap(), "nosniff");
     assert_eq!(json(r).await, (200, serde_json::json!({"status": "ok"})));
 
-    let r = s.http.get(s.url("/ready")).header("x-request-id", "trace-42").send().await.unwrap();
+    let r = s
+        .http
+        .get(s.url("/ready"))
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers().get("x-request-id").unwrap(), "trace-42");
     let (status, body) = json(r).await;
     assert_eq!(status, 200);
@@ -40,8 +52,16 @@ async fn health_ready_and_request_ids() {
 #[tokio::test]
 async fn fresh_run_creates_the_database_and_sigterm_exits_zero() {
     let dir = tempfile::TempDir::new().unwrap();
-    let s = Server::start_with(StartOptions::new("").data_dir(dir.path()).env("CONFAB_STORAGE__SQLITE__PATH", "data/confab.db")).await;
-    assert!(dir.path().join("data/confab.db").is_file(), "data/confab.db not created");
+    let s = Server::start_with(
+        StartOptions::new("")
+            .data_dir(dir.path())
+            .env("CONFAB_STORAGE__SQLITE__PATH", "data/confab.db"),
+    )
+    .await;
+    assert!(
+        dir.path().join("data/confab.db").is_file(),
+        "data/confab.db not created"
+    );
     let status = s.stop().await;
     assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
 }
@@ -57,14 +77,28 @@ async fn errors_are_json_for_404_405_bad_json_and_oversized_bodies() {
     assert_eq!(status, 405);
     assert_error(&body, "not_found");
 
-    let bad = s.http.post(s.url("/auth/login")).header("content-type", "application/json").body("{\"username\": ").send().await.unwrap();
+    let bad = s
+        .http
+        .post(s.url("/auth/login"))
+        .header("content-type", "application/json")
+        .body("{\"username\": ")
+        .send()
+        .await
+        .unwrap();
     let (status, body) = json(bad).await;
     assert_eq!(status, 400);
     assert_error(&body, "validation_failed");
     assert_eq!(body["field"], "body");
 
     let huge = format!("{{\"username\": \"{}\", \"password\": \"x\"}}", "a".repeat(4096));
-    let r = s.http.post(s.url("/auth/register")).header("content-type", "application/json").body(huge).send().await.unwrap();
+    let r = s
+        .http
+        .post(s.url("/auth/register"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
     let (status, body) = json(r).await;
     assert_eq!(status, 413);
     assert_error(&body, "payload_too_large");
@@ -87,33 +121,53 @@ async fn a_disabled_plugin_contributes_no_routes() {
 
 #[tokio::test]
 async fn environment_overrides_the_file() {
-    let s = Server::start_with(StartOptions::new("[docs]\nenabled = false\n").env("CONFAB_DOCS__ENABLED", "true")).await;
+    let s =
+        Server::start_with(StartOptions::new("[docs]\nenabled = false\n").env("CONFAB_DOCS__ENABLED", "true")).await;
     assert_eq!(s.http.get(s.url("/openapi.json")).send().await.unwrap().status(), 200);
 
-    let out = run_cli(&["config", "show", "--config", "confab.toml"], "[server]\nport = 4000\n", &[("CONFAB_SERVER__PORT", "4100")]);
+    let out = run_cli(
+        &["config", "show", "--config", "confab.toml"],
+        "[server]\nport = 4000\n",
+        &[("CONFAB_SERVER__PORT", "4100")],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("port = 4100"), "{text}");
     // The old backend's PORT is an alias below CONFAB_ variables.
     let out = run_cli(&["config", "show", "--config", "confab.toml"], "", &[("PORT", "4555")]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("port = 4555"));
-    let out = run_cli(&["config", "show", "--config", "confab.toml"], "", &[("PORT", "4555"), ("CONFAB_SERVER__PORT", "4556")]);
+    let out = run_cli(
+        &["config", "show", "--config", "confab.toml"],
+        "",
+        &[("PORT", "4555"), ("CONFAB_SERVER__PORT", "4556")],
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("port = 4556"));
 }
 
 #[tokio::test]
 async fn config_check_lists_every_bad_key_without_a_backtrace() {
     let toml = "[server]\nport = \"high\"\nprot = 1\n\n[log]\nformat = \"xml\"\n\n[bogus]\nx = 1\n\n[docs]\nenabled = \"yes\"\n";
-    let out = run_cli(&["config", "check", "--config", "confab.toml"], toml, &[("RUST_BACKTRACE", "1")]);
+    let out = run_cli(
+        &["config", "check", "--config", "confab.toml"],
+        toml,
+        &[("RUST_BACKTRACE", "1")],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     for key in ["server.port:", "server.prot:", "log.format:", "bogus:", "docs.enabled:"] {
-        assert!(err.lines().any(|l| l.trim_start().starts_with(key)), "no line for {key} in:\n{err}");
+        assert!(
+            err.lines().any(|l| l.trim_start().starts_with(key)),
+            "no line for {key} in:\n{err}"
+        );
     }
     assert!(err.contains("u16"), "says what was expected:\n{err}");
     assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
 
-    let out = run_cli(&["config", "check", "--config", "confab.toml"], "[server]\nport = 8080\n", &[]);
+    let out = run_cli(
+        &["config", "check", "--config", "confab.toml"],
+        "[server]\nport = 8080\n",
+        &[],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // `serve` refuses the same file with the same status.
@@ -126,7 +180,14 @@ async fn config_check_lists_every_bad_key_without_a_backtrace() {
 
 #[tokio::test]
 async fn config_show_masks_secrets() {
-    let out = run_cli(&["config", "show"], "", &[("JWT_SECRET", "a-very-secret-value-nobody-may-see"), ("MONGO_URI", "mongodb://admin:hunter2@db:27017")]);
+    let out = run_cli(
+        &["config", "show"],
+        "",
+        &[
+            ("JWT_SECRET", "a-very-secret-value-nobody-may-see"),
+            ("MONGO_URI", "mongodb://admin:hunter2@db:27017"),
+        ],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("a-very-secret-value"), "{text}");
@@ -143,8 +204,14 @@ async fn metrics_count_requests_and_can_be_switched_off() {
     let r = s.http.get(s.url("/metrics")).send().await.unwrap();
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = r.text().await.unwrap();
-    assert!(text.contains("confab_http_requests_total{route=\"/health\",method=\"GET\",status=\"200\"} 3"), "{text}");
-    assert!(text.contains("confab_http_request_duration_seconds_bucket{route=\"/health\",le=\"+Inf\"} 3"), "{text}");
+    assert!(
+        text.contains("confab_http_requests_total{route=\"/health\",method=\"GET\",status=\"200\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("confab_http_request_duration_seconds_bucket{route=\"/health\",le=\"+Inf\"} 3"),
+        "{text}"
+    );
     assert!(text.contains("confab_open_sockets 0"));
     assert!(text.contains("confab_storage_commit_seconds_count"));
     drop(s);
@@ -167,13 +234,23 @@ async fn cors_follows_the_config() {
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
     assert_eq!(r.headers()["access-control-allow-credentials"], "true");
-    let r = s.http.get(s.url("/health")).header("origin", "https://evil.example").send().await.unwrap();
+    let r = s
+        .http
+        .get(s.url("/health"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
 
 #[tokio::test]
 async fn a_bad_bind_address_or_port_fails_cleanly() {
-    let out = run_cli(&["config", "check", "--config", "confab.toml"], "[server]\nhost = \"not an ip\"\nport = 70000\n", &[]);
+    let out = run_cli(
+        &["config", "check", "--config", "confab.toml"],
+        "[server]\nhost = \"not an ip\"\nport = 70000\n",
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.host:") && err.contains("server.port:"), "{err}");

@@ -29,7 +29,10 @@ async fn connect(s: &Server, token: &str) -> Client {
         .connect()
         .await
         .expect("connect");
-    tokio::time::timeout(Duration::from_secs(5), rx).await.expect("connected in time").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("connected in time")
+        .unwrap();
     client
 }
 
@@ -59,7 +62,9 @@ async fn an_event_emitted_right_after_connecting_is_handled() {
     // Without waiting for anything but the connect event: handlers must already be there.
     for _ in 0..10 {
         let c = connect(&s, &u.token).await;
-        let ack = ack_once(&c, "sync", json!({"limit": 1})).await.expect("the first event is acked");
+        let ack = ack_once(&c, "sync", json!({"limit": 1}))
+            .await
+            .expect("the first event is acked");
         assert_eq!(ack["ok"], true, "{ack}");
         c.disconnect().await.unwrap();
     }
@@ -73,9 +78,20 @@ async fn unknown_events_are_refused_and_the_socket_stays_usable() {
     let ack = ack_once(&c, "no_such_event", json!({})).await.expect("ack");
     assert_eq!(ack["ok"], false);
     assert_eq!(ack["error"]["code"], "not_found");
-    let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("confab_open_sockets 1"), "{metrics}");
-    assert!(metrics.contains("confab_socket_events_total{event=\"no_such_event\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("confab_socket_events_total{event=\"no_such_event\"} 1"),
+        "{metrics}"
+    );
     let ack = ack_once(&c, "sync", json!({})).await.expect("still answers");
     assert_eq!(ack["ok"], true);
 }
@@ -85,13 +101,30 @@ async fn a_disabled_plugin_has_no_socket_events_and_no_routes() {
     let s = Server::start(&format!("{TOML}\n[chat]\nenabled = false\n")).await;
     let u = register(&s, "nochat").await;
     let c = connect(&s, &u.token).await;
-    let ack = ack_once(&c, "send_message", json!({"receiverId": u.id, "message": "hi"})).await.expect("ack");
+    let ack = ack_once(&c, "send_message", json!({"receiverId": u.id, "message": "hi"}))
+        .await
+        .expect("ack");
     assert_eq!(ack["ok"], false, "{ack}");
     assert_eq!(ack["error"]["code"], "not_found", "{ack}");
-    let r = s.http.get(s.url(&format!("/chats/{}/conversations", u.id))).bearer_auth(&u.token).send().await.unwrap();
+    let r = s
+        .http
+        .get(s.url(&format!("/chats/{}/conversations", u.id)))
+        .bearer_auth(&u.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     // Auth, which chat needed, is still there.
-    assert_eq!(s.http.get(s.url("/auth/me")).bearer_auth(&u.token).send().await.unwrap().status(), 200);
+    assert_eq!(
+        s.http
+            .get(s.url("/auth/me"))
+            .bearer_auth(&u.token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -101,9 +134,16 @@ async fn a_plugin_whose_dependency_is_disabled_stops_the_boot() {
         Err(out) => out,
     };
     assert!(err.starts_with("exit exit status: 2"), "{err}");
-    assert!(err.contains("plugin `chat` needs plugin `auth`, which is disabled"), "{err}");
+    assert!(
+        err.contains("plugin `chat` needs plugin `auth`, which is disabled"),
+        "{err}"
+    );
     // `config check` says the same without serving.
-    let out = crate::support::run_cli(&["config", "check", "--config", "confab.toml"], "[auth]\nenabled = false\n", &[]);
+    let out = crate::support::run_cli(
+        &["config", "check", "--config", "confab.toml"],
+        "[auth]\nenabled = false\n",
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs plugin `auth`"));
     // With chat off as well, the same server boots.

@@ -41,13 +41,7 @@ impl UserStore for Users {
         Ok(rec)
     }
     async fn user_by_id(&self, id: &str) -> StorageResult<Option<UserRecord>> {
-        Ok(self
-            .0
-            .lock()
-            .unwrap()
-            .values()
-            .find(|u| u.id == id)
-            .cloned())
+        Ok(self.0.lock().unwrap().values().find(|u| u.id == id).cloned())
     }
     async fn user_by_username(&self, name: &str) -> StorageResult<Option<UserRecord>> {
         Ok(self.0.lock().unwrap().get(&name.to_lowercase()).cloned())
@@ -94,10 +88,7 @@ impl RevocationStore for Revocations {
 }
 
 fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -133,9 +133,7 @@ impl AuthConfig {
 
     /// Whether the built-in development secret would sign or verify tokens.
     pub fn uses_default_secret(&self) -> bool {
-        self.effective_keys()
-            .iter()
-            .any(|k| k.secret == DEFAULT_SECRET)
+        self.effective_keys().iter().any(|k| k.secret == DEFAULT_SECRET)
     }
 }
 
@@ -189,18 +187,10 @@ impl Section for AuthConfig {
                     format!("`{}` is used by an earlier key", k.kid),
                 ));
             }
-            check_secret(
-                &format!("jwt.keys[{i}].secret"),
-                &k.secret,
-                profile,
-                &mut out,
-            );
+            check_secret(&format!("jwt.keys[{i}].secret"), &k.secret, profile, &mut out);
         }
         if !(1..=366 * 24 * 3600).contains(&jwt.ttl_secs) {
-            out.push(problem(
-                "jwt.ttl_secs",
-                "must be between 1 and 31622400 (a year)",
-            ));
+            out.push(problem("jwt.ttl_secs", "must be between 1 and 31622400 (a year)"));
         }
         if jwt.leeway_secs > 300 {
             out.push(problem("jwt.leeway_secs", "must be at most 300"));
@@ -219,10 +209,7 @@ impl Section for AuthConfig {
         if !(1..=4096).contains(&pw.max_bytes) {
             out.push(problem("password.max_bytes", "must be between 1 and 4096"));
         } else if pw.min_length > pw.max_bytes {
-            out.push(problem(
-                "password.min_length",
-                "must not exceed password.max_bytes",
-            ));
+            out.push(problem("password.min_length", "must not exceed password.max_bytes"));
         }
         if pw.hash_concurrency > 1024 {
             out.push(problem(
@@ -232,15 +219,9 @@ impl Section for AuthConfig {
         }
         let a = &pw.argon2;
         if let Err(e) = argon2::Params::new(a.memory_kib, a.iterations, a.parallelism, None) {
-            out.push(problem(
-                "password.argon2",
-                format!("invalid argon2 parameters: {e}"),
-            ));
+            out.push(problem("password.argon2", format!("invalid argon2 parameters: {e}")));
         } else if u64::from(a.memory_kib) > 4 * 1024 * 1024 {
-            out.push(problem(
-                "password.argon2.memory_kib",
-                "must be at most 4194304 (4 GiB)",
-            ));
+            out.push(problem("password.argon2.memory_kib", "must be at most 4194304 (4 GiB)"));
         } else if a.memory_kib < 8 * a.parallelism {
             out.push(problem(
                 "password.argon2.memory_kib",
@@ -302,9 +283,7 @@ mod tests {
         let p = parse_section::<AuthConfig>("auth", &c, &prod()).unwrap_err();
         assert_eq!(p[0].key, "auth.jwt.secret");
         assert!(p[0].message.contains("at least 32"), "{p:?}");
-        assert!(
-            parse_section::<AuthConfig>("auth", &json!({"jwt": {"secret": ok}}), &prod()).is_ok()
-        );
+        assert!(parse_section::<AuthConfig>("auth", &json!({"jwt": {"secret": ok}}), &prod()).is_ok());
 
         // With keys, the unused `secret` does not matter; each key's secret does.
         let c = json!({"jwt": {"keys": [{"kid": "new", "secret": ok}, {"kid": "old", "secret": "tiny"}]}});

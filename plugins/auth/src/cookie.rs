@@ -52,15 +52,9 @@ mod tests {
             c.session("abc"),
             "confab.sid=abc; Max-Age=604800; Path=/; HttpOnly; SameSite=Lax"
         );
-        assert_eq!(
-            c.clear(),
-            "confab.sid=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
-        );
+        assert_eq!(c.clear(), "confab.sid=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax");
         c.secure = true;
-        assert!(
-            c.session("abc")
-                .ends_with("; HttpOnly; SameSite=Lax; Secure")
-        );
+        assert!(c.session("abc").ends_with("; HttpOnly; SameSite=Lax; Secure"));
         assert!(
             c.clear().ends_with("; Secure"),
             "clearing must match the attributes it clears"

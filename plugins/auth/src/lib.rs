@@ -51,11 +51,7 @@ impl Plugin for AuthPlugin {
         let socket_auth = svc.clone();
         reg.socket_middleware(Arc::new(move |hs: Arc<Handshake>| {
             let auth = socket_auth.clone();
-            Box::pin(async move {
-                auth.authenticate_socket(&hs.auth, &hs.headers)
-                    .await
-                    .map(Some)
-            })
+            Box::pin(async move { auth.authenticate_socket(&hs.auth, &hs.headers).await.map(Some) })
         }));
         reg.openapi(openapi::document(&svc.cookie.name));
         Ok(())
@@ -94,8 +90,7 @@ mod tests {
         };
         let mut services = services();
         let mut out = Contributions::default();
-        let section =
-            serde_json::json!({"password": {"argon2": {"memory_kib": 64, "iterations": 1}}});
+        let section = serde_json::json!({"password": {"argon2": {"memory_kib": 64, "iterations": 1}}});
         let mut reg = Registrar::new("auth", &profile, &mut services, &mut out);
         DynPlugin::build(&AuthPlugin, &section, &mut reg).unwrap();
         assert_eq!(out.routes.len(), 1);
@@ -123,9 +118,6 @@ mod tests {
         let mut out = Contributions::default();
         let mut reg = Registrar::new("auth", &profile, &mut services, &mut out);
         let e = DynPlugin::build(&AuthPlugin, &serde_json::json!({}), &mut reg).unwrap_err();
-        assert!(
-            e.0.contains("plugin auth") && e.0.contains("UserStore"),
-            "{e}"
-        );
+        assert!(e.0.contains("plugin auth") && e.0.contains("UserStore"), "{e}");
     }
 }

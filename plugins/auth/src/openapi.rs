@@ -68,18 +68,11 @@ mod tests {
             "#/components/schemas/User"
         );
         assert_eq!(
-            paths["/auth/login"]["post"]["responses"]["401"]["content"]["application/json"]["schema"]
-                ["$ref"],
+            paths["/auth/login"]["post"]["responses"]["401"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/Error"
         );
         let schemas = &doc["components"]["schemas"];
-        for name in [
-            "User",
-            "Error",
-            "AuthResponse",
-            "RegisterRequest",
-            "LoginRequest",
-        ] {
+        for name in ["User", "Error", "AuthResponse", "RegisterRequest", "LoginRequest"] {
             assert!(schemas[name].is_object(), "schema {name}: {schemas:#}");
         }
         assert_eq!(

@@ -50,8 +50,7 @@ impl Hasher {
             .map_err(|e| format!("auth.password.argon2: invalid argon2 parameters: {e}"))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let dummy_password = confab_sdk::ids::random_token();
-        let dummy = hash_with(&argon, &dummy_password)
-            .map_err(|e| format!("auth: cannot hash passwords: {e}"))?;
+        let dummy = hash_with(&argon, &dummy_password).map_err(|e| format!("auth: cannot hash passwords: {e}"))?;
         Ok(Hasher {
             argon,
             params,
@@ -70,17 +69,11 @@ impl Hasher {
 
     /// Checks `password` against `stored`, or against the dummy hash when there is no user
     /// (the verdict is then always a mismatch, after the same work).
-    pub async fn verify(
-        &self,
-        password: String,
-        stored: Option<String>,
-    ) -> Result<Verdict, ApiError> {
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<Verdict, ApiError> {
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy.clone());
         let params = self.params.clone();
-        let verdict = self
-            .run(move || verify_with(&password, &hash, &params))
-            .await?;
+        let verdict = self.run(move || verify_with(&password, &hash, &params)).await?;
         Ok(if known { verdict } else { Verdict::Mismatch })
     }
 
@@ -155,9 +148,7 @@ fn verify_with(password: &str, hash: &str, current: &Params) -> Verdict {
     } else {
         match PasswordHash::new(hash) {
             // The hash names its own algorithm and parameters; verification follows them.
-            Ok(parsed) => Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok(),
+            Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable password hash in the user store");
                 false
@@ -177,9 +168,7 @@ fn needs_rehash(hash: &str, current: &Params) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else {
         return true;
     };
-    if parsed.algorithm != Algorithm::Argon2id.ident()
-        || parsed.version != Some(Version::V0x13.into())
-    {
+    if parsed.algorithm != Algorithm::Argon2id.ident() || parsed.version != Some(Version::V0x13.into()) {
         return true;
     }
     match Params::try_from(&parsed) {
@@ -217,15 +206,11 @@ mod tests {
         let hash = h.hash("correct horse".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
         assert_eq!(
-            h.verify("correct horse".into(), Some(hash.clone()))
-                .await
-                .unwrap(),
+            h.verify("correct horse".into(), Some(hash.clone())).await.unwrap(),
             Verdict::Match { rehash: false }
         );
         assert_eq!(
-            h.verify("wrong horse".into(), Some(hash.clone()))
-                .await
-                .unwrap(),
+            h.verify("wrong horse".into(), Some(hash.clone())).await.unwrap(),
             Verdict::Mismatch
         );
         assert!(!h.needs_rehash(&hash));
@@ -236,10 +221,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_users_never_match_even_with_the_dummy_password() {
         let h = Hasher::new(&config(64, 1)).unwrap();
-        assert_eq!(
-            h.verify("anything".into(), None).await.unwrap(),
-            Verdict::Mismatch
-        );
+        assert_eq!(h.verify("anything".into(), None).await.unwrap(), Verdict::Mismatch);
         assert!(
             h.dummy.starts_with("$argon2id$v=19$m=64,t=1,p=1$"),
             "the dummy uses the current parameters"
@@ -253,9 +235,7 @@ mod tests {
         let old_hash = old.hash("pw-123456".into()).await.unwrap();
         assert!(new.needs_rehash(&old_hash));
         assert_eq!(
-            new.verify("pw-123456".into(), Some(old_hash))
-                .await
-                .unwrap(),
+            new.verify("pw-123456".into(), Some(old_hash)).await.unwrap(),
             Verdict::Match { rehash: true }
         );
 
@@ -279,15 +259,11 @@ mod tests {
         let b = bcrypt::hash("legacy-pass", 4).unwrap();
         assert!(b.starts_with("$2b$04$"));
         assert_eq!(
-            h.verify("legacy-pass".into(), Some(b.clone()))
-                .await
-                .unwrap(),
+            h.verify("legacy-pass".into(), Some(b.clone())).await.unwrap(),
             Verdict::Match { rehash: true }
         );
         assert_eq!(
-            h.verify("legacy-pasz".into(), Some(b.clone()))
-                .await
-                .unwrap(),
+            h.verify("legacy-pasz".into(), Some(b.clone())).await.unwrap(),
             Verdict::Mismatch
         );
         // bcryptjs writes `$2a$`; PHP wrote `$2y$`. Same algorithm.

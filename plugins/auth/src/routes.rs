@@ -19,13 +19,7 @@ struct Inject(Arc<AuthService>);
 
 #[async_trait]
 impl Handler for Inject {
-    async fn handle(
-        &self,
-        _req: &mut Request,
-        depot: &mut Depot,
-        _res: &mut Response,
-        _ctrl: &mut FlowCtrl,
-    ) {
+    async fn handle(&self, _req: &mut Request, depot: &mut Depot, _res: &mut Response, _ctrl: &mut FlowCtrl) {
         depot.insert_typed(self.0.clone());
     }
 }
@@ -64,12 +58,7 @@ fn no_store(res: &mut Response) {
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
-fn signed_in(
-    svc: &AuthService,
-    res: &mut Response,
-    status: StatusCode,
-    out: SignedIn,
-) -> Result<(), ApiError> {
+fn signed_in(svc: &AuthService, res: &mut Response, status: StatusCode, out: SignedIn) -> Result<(), ApiError> {
     res.headers_mut()
         .append(SET_COOKIE, header(&svc.cookie.session(&out.session_id))?);
     no_store(res);
@@ -190,8 +179,7 @@ pub async fn logout(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     let result = async {
         let svc = service(depot)?;
         svc.logout(req.headers()).await?;
-        res.headers_mut()
-            .append(SET_COOKIE, header(&svc.cookie.clear())?);
+        res.headers_mut().append(SET_COOKIE, header(&svc.cookie.clear())?);
         res.status_code(StatusCode::NO_CONTENT);
         Ok::<_, ApiError>(())
     }
@@ -280,10 +268,7 @@ mod tests {
         for (body, field) in [
             (json!({"password": "password-1"}), "username"),
             (json!({"username": 5, "password": "password-1"}), "username"),
-            (
-                json!({"username": "a b c", "password": "password-1"}),
-                "username",
-            ),
+            (json!({"username": "a b c", "password": "password-1"}), "username"),
             (json!({"username": "abc", "password": "short"}), "password"),
             (
                 json!({"username": "abc", "password": "password-1", "displayName": ""}),

@@ -117,11 +117,7 @@ impl AuthService {
 
     pub async fn register(&self, req: RegisterRequest) -> Result<SignedIn, ApiError> {
         validate::username(&req.username)?;
-        validate::password(
-            &req.password,
-            self.password_min_chars,
-            self.password_max_bytes,
-        )?;
+        validate::password(&req.password, self.password_min_chars, self.password_max_bytes)?;
         let display_name = validate::display_name(req.display_name.as_deref())?;
         // Refuse a taken name before paying for a hash; the store still decides races.
         if self.users.user_by_username(&req.username).await?.is_some() {
@@ -153,10 +149,7 @@ impl AuthService {
         // Unknown users are checked against a dummy hash: same work, same answer.
         let verdict = self
             .hasher
-            .verify(
-                req.password.clone(),
-                user.as_ref().map(|u| u.password_hash.clone()),
-            )
+            .verify(req.password.clone(), user.as_ref().map(|u| u.password_hash.clone()))
             .await?;
         let (Some(user), Verdict::Match { rehash }) = (user, verdict) else {
             return Err(ApiError::unauthorized(BAD_CREDENTIALS));
@@ -224,10 +217,7 @@ impl AuthService {
         {
             // Accepted until exp + leeway, so remembered that long.
             self.revocations
-                .revoke(
-                    &claims.jti,
-                    claims.exp.saturating_add(self.tokens.leeway_secs()),
-                )
+                .revoke(&claims.jti, claims.exp.saturating_add(self.tokens.leeway_secs()))
                 .await?;
         }
         if let Some(id) = cookie(headers, &self.cookie.name).filter(|id| is_session_id(id)) {
@@ -286,11 +276,7 @@ impl Authenticator for AuthService {
     }
 
     /// `auth.token` (with or without a `Bearer ` prefix), then the headers.
-    async fn authenticate_socket(
-        &self,
-        auth: &serde_json::Value,
-        headers: &HeaderMap,
-    ) -> Result<Principal, ApiError> {
+    async fn authenticate_socket(&self, auth: &serde_json::Value, headers: &HeaderMap) -> Result<Principal, ApiError> {
         match auth.get("token") {
             None | Some(serde_json::Value::Null) => self.authenticate(headers).await,
             Some(serde_json::Value::String(t)) => {
@@ -333,10 +319,7 @@ pub(crate) mod tests {
     impl UserStore for MemUsers {
         async fn create_user(&self, u: NewUser) -> StorageResult<UserRecord> {
             let mut all = self.0.lock().unwrap();
-            if all
-                .iter()
-                .any(|x| x.username.eq_ignore_ascii_case(&u.username))
-            {
+            if all.iter().any(|x| x.username.eq_ignore_ascii_case(&u.username)) {
                 return Err(StorageError::Conflict("username taken".into()));
             }
             let rec = UserRecord {
@@ -463,10 +446,7 @@ pub(crate) mod tests {
 
     fn with_cookie(id: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(
-            "cookie",
-            format!("other=1; confab.sid={id}").parse().unwrap(),
-        );
+        h.insert("cookie", format!("other=1; confab.sid={id}").parse().unwrap());
         h
     }
 
@@ -485,23 +465,12 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(login.body.user.id, reg.body.user.id);
-        assert_ne!(
-            login.session_id, reg.session_id,
-            "a fresh session at every login"
-        );
+        assert_ne!(login.session_id, reg.session_id, "a fresh session at every login");
 
-        let p = f
-            .svc
-            .authenticate(&bearer(&login.body.token))
-            .await
-            .unwrap();
+        let p = f.svc.authenticate(&bearer(&login.body.token)).await.unwrap();
         assert_eq!(p.user_id, reg.body.user.id);
         assert!(p.token.is_some() && p.session_id.is_none());
-        let p = f
-            .svc
-            .authenticate(&with_cookie(&login.session_id))
-            .await
-            .unwrap();
+        let p = f.svc.authenticate(&with_cookie(&login.session_id)).await.unwrap();
         assert_eq!(p.session_id.as_deref(), Some(login.session_id.as_str()));
         assert_eq!(f.svc.me(&p).await.unwrap().username, "alice");
     }
@@ -559,9 +528,7 @@ pub(crate) mod tests {
             .create_user(NewUser {
                 username: "legacy".into(),
                 display_name: None,
-                password_hash: bcrypt::hash("old-password", 4)
-                    .unwrap()
-                    .replace("$2b$", "$2a$"),
+                password_hash: bcrypt::hash("old-password", 4).unwrap().replace("$2b$", "$2a$"),
             })
             .await
             .unwrap();
@@ -572,17 +539,8 @@ pub(crate) mod tests {
             })
             .await
             .unwrap();
-        let upgraded = f
-            .users
-            .user_by_id(&legacy.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .password_hash;
-        assert!(
-            upgraded.starts_with("$argon2id$v=19$m=64,t=1,p=1$"),
-            "{upgraded}"
-        );
+        let upgraded = f.users.user_by_id(&legacy.id).await.unwrap().unwrap().password_hash;
+        assert!(upgraded.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{upgraded}");
 
         // The parameters change: the next login re-hashes with the new ones.
         let mut stronger = cheap_config();
@@ -602,17 +560,8 @@ pub(crate) mod tests {
         })
         .await
         .unwrap();
-        let again = f
-            .users
-            .user_by_id(&legacy.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .password_hash;
-        assert!(
-            again.starts_with("$argon2id$v=19$m=128,t=1,p=1$"),
-            "{again}"
-        );
+        let again = f.users.user_by_id(&legacy.id).await.unwrap().unwrap().password_hash;
+        assert!(again.starts_with("$argon2id$v=19$m=128,t=1,p=1$"), "{again}");
         // A wrong password never touches the hash.
         assert!(
             svc2.login(LoginRequest {
@@ -623,12 +572,7 @@ pub(crate) mod tests {
             .is_err()
         );
         assert_eq!(
-            f.users
-                .user_by_id(&legacy.id)
-                .await
-                .unwrap()
-                .unwrap()
-                .password_hash,
+            f.users.user_by_id(&legacy.id).await.unwrap().unwrap().password_hash,
             again
         );
     }
@@ -638,22 +582,11 @@ pub(crate) mod tests {
         let f = fixture(cheap_config());
         let s = f.svc.register(register_req("dave")).await.unwrap();
         let mut both = bearer(&s.body.token);
-        both.insert(
-            "cookie",
-            format!("confab.sid={}", s.session_id).parse().unwrap(),
-        );
+        both.insert("cookie", format!("confab.sid={}", s.session_id).parse().unwrap());
         f.svc.logout(&both).await.unwrap();
-        let e = f
-            .svc
-            .authenticate(&bearer(&s.body.token))
-            .await
-            .unwrap_err();
+        let e = f.svc.authenticate(&bearer(&s.body.token)).await.unwrap_err();
         assert_eq!(e.message, REVOKED);
-        let e = f
-            .svc
-            .authenticate(&with_cookie(&s.session_id))
-            .await
-            .unwrap_err();
+        let e = f.svc.authenticate(&with_cookie(&s.session_id)).await.unwrap_err();
         assert_eq!(e.message, BAD_SESSION);
         // Revoked until exp + leeway.
         let claims = f.svc.tokens.verify(&s.body.token).unwrap();
@@ -673,19 +606,11 @@ pub(crate) mod tests {
         let f = fixture(c);
         let s = f.svc.register(register_req("erin")).await.unwrap();
         assert_eq!(
-            f.svc
-                .authenticate(&bearer("garbage"))
-                .await
-                .unwrap_err()
-                .message,
+            f.svc.authenticate(&bearer("garbage")).await.unwrap_err().message,
             "invalid token"
         );
         assert_eq!(
-            f.svc
-                .authenticate(&HeaderMap::new())
-                .await
-                .unwrap_err()
-                .message,
+            f.svc.authenticate(&HeaderMap::new()).await.unwrap_err().message,
             NO_CREDENTIALS
         );
         assert_eq!(
@@ -698,24 +623,11 @@ pub(crate) mod tests {
         );
         // A bad bearer is not rescued by a good cookie.
         let mut h = bearer("garbage");
-        h.insert(
-            "cookie",
-            format!("confab.sid={}", s.session_id).parse().unwrap(),
-        );
-        assert_eq!(
-            f.svc.authenticate(&h).await.unwrap_err().message,
-            "invalid token"
-        );
+        h.insert("cookie", format!("confab.sid={}", s.session_id).parse().unwrap());
+        assert_eq!(f.svc.authenticate(&h).await.unwrap_err().message, "invalid token");
         f.clock.advance(11_000);
-        let e = f
-            .svc
-            .authenticate(&bearer(&s.body.token))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            (e.message.as_str(), e.status().as_u16()),
-            ("token expired", 401)
-        );
+        let e = f.svc.authenticate(&bearer(&s.body.token)).await.unwrap_err();
+        assert_eq!((e.message.as_str(), e.status().as_u16()), ("token expired", 401));
         assert!(f.clock.now_millis() > 0);
     }
 
@@ -729,14 +641,7 @@ pub(crate) mod tests {
             serde_json::json!({"token": t}),
             serde_json::json!({"token": format!("Bearer {t}")}),
         ] {
-            assert_eq!(
-                f.svc
-                    .authenticate_socket(&auth, &none)
-                    .await
-                    .unwrap()
-                    .username,
-                "frank"
-            );
+            assert_eq!(f.svc.authenticate_socket(&auth, &none).await.unwrap().username, "frank");
         }
         let empty = serde_json::json!({});
         assert!(f.svc.authenticate_socket(&empty, &bearer(t)).await.is_ok());
@@ -759,11 +664,7 @@ pub(crate) mod tests {
             .unwrap_err();
         assert_eq!(e.message, "invalid token", "auth.token comes first");
         assert_eq!(
-            f.svc
-                .authenticate_socket(&empty, &none)
-                .await
-                .unwrap_err()
-                .message,
+            f.svc.authenticate_socket(&empty, &none).await.unwrap_err().message,
             NO_CREDENTIALS
         );
     }
@@ -799,10 +700,7 @@ pub(crate) mod tests {
         ];
         for (req, field) in cases {
             let e = f.svc.register(req).await.err().unwrap();
-            assert_eq!(
-                (e.status().as_u16(), e.field.as_deref()),
-                (400, Some(field))
-            );
+            assert_eq!((e.status().as_u16(), e.field.as_deref()), (400, Some(field)));
         }
     }
 }

@@ -76,10 +76,7 @@ pub struct TokenSettings {
 impl TokenService {
     /// `keys` must not be empty (config validation guarantees it); the first one signs.
     pub fn new(settings: TokenSettings, clock: SharedClock) -> Result<Self, String> {
-        let first = settings
-            .keys
-            .first()
-            .ok_or("auth.jwt.keys: no signing key")?;
+        let first = settings.keys.first().ok_or("auth.jwt.keys: no signing key")?;
         let verifying = settings
             .keys
             .iter()
@@ -96,10 +93,8 @@ impl TokenService {
             signing_kid: first.kid.clone(),
             signing: EncodingKey::from_secret(first.secret.as_bytes()),
             verifying,
-            ttl_secs: i64::try_from(settings.ttl_secs)
-                .map_err(|_| "auth.jwt.ttl_secs: too large")?,
-            leeway_secs: i64::try_from(settings.leeway_secs)
-                .map_err(|_| "auth.jwt.leeway_secs: too large")?,
+            ttl_secs: i64::try_from(settings.ttl_secs).map_err(|_| "auth.jwt.ttl_secs: too large")?,
+            leeway_secs: i64::try_from(settings.leeway_secs).map_err(|_| "auth.jwt.leeway_secs: too large")?,
             issuer: settings.issuer,
             audience: settings.audience,
             validation,
@@ -124,8 +119,7 @@ impl TokenService {
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.signing_kid.clone());
-        let token =
-            jsonwebtoken::encode(&header, &claims, &self.signing).map_err(ApiError::internal)?;
+        let token = jsonwebtoken::encode(&header, &claims, &self.signing).map_err(ApiError::internal)?;
         Ok(Issued { token, claims })
     }
 
@@ -150,12 +144,7 @@ impl TokenService {
             .map_err(|_| TokenError::Invalid)?
             .claims;
         let now_ms = self.clock.now_millis();
-        if now_ms
-            >= claims
-                .exp
-                .saturating_add(self.leeway_secs)
-                .saturating_mul(1000)
-        {
+        if now_ms >= claims.exp.saturating_add(self.leeway_secs).saturating_mul(1000) {
             return Err(TokenError::Expired);
         }
         Ok(claims)
@@ -232,17 +221,11 @@ mod tests {
         let c = clock();
         let before = service(vec![key("old", "secret-old")], c.clone());
         let old_token = before.issue("u", "alice").unwrap().token;
-        let after = service(
-            vec![key("new", "secret-new"), key("old", "secret-old")],
-            c.clone(),
-        );
+        let after = service(vec![key("new", "secret-new"), key("old", "secret-old")], c.clone());
         assert!(after.verify(&old_token).is_ok());
         let new_token = after.issue("u", "alice").unwrap().token;
         assert_eq!(
-            jsonwebtoken::decode_header(&new_token)
-                .unwrap()
-                .kid
-                .as_deref(),
+            jsonwebtoken::decode_header(&new_token).unwrap().kid.as_deref(),
             Some("new")
         );
         // Once the old key is dropped, its tokens are foreign.

@@ -20,9 +20,7 @@ pub fn username(name: &str) -> Result<(), ApiError> {
     {
         return Err(ApiError::validation(
             "username",
-            format!(
-                "contains {c:?}; only letters A-Z and a-z, digits, '_', '.' and '-' are allowed"
-            ),
+            format!("contains {c:?}; only letters A-Z and a-z, digits, '_', '.' and '-' are allowed"),
         ));
     }
     // All characters are ASCII here, so bytes are characters.
@@ -109,16 +107,7 @@ mod tests {
         for ok in ["abc", "Alice_01", "a.b-c", &"x".repeat(32)] {
             assert!(username(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "ab",
-            &"x".repeat(33),
-            "with space",
-            "émile",
-            "a/b",
-            "a@b",
-            "bob\n",
-        ] {
+        for bad in ["", "ab", &"x".repeat(33), "with space", "émile", "a/b", "a@b", "bob\n"] {
             assert_eq!(field(username(bad)).as_deref(), Some("username"), "{bad:?}");
         }
         assert!(username("a b").unwrap_err().message.contains("' '"));
@@ -131,14 +120,8 @@ mod tests {
             password("ééééééé\u{e9}", 8, 256).is_ok(),
             "characters, not bytes, count for the minimum"
         );
-        assert_eq!(
-            field(password("1234567", 8, 256)).as_deref(),
-            Some("password")
-        );
-        assert_eq!(
-            field(password(&"x".repeat(257), 8, 256)).as_deref(),
-            Some("password")
-        );
+        assert_eq!(field(password("1234567", 8, 256)).as_deref(), Some("password"));
+        assert_eq!(field(password(&"x".repeat(257), 8, 256)).as_deref(), Some("password"));
         assert!(password(&"x".repeat(256), 8, 256).is_ok());
         assert_eq!(
             field(password(&"é".repeat(129), 8, 256)).as_deref(),
@@ -150,10 +133,7 @@ mod tests {
     #[test]
     fn display_names() {
         assert_eq!(display_name(None).unwrap(), None);
-        assert_eq!(
-            display_name(Some("  Alice  ")).unwrap().as_deref(),
-            Some("Alice")
-        );
+        assert_eq!(display_name(Some("  Alice  ")).unwrap().as_deref(), Some("Alice"));
         assert!(display_name(Some(&"é".repeat(64))).is_ok());
         for bad in ["", "   ", &"x".repeat(65), "a\u{7}b"] {
             assert_eq!(
@@ -169,9 +149,6 @@ mod tests {
         assert!(login("legacy user", "pw", 256).is_ok());
         assert_eq!(field(login("", "pw", 256)).as_deref(), Some("username"));
         assert_eq!(field(login("u", "", 256)).as_deref(), Some("password"));
-        assert_eq!(
-            field(login("u", &"x".repeat(300), 256)).as_deref(),
-            Some("password")
-        );
+        assert_eq!(field(login("u", &"x".repeat(300), 256)).as_deref(), Some("password"));
     }
 }

@@ -24,11 +24,7 @@ pub trait Authenticator: Send + Sync + 'static {
     /// Authenticates a REST request from its headers (Bearer token or session cookie).
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError>;
     /// Authenticates a socket handshake: `auth.token`, then the headers.
-    async fn authenticate_socket(
-        &self,
-        auth: &serde_json::Value,
-        headers: &HeaderMap,
-    ) -> Result<Principal, ApiError>;
+    async fn authenticate_socket(&self, auth: &serde_json::Value, headers: &HeaderMap) -> Result<Principal, ApiError>;
 }
 
 pub type SharedAuthenticator = Arc<dyn Authenticator>;

@@ -31,7 +31,9 @@ pub struct OffsetClock {
 
 impl OffsetClock {
     pub fn new(offset_ms: i64) -> Self {
-        OffsetClock { offset_ms: AtomicI64::new(offset_ms) }
+        OffsetClock {
+            offset_ms: AtomicI64::new(offset_ms),
+        }
     }
     pub fn advance(&self, ms: i64) {
         self.offset_ms.fetch_add(ms, Ordering::Relaxed);

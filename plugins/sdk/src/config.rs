@@ -63,11 +63,17 @@ pub fn parse_section<C: Section>(prefix: &str, value: &Value, profile: &RunProfi
     let parsed: C = match serde_path_to_error::deserialize(merged) {
         Ok(c) => c,
         Err(e) => {
-            problems.push(ConfigProblem { key: join(prefix, &e.path().to_string()), message: e.inner().to_string() });
+            problems.push(ConfigProblem {
+                key: join(prefix, &e.path().to_string()),
+                message: e.inner().to_string(),
+            });
             return Err(problems);
         }
     };
-    problems.extend(parsed.validate(profile).into_iter().map(|p| ConfigProblem { key: join(prefix, &p.key), message: p.message }));
+    problems.extend(parsed.validate(profile).into_iter().map(|p| ConfigProblem {
+        key: join(prefix, &p.key),
+        message: p.message,
+    }));
     if problems.is_empty() { Ok(parsed) } else { Err(problems) }
 }
 
@@ -76,7 +82,9 @@ fn get_path<'v>(root: &'v Value, path: &[String]) -> Option<&'v Value> {
 }
 
 fn remove_path(root: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = root;
     for k in parents {
         match cur.get_mut(k) {
@@ -106,7 +114,10 @@ fn check_keys<C: Section>(
                     Some(dv) => check_keys::<C>(prefix, root_defaults, v, dv, path, problems),
                     None => problems.push(ConfigProblem {
                         key: join(prefix, &path.join(".")),
-                        message: format!("unknown key (expected one of: {})", d.keys().cloned().collect::<Vec<_>>().join(", ")),
+                        message: format!(
+                            "unknown key (expected one of: {})",
+                            d.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
                     }),
                 }
                 path.pop();
@@ -117,7 +128,10 @@ fn check_keys<C: Section>(
             let mut probe = root_defaults.clone();
             set_path(&mut probe, path, given.clone());
             if let Err(e) = serde_path_to_error::deserialize::<_, C>(probe) {
-                problems.push(ConfigProblem { key: join(prefix, &path.join(".")), message: e.inner().to_string() });
+                problems.push(ConfigProblem {
+                    key: join(prefix, &path.join(".")),
+                    message: e.inner().to_string(),
+                });
             }
         }
     }
@@ -129,7 +143,11 @@ fn set_path(root: &mut Value, path: &[String], v: Value) {
         if !cur.is_object() {
             *cur = Value::Object(Map::new());
         }
-        cur = cur.as_object_mut().expect("object").entry(k.clone()).or_insert(Value::Null);
+        cur = cur
+            .as_object_mut()
+            .expect("object")
+            .entry(k.clone())
+            .or_insert(Value::Null);
     }
     *cur = v;
 }
@@ -183,14 +201,19 @@ mod tests {
     impl Section for Demo {
         fn validate(&self, _: &RunProfile) -> Vec<ConfigProblem> {
             if self.port == 1 {
-                return vec![ConfigProblem { key: "port".into(), message: "must not be 1".into() }];
+                return vec![ConfigProblem {
+                    key: "port".into(),
+                    message: "must not be 1".into(),
+                }];
             }
             vec![]
         }
     }
 
     fn profile() -> RunProfile {
-        RunProfile { name: "development".into() }
+        RunProfile {
+            name: "development".into(),
+        }
     }
 
     #[test]
@@ -198,7 +221,10 @@ mod tests {
         let given = json!({"port": "high", "prot": 1, "inner": {"size": -3, "nmae": "x"}});
         let problems = parse_section::<Demo>("server", &given, &profile()).unwrap_err();
         let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["server.inner.nmae", "server.inner.size", "server.port", "server.prot"]);
+        assert_eq!(
+            keys,
+            ["server.inner.nmae", "server.inner.size", "server.port", "server.prot"]
+        );
         assert!(problems[3].message.contains("unknown key"), "{problems:?}");
         assert!(problems[2].message.contains("u16"), "{problems:?}");
     }
@@ -209,6 +235,12 @@ mod tests {
         assert_eq!(d.inner.size, 3);
         assert_eq!(d.port, 0);
         let p = parse_section::<Demo>("s", &json!({"port": 1}), &profile()).unwrap_err();
-        assert_eq!(p, vec![ConfigProblem { key: "s.port".into(), message: "must not be 1".into() }]);
+        assert_eq!(
+            p,
+            vec![ConfigProblem {
+                key: "s.port".into(),
+                message: "must not be 1".into()
+            }]
+        );
     }
 }

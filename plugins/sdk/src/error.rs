@@ -70,7 +70,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { message: message.into(), code, field: None, retry_after_ms: None, status: None }
+        ApiError {
+            message: message.into(),
+            code,
+            field: None,
+            retry_after_ms: None,
+            status: None,
+        }
     }
     pub fn validation(field: &str, message: impl std::fmt::Display) -> Self {
         let mut e = Self::new(ErrorCode::ValidationFailed, format!("{field}: {message}"));
@@ -158,7 +164,10 @@ mod tests {
         assert_eq!(v["message"], "username: must not be empty");
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         assert_eq!(ErrorCode::RateLimited.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(serde_json::to_value(ErrorCode::PayloadTooLarge).unwrap(), "payload_too_large");
+        assert_eq!(
+            serde_json::to_value(ErrorCode::PayloadTooLarge).unwrap(),
+            "payload_too_large"
+        );
     }
 
     #[test]

@@ -33,7 +33,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
         let path = e.path().to_string();
         let msg = strip_position(&inner.to_string());
-        let field = if path == "." { missing_field(&msg).unwrap_or_else(|| "body".to_owned()) } else { path };
+        let field = if path == "." {
+            missing_field(&msg).unwrap_or_else(|| "body".to_owned())
+        } else {
+            path
+        };
         ApiError::validation(&field, msg)
     })
 }
@@ -43,7 +47,11 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let msg = e.inner().to_string();
-        let field = if path == "." { missing_field(&msg).unwrap_or_else(|| "payload".to_owned()) } else { path };
+        let field = if path == "." {
+            missing_field(&msg).unwrap_or_else(|| "payload".to_owned())
+        } else {
+            path
+        };
         ApiError::validation(&field, msg)
     })
 }
@@ -64,7 +72,10 @@ fn strip_position(msg: &str) -> String {
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get("authorization")?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// The value of cookie `name` from the `Cookie` headers.

@@ -55,7 +55,9 @@ impl<P: Plugin> DynPlugin for P {
         serde_json::to_value(P::Config::default()).unwrap_or_default()
     }
     fn check_config(&self, section: &Value, profile: &RunProfile) -> Vec<ConfigProblem> {
-        parse_section::<P::Config>(P::NAME, section, profile).err().unwrap_or_default()
+        parse_section::<P::Config>(P::NAME, section, profile)
+            .err()
+            .unwrap_or_default()
     }
     fn build(&self, section: &Value, reg: &mut Registrar<'_>) -> Result<(), BuildError> {
         let config = parse_section::<P::Config>(P::NAME, section, reg.profile())
@@ -86,8 +88,18 @@ pub struct Registrar<'a> {
 }
 
 impl<'a> Registrar<'a> {
-    pub fn new(plugin: &'static str, profile: &'a RunProfile, services: &'a mut Services, out: &'a mut Contributions) -> Self {
-        Registrar { plugin, profile, services, out }
+    pub fn new(
+        plugin: &'static str,
+        profile: &'a RunProfile,
+        services: &'a mut Services,
+        out: &'a mut Contributions,
+    ) -> Self {
+        Registrar {
+            plugin,
+            profile,
+            services,
+            out,
+        }
     }
 
     pub fn plugin(&self) -> &'static str {
@@ -115,7 +127,10 @@ impl<'a> Registrar<'a> {
     /// Handles a socket event. Two plugins handling the same event is a build error.
     pub fn on_event(&mut self, event: &str, handler: EventHandler) -> Result<&mut Self, BuildError> {
         if self.out.events.iter().any(|(e, _)| e == event) {
-            return Err(BuildError(format!("plugin {}: socket event `{event}` is already handled", self.plugin)));
+            return Err(BuildError(format!(
+                "plugin {}: socket event `{event}` is already handled",
+                self.plugin
+            )));
         }
         self.out.events.push((event.to_owned(), handler));
         Ok(self)
@@ -139,15 +154,21 @@ impl<'a> Registrar<'a> {
     }
     /// Offers a service to plugins built later. Providing a type twice is an error.
     pub fn provide<T: Clone + Send + Sync + 'static>(&mut self, value: T) -> Result<&mut Self, BuildError> {
-        self.services
-            .provide(value, self.plugin)
-            .map_err(|first| BuildError(format!("plugin {}: {} already provided by {first}", self.plugin, std::any::type_name::<T>())))?;
+        self.services.provide(value, self.plugin).map_err(|first| {
+            BuildError(format!(
+                "plugin {}: {} already provided by {first}",
+                self.plugin,
+                std::any::type_name::<T>()
+            ))
+        })?;
         Ok(self)
     }
     pub fn service<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
         self.services.get()
     }
     pub fn require<T: Clone + Send + Sync + 'static>(&self) -> Result<T, BuildError> {
-        self.services.require().map_err(|e| BuildError(format!("plugin {}: {e}", self.plugin)))
+        self.services
+            .require()
+            .map_err(|e| BuildError(format!("plugin {}: {e}", self.plugin)))
     }
 }

@@ -39,7 +39,9 @@ pub struct SocketCtx {
 impl SocketCtx {
     /// The authenticated user, or the `unauthorized` error to send back.
     pub fn user(&self) -> Result<&Principal, ApiError> {
-        self.principal.as_deref().ok_or_else(|| ApiError::unauthorized("this socket is not authenticated"))
+        self.principal
+            .as_deref()
+            .ok_or_else(|| ApiError::unauthorized("this socket is not authenticated"))
     }
 }
 

@@ -10,7 +10,11 @@ pub struct Services {
 
 impl Services {
     /// Adds a service; a second provider of the same type is refused with the first one's name.
-    pub fn provide<T: Clone + Send + Sync + 'static>(&mut self, value: T, by: &'static str) -> Result<(), &'static str> {
+    pub fn provide<T: Clone + Send + Sync + 'static>(
+        &mut self,
+        value: T,
+        by: &'static str,
+    ) -> Result<(), &'static str> {
         if let Some((_, first)) = self.map.get(&TypeId::of::<T>()) {
             return Err(first);
         }
@@ -19,10 +23,14 @@ impl Services {
     }
 
     pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        self.map.get(&TypeId::of::<T>()).and_then(|(v, _)| v.downcast_ref::<T>()).cloned()
+        self.map
+            .get(&TypeId::of::<T>())
+            .and_then(|(v, _)| v.downcast_ref::<T>())
+            .cloned()
     }
 
     pub fn require<T: Clone + Send + Sync + 'static>(&self) -> Result<T, String> {
-        self.get::<T>().ok_or_else(|| format!("service {} is not available", type_name::<T>()))
+        self.get::<T>()
+            .ok_or_else(|| format!("service {} is not available", type_name::<T>()))
     }
 }

@@ -55,7 +55,11 @@ pub struct PublicUser {
 
 impl From<&UserRecord> for PublicUser {
     fn from(u: &UserRecord) -> Self {
-        PublicUser { id: u.id.clone(), username: u.username.clone(), display_name: u.display_name.clone() }
+        PublicUser {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+        }
     }
 }
 

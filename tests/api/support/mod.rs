@@ -27,7 +27,11 @@ pub struct StartOptions<'a> {
 
 impl<'a> StartOptions<'a> {
     pub fn new(toml: &'a str) -> Self {
-        StartOptions { toml, env: Vec::new(), data_dir: None }
+        StartOptions {
+            toml,
+            env: Vec::new(),
+            data_dir: None,
+        }
     }
     pub fn env(mut self, key: &'a str, value: impl Into<String>) -> Self {
         self.env.push((key, value.into()));
@@ -155,7 +159,14 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let http = reqwest::Client::builder().cookie_store(true).build().unwrap();
-        let server = Server { addr, http, child: Some(child), data_dir, _tmp: tmp, logs };
+        let server = Server {
+            addr,
+            http,
+            child: Some(child),
+            data_dir,
+            _tmp: tmp,
+            logs,
+        };
         server.wait_ready().await;
         Ok(server)
     }
@@ -243,6 +254,10 @@ pub fn unique(prefix: &str) -> String {
 fn rand_u32() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    t.wrapping_mul(2_654_435_761).wrapping_add(N.fetch_add(1, Ordering::Relaxed).wrapping_mul(40_503))
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    t.wrapping_mul(2_654_435_761)
+        .wrapping_add(N.fetch_add(1, Ordering::Relaxed).wrapping_mul(40_503))
 }
