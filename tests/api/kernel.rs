@@ -255,3 +255,22 @@ async fn a_bad_bind_address_or_port_fails_cleanly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.host:") && err.contains("server.port:"), "{err}");
 }
+
+#[tokio::test]
+async fn config_default_toml_equals_the_built_in_defaults() {
+    let repo_file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
+    let built_in = run_cli(&["config", "show"], "", &[]);
+    let from_file = run_cli(&["config", "show", "--config", repo_file], "", &[]);
+    assert!(built_in.status.success() && from_file.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&from_file.stdout),
+        String::from_utf8_lossy(&built_in.stdout),
+        "config/default.toml drifted from the built-in defaults: regenerate it from `confab config show`"
+    );
+    // Every example configuration is valid.
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let out = run_cli(&["config", "check", "--config", path.to_str().unwrap()], "", &[]);
+        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}
