@@ -271,6 +271,11 @@ async fn config_default_toml_equals_the_built_in_defaults() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples")).unwrap() {
         let path = entry.unwrap().path();
         let out = run_cli(&["config", "check", "--config", path.to_str().unwrap()], "", &[]);
-        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
