@@ -24,7 +24,7 @@ use crate::host::{self, HostError};
 use crate::metrics::Metrics;
 use crate::server::socket::SocketHost;
 use crate::server::{self, HttpParts};
-use crate::storage::{CommitObserver, SqliteConfig, SqliteStore};
+use crate::storage::{CommitObserver, MongoStore, SqliteConfig, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -60,9 +60,40 @@ impl HealthCheck for StorageCheck {
     }
 }
 
+/// The opened storage backend (`[storage] backend`).
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(Arc<SqliteStore>),
+    Mongo(Arc<MongoStore>),
+}
+
+impl Store {
+    pub fn users(&self) -> SharedUserStore {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Mongo(s) => s.clone(),
+        }
+    }
+
+    pub fn messages(&self) -> SharedMessageStore {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Mongo(s) => s.clone(),
+        }
+    }
+
+    /// Finishes queued writes and stops accepting new ones.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Mongo(s) => s.close().await,
+        }
+    }
+}
+
 /// Everything booted short of serving: storage, services, built plugins, the document.
 pub struct Booted {
-    pub store: Arc<SqliteStore>,
+    pub store: Store,
     pub io: ClusterIo,
     pub socket_layer: SocketLayer,
     /// `/ready`'s check of the cluster backend (Redis), if it has one.
@@ -72,18 +103,19 @@ pub struct Booted {
     pub metrics: Arc<Metrics>,
 }
 
-/// Opens storage at `sqlite`, creates the cluster services and builds the enabled plugins.
+/// Opens the configured storage (SQLite at `sqlite`, or MongoDB), creates the cluster services and builds the enabled plugins.
 /// `run` serves what this returns; `confab openapi` only prints its document.
 pub async fn boot(config: &Config, plugins: &[Box<dyn DynPlugin>], sqlite: &SqliteConfig) -> Result<Booted, AppError> {
     boot_with(config, plugins, sqlite, false).await
 }
 
-/// `boot`; `local_cluster` uses the in-process cluster backend whatever the config says.
+/// `boot`; `throwaway` uses SQLite at `sqlite` and the in-process cluster backend whatever
+/// the config says (for `document`).
 async fn boot_with(
     config: &Config,
     plugins: &[Box<dyn DynPlugin>],
     sqlite: &SqliteConfig,
-    local_cluster: bool,
+    throwaway: bool,
 ) -> Result<Booted, AppError> {
     // Check the plugin plan before touching storage, so a bad plan fails fast.
     host::plan(config, plugins)?;
@@ -91,18 +123,27 @@ async fn boot_with(
     let clock: SharedClock = Arc::new(SystemClock);
     let observer_metrics = metrics.clone();
     let observer: CommitObserver = Arc::new(move |n, d| observer_metrics.commit(n, d));
-    let store = SqliteStore::open(sqlite, clock.clone(), Some(observer)).await?;
-    tracing::info!(path = %sqlite.path, "storage ready (sqlite)");
-    let users: SharedUserStore = store.clone();
-    let messages: SharedMessageStore = store.clone();
+    let store = if config.storage.backend == "mongodb" && !throwaway {
+        let mongo = &config.storage.mongodb;
+        let store = MongoStore::open(mongo, clock.clone()).await?;
+        tracing::info!(database = %mongo.database, "storage ready (mongodb)");
+        Store::Mongo(store)
+    } else {
+        let store = SqliteStore::open(sqlite, clock.clone(), Some(observer)).await?;
+        tracing::info!(path = %sqlite.path, "storage ready (sqlite)");
+        Store::Sqlite(store)
+    };
+    let users = store.users();
+    let messages = store.messages();
 
     let sock = &config.server.socket;
     let builder = SocketIo::builder()
         .max_payload(sock.max_payload)
         .max_buffer_size(sock.max_buffer_size)
+        .ws_read_buffer_size(sock.ws_read_buffer_size)
         .ping_interval(Duration::from_secs(sock.ping_interval_secs))
         .ping_timeout(Duration::from_secs(sock.ping_timeout_secs));
-    let started = crate::cluster::start(&config.cluster, local_cluster, builder, clock.clone(), metrics.clone()).await;
+    let started = crate::cluster::start(&config.cluster, throwaway, builder, clock.clone(), metrics.clone()).await;
     let cluster = match started {
         Ok(c) => c,
         Err(e) => {
@@ -121,6 +162,7 @@ async fn boot_with(
         services.provide(cluster.sessions, "kernel"),
         services.provide(cluster.revocations, "kernel"),
         services.provide(cluster.presence, "kernel"),
+        services.provide(cluster.ratelimit, "kernel"),
         services.provide(emitter, "kernel"),
         services.provide(document.clone(), "kernel"),
     ];
@@ -170,11 +212,12 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
         metrics,
         ..
     } = boot(&config, &plugins, &config.storage.sqlite).await?;
-    let messages: SharedMessageStore = store.clone();
+    let messages = store.messages();
     let sock = &config.server.socket;
     io.install(Arc::new(SocketHost {
         middleware: contrib.connect_middleware,
         events: contrib.events.into_iter().collect::<HashMap<_, _>>(),
+        guards: contrib.event_guards,
         on_connect: contrib.on_connect,
         on_disconnect: contrib.on_disconnect,
         metrics: metrics.clone(),

@@ -1,4 +1,5 @@
-//! The command line: `confab [serve]`, `confab config check|show`, `confab openapi|asyncapi`.
+//! The command line: `confab [serve]`, `confab config check|show`, `confab openapi|asyncapi`,
+//! `confab migrate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,12 @@ pub enum Command {
         #[arg(long)]
         yaml: bool,
     },
+    /// Migrate the old Express backend's MongoDB database (`storage.mongodb`) in place so
+    /// Confab can serve it: existing users log in, existing messages show up. Idempotent.
+    Migrate,
+    /// Ask this configuration's server for `/health` on 127.0.0.1 (a container
+    /// HEALTHCHECK without curl); exit 0 if it answers 200.
+    Health,
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -80,6 +87,26 @@ pub fn main() -> ExitCode {
                 ConfigAction::Show => print!("{}", config::show(&config)),
             }
             ExitCode::SUCCESS
+        }
+        Command::Migrate => {
+            let config = match loaded {
+                Ok(c) => c,
+                Err(problems) => return report(&problems),
+            };
+            migrate(&config)
+        }
+        Command::Health => {
+            let config = match loaded {
+                Ok(c) => c,
+                Err(problems) => return report(&problems),
+            };
+            match health(config.server.port) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Openapi { yaml } => print_document(loaded, &plugins, yaml, false),
         Command::Asyncapi { yaml } => print_document(loaded, &plugins, yaml, true),
@@ -147,6 +174,57 @@ fn print_document(
     match text {
         Ok(text) => {
             println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `GET /health` over plain HTTP/1.0 with a short timeout (no client library needed).
+fn health(port: u16) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(3);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).map_err(|e| e.to_string())?;
+    let status = String::from_utf8_lossy(&head[..n]);
+    let line = status.lines().next().unwrap_or_default();
+    if line.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(format!("/health answered {line:?}"))
+    }
+}
+
+fn migrate(config: &config::Config) -> ExitCode {
+    let mongo = &config.storage.mongodb;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("migrating mongodb database {:?}", mongo.database);
+    match runtime.block_on(crate::storage::mongo::migrate::run(mongo)) {
+        Ok(r) => {
+            println!("users migrated: {}", r.users);
+            println!("messages migrated: {}", r.messages);
+            for name in &r.username_conflicts {
+                println!("not migrated, username taken in another case: {name}");
+            }
+            for m in &r.skipped {
+                println!("message skipped (unreadable): {m}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -192,6 +192,9 @@ pub fn assemble(kernel: OpenApi, fragments: &[OpenApi]) -> OpenApi {
             doc.info.description = Some(d.to_owned());
         }
     }
+    if let Some(Value::Object(limits)) = ext.get(RATE_LIMITS) {
+        add_rate_limited(&mut doc, limits);
+    }
     complete_operations(&mut doc);
     declare_tags(&mut doc);
     events.sort_keys();
@@ -321,6 +324,41 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 /// Adds what the kernel guarantees to every operation: error responses carry the Error
 /// body (the catcher renders every bodiless error as one); an operation that reads a body
 /// may answer 400 (malformed JSON) and 413 (`server.body_limit`); a secured one 401.
+/// The extension in which the ratelimit plugin lists its limits: `"POST /path"` (or
+/// `"event:name"`) -> the limits applied.
+const RATE_LIMITS: &str = "x-rate-limits";
+
+/// A 429 on every operation some limit applies to, describing the limits.
+fn add_rate_limited(doc: &mut OpenApi, limits: &Map<String, Value>) {
+    for (target, rules) in limits {
+        let Some((method, path)) = target.split_once(' ') else {
+            continue;
+        };
+        let Some(item) = doc.paths.paths.get_mut(path) else {
+            continue;
+        };
+        let op = match method {
+            "GET" => item.get.as_mut(),
+            "POST" => item.post.as_mut(),
+            "PUT" => item.put.as_mut(),
+            "PATCH" => item.patch.as_mut(),
+            "DELETE" => item.delete.as_mut(),
+            _ => None,
+        };
+        let Some(op) = op else { continue };
+        let mut r = ResponseBuilder::new()
+            .description(format!(
+                "Rate limited (`rate_limited`, `retryAfterMs`; `Retry-After` and `RateLimit-*` headers): {rules}"
+            ))
+            .build();
+        r.content.insert(
+            "application/json".into(),
+            ContentBuilder::new().schema(Some(schema_ref("Error"))).build(),
+        );
+        op.responses.responses.insert("429".into(), RefOr::T(r));
+    }
+}
+
 fn complete_operations(doc: &mut OpenApi) {
     let error = || json_response("", schema_ref("Error"));
     for item in doc.paths.paths.values_mut() {

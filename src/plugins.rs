@@ -13,5 +13,7 @@ pub fn compiled() -> Vec<Box<dyn DynPlugin>> {
         Box::new(confab_docs::DocsPlugin),
         #[cfg(feature = "presence")]
         Box::new(confab_presence::PresencePlugin),
+        #[cfg(feature = "ratelimit")]
+        Box::new(confab_ratelimit::RateLimitPlugin),
     ]
 }

@@ -3,6 +3,7 @@
 //! cluster. Both pass the suites in [`contract`]. See `docs/cluster.md`.
 
 pub mod local;
+pub mod ratelimit;
 pub mod redis;
 
 use std::sync::Arc;
@@ -11,12 +12,14 @@ use std::time::Duration;
 use confab_sdk::clock::SharedClock;
 use confab_sdk::cluster::{SharedPresenceStore, SharedRevocationStore, SharedSessionStore};
 use confab_sdk::health::HealthCheck;
+use confab_sdk::ratelimit::SharedRateLimitStore;
 use confab_sdk::realtime::SharedEmitter;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
 
 use self::local::{LocalPresenceStore, LocalRevocationStore, LocalSessionStore};
+use self::ratelimit::{LocalRateLimitStore, RedisRateLimitStore};
 use self::redis::{
     RedisCheck, RedisCluster, RedisEmitter, RedisPresenceStore, RedisRevocationStore, RedisSessionStore, SioAdapter,
 };
@@ -64,6 +67,7 @@ pub struct Cluster {
     pub sessions: SharedSessionStore,
     pub revocations: SharedRevocationStore,
     pub presence: SharedPresenceStore,
+    pub ratelimit: SharedRateLimitStore,
     pub emitter: SharedEmitter,
     pub io: ClusterIo,
     pub socket_layer: SocketLayer,
@@ -85,7 +89,8 @@ pub async fn start(
         return Ok(Cluster {
             sessions: Arc::new(LocalSessionStore::new(clock.clone())),
             revocations: Arc::new(LocalRevocationStore::new(clock.clone())),
-            presence: Arc::new(LocalPresenceStore::new(clock)),
+            presence: Arc::new(LocalPresenceStore::new(clock.clone())),
+            ratelimit: Arc::new(LocalRateLimitStore::new(clock)),
             emitter: Arc::new(AdapterEmitter {
                 io: io.clone(),
                 metrics,
@@ -118,6 +123,7 @@ pub async fn start(
             cfg.revocations_fail_open,
         )),
         presence: Arc::new(presence),
+        ratelimit: Arc::new(RedisRateLimitStore::new(cluster.clone())),
         emitter: Arc::new(RedisEmitter {
             io: io.clone(),
             metrics,
@@ -140,6 +146,7 @@ pub mod contract {
     use confab_sdk::clock::SharedClock;
     use confab_sdk::cluster::{PresenceState, PresenceStore, RevocationStore, SessionData, SessionStore};
     use confab_sdk::futures_util::future::BoxFuture;
+    use confab_sdk::ratelimit::{Rate, RateLimitStore};
 
     /// Moves the store's time forward by the given milliseconds.
     pub type Advance = Arc<dyn Fn(u64) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -223,6 +230,51 @@ pub mod contract {
         assert!(store.is_revoked("twice").await.unwrap(), "the later deadline wins");
         advance(2_500).await;
         assert!(!store.is_revoked("twice").await.unwrap());
+    }
+
+    /// `a` and, when the backend has more than one node, `b` sharing its counters.
+    pub async fn ratelimit_store(a: &dyn RateLimitStore, b: Option<&dyn RateLimitStore>, advance: Advance) {
+        let b = b.unwrap_or(a);
+        // 10/s with a burst of 3: exactly three at once (alternating nodes), then refused.
+        let rate = Rate::parse("10/s", 3).unwrap();
+        for (i, node) in [a, b, a].into_iter().enumerate() {
+            let d = node.check("k", rate).await.unwrap();
+            assert!(d.allowed, "request {i} is within the burst");
+            assert_eq!((d.limit, d.remaining), (3, 2 - i as u64));
+            assert!(d.reset_after_ms > 0 && d.reset_after_ms <= 300, "{d:?}");
+        }
+        let no = b.check("k", rate).await.unwrap();
+        assert!(!no.allowed && no.remaining == 0, "{no:?}");
+        assert!((1..=100).contains(&no.retry_after_ms), "{no:?}");
+        assert!(
+            !a.check("k", rate).await.unwrap().allowed,
+            "a refusal is not counted but still refused"
+        );
+        assert!(a.check("other", rate).await.unwrap().allowed, "keys are independent");
+        // One interval brings one request back; a whole window the whole burst.
+        advance(no.retry_after_ms + 20).await;
+        assert!(a.check("k", rate).await.unwrap().allowed);
+        assert!(!b.check("k", rate).await.unwrap().allowed);
+        advance(400).await;
+        assert_eq!(b.check("k", rate).await.unwrap().remaining, 2);
+
+        // Quotas: `limit` per window, refusals not counted, a new window starts at zero.
+        for (i, node) in [a, b].into_iter().enumerate() {
+            let d = node.quota("q", 7, 2, 5_000).await.unwrap();
+            assert!(d.allowed && d.remaining == 1 - i as u64, "{d:?}");
+        }
+        let no = a.quota("q", 7, 2, 5_000).await.unwrap();
+        assert!(!no.allowed, "{no:?}");
+        assert_eq!((no.remaining, no.retry_after_ms, no.reset_after_ms), (0, 5_000, 5_000));
+        assert!(
+            b.quota("q2", 7, 2, 5_000).await.unwrap().allowed,
+            "keys are independent"
+        );
+        let next = b.quota("q", 8, 2, 86_400_000).await.unwrap();
+        assert!(
+            next.allowed && next.remaining == 1,
+            "the next window starts afresh: {next:?}"
+        );
     }
 
     fn near(at: Option<confab_sdk::time::Timestamp>, ms: i64) -> bool {

@@ -62,6 +62,9 @@ impl Section for ServerConfig {
         if self.socket.max_payload < 1024 {
             p.push(problem("socket.max_payload", "expected at least 1024 bytes"));
         }
+        if !(256..=1 << 20).contains(&self.socket.ws_read_buffer_size) {
+            p.push(problem("socket.ws_read_buffer_size", "expected 256 to 1048576 bytes"));
+        }
         if self.socket.max_buffer_size == 0 {
             p.push(problem("socket.max_buffer_size", "expected at least 1 packet"));
         }
@@ -106,6 +109,9 @@ pub struct SocketConfig {
     pub ping_timeout_secs: u64,
     /// Events of one socket being processed at once; more are refused with `unavailable`.
     pub max_in_flight: usize,
+    /// Bytes a WebSocket reads from the network at a time. Every socket keeps a buffer of
+    /// this size for its lifetime; a bigger frame grows it (up to `max_payload`).
+    pub ws_read_buffer_size: usize,
 }
 
 impl Default for SocketConfig {
@@ -116,6 +122,7 @@ impl Default for SocketConfig {
             ping_interval_secs: 25,
             ping_timeout_secs: 20,
             max_in_flight: 64,
+            ws_read_buffer_size: 1024,
         }
     }
 }
@@ -179,11 +186,7 @@ impl Default for StorageConfig {
 impl Section for StorageConfig {
     fn validate(&self, profile: &RunProfile) -> Vec<ConfigProblem> {
         let mut p = match self.backend.as_str() {
-            "sqlite" => Vec::new(),
-            "mongodb" => vec![problem(
-                "backend",
-                "the mongodb backend is not part of this build yet; use \"sqlite\"",
-            )],
+            "sqlite" | "mongodb" => Vec::new(),
             other => vec![problem(
                 "backend",
                 format!("expected \"sqlite\" or \"mongodb\", got {other:?}"),
@@ -195,16 +198,36 @@ impl Section for StorageConfig {
                 .into_iter()
                 .map(|e| problem(&format!("sqlite.{}", e.key), e.message)),
         );
+        p.extend(
+            self.mongodb
+                .problems()
+                .into_iter()
+                .map(|e| problem(&format!("mongodb.{}", e.key), e.message)),
+        );
         p
     }
 }
 
-/// Settings of the MongoDB backend (`MONGO_URI` sets `uri`).
+/// Settings of the MongoDB backend (`MONGO_URI` sets `uri`). See `docs/storage-mongodb.md`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MongoConfig {
+    /// `mongodb://` or `mongodb+srv://` connection string (hosts, credentials, replica set).
     pub uri: String,
     pub database: String,
+    /// Write concern: `majority`, a number of nodes (`1`), or a custom tag set name.
+    /// A write is acknowledged to the client only once MongoDB acknowledged it at this level.
+    #[serde(deserialize_with = "string_or_number")]
+    pub w: String,
+    /// Also wait for the write to reach the on-disk journal (`j: true`).
+    pub journal: bool,
+    /// Bound on waiting for the write concern, and on finding a server to talk to.
+    pub timeout_ms: u64,
+    /// Inserts and read-cursor moves run in this many ordered lanes (a pair always uses
+    /// the same lane): the most such writes in flight at once.
+    pub lanes: usize,
+    /// Writes that may wait in all lanes together; beyond that `insert` answers `Busy`.
+    pub queue_capacity: usize,
 }
 
 impl Default for MongoConfig {
@@ -212,7 +235,72 @@ impl Default for MongoConfig {
         MongoConfig {
             uri: "mongodb://127.0.0.1:27017".into(),
             database: "confab".into(),
+            w: "majority".into(),
+            journal: true,
+            timeout_ms: 10_000,
+            lanes: 32,
+            queue_capacity: 65536,
         }
+    }
+}
+
+/// `w = 1` and `CONFAB_STORAGE__MONGODB__W=1` (which arrives as a number) mean `"1"`.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct W;
+    impl serde::de::Visitor<'_> for W {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("\"majority\", a number of nodes, or a tag set name")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            u64::try_from(v)
+                .map(|n| n.to_string())
+                .map_err(|_| E::custom("expected a number of nodes of 0 or more"))
+        }
+    }
+    d.deserialize_any(W)
+}
+
+impl MongoConfig {
+    /// Every problem of this section, keys relative to the section.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        if !(self.uri.starts_with("mongodb://") || self.uri.starts_with("mongodb+srv://")) {
+            p.push(problem(
+                "uri",
+                "expected a mongodb:// or mongodb+srv:// connection string",
+            ));
+        }
+        // MongoDB refuses these characters in database names.
+        let bad = |c: char| matches!(c, '/' | '\\' | '.' | ' ' | '"' | '$' | '\0');
+        if self.database.is_empty() || self.database.len() > 63 || self.database.chars().any(bad) {
+            p.push(problem(
+                "database",
+                "expected 1 to 63 characters without / \\ . space \" or $",
+            ));
+        }
+        if self.w.trim().is_empty() {
+            p.push(problem(
+                "w",
+                "expected \"majority\", a number of nodes, or a tag set name",
+            ));
+        }
+        if !(1..=600_000).contains(&self.timeout_ms) {
+            p.push(problem("timeout_ms", "expected 1 to 600000 milliseconds"));
+        }
+        if !(1..=1024).contains(&self.lanes) {
+            p.push(problem("lanes", "expected 1 to 1024"));
+        }
+        if self.queue_capacity < self.lanes {
+            p.push(problem("queue_capacity", "expected at least one write per lane"));
+        }
+        p
     }
 }
 

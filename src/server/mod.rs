@@ -1,6 +1,7 @@
 //! The HTTP + Socket.IO server: salvo serves the routes, socketioxide the `/socket.io/`
 //! path on the same port.
 
+pub mod compact;
 pub mod middleware;
 pub mod routes;
 pub mod socket;
@@ -8,6 +9,7 @@ pub mod socket;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use self::compact::CompactHeadLayer;
 use crate::cluster::SocketLayer;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -43,8 +45,12 @@ pub fn service(config: &Config, parts: HttpParts) -> Service {
     // One arm per cluster adapter: the layer's type depends on it.
     let socket_route = Router::with_path("socket.io/{**rest}").goal(socket_io_goal);
     router = router.push(match parts.socket_layer {
-        SocketLayer::Local(l) => socket_route.hoop(tower::ServiceBuilder::new().layer(l).compat()),
-        SocketLayer::Redis(l) => socket_route.hoop(tower::ServiceBuilder::new().layer(l).compat()),
+        SocketLayer::Local(l) => {
+            socket_route.hoop(tower::ServiceBuilder::new().layer(CompactHeadLayer).layer(l).compat())
+        }
+        SocketLayer::Redis(l) => {
+            socket_route.hoop(tower::ServiceBuilder::new().layer(CompactHeadLayer).layer(l).compat())
+        }
     });
     let mut plugin_routes = Router::new();
     for h in parts.hoops {

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use confab_sdk::auth::Principal;
 use confab_sdk::error::{ApiError, ErrorCode};
 use confab_sdk::realtime::{
-    Ack, ConnectMiddleware, Emitter, EventHandler, Handshake, SocketCtx, SocketHook, SocketOps, user_room,
+    Ack, ConnectMiddleware, Emitter, EventGuard, EventHandler, Handshake, SocketCtx, SocketHook, SocketOps, user_room,
 };
 use futures_util::FutureExt;
 use serde_json::Value;
@@ -20,6 +20,7 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::Socket;
 use socketioxide_core::adapter::DefinedAdapter;
+use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 
@@ -27,6 +28,8 @@ use crate::metrics::Metrics;
 pub struct SocketHost {
     pub middleware: Vec<ConnectMiddleware>,
     pub events: HashMap<String, EventHandler>,
+    /// Consulted before each handler (rate limits); see [`EventGuard`].
+    pub guards: Vec<EventGuard>,
     pub on_connect: Vec<SocketHook>,
     pub on_disconnect: Vec<SocketHook>,
     pub metrics: Arc<Metrics>,
@@ -38,6 +41,9 @@ pub struct SocketHost {
 struct SocketState {
     principal: Option<Arc<Principal>>,
     in_flight: Arc<AtomicUsize>,
+    /// Completes once the last event that had to wait for a guard has run its handler's
+    /// synchronous part; later events wait for it, so a slow guard keeps the order.
+    tail: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
 }
 
 /// The ack sender plus whether the client asked for an ack at all (socketioxide does not
@@ -115,6 +121,7 @@ pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHo
             let state = SocketState {
                 principal,
                 in_flight: Arc::new(AtomicUsize::new(0)),
+                tail: Arc::default(),
             };
             // Everything an event needs is set up here, before socketioxide answers the
             // handshake: its connect handler is spawned after the answer, and a client may
@@ -211,9 +218,56 @@ fn dispatch<A: Adapter>(
         );
         return async {}.boxed();
     }
-    let fut = handler(c, data, ack);
     let in_flight = state.in_flight.clone();
+    // Guards answer at once when they can (in-process counters); only those that cannot
+    // (a Redis round trip) make the event wait.
+    let mut pending = Vec::new();
+    for guard in &host.guards {
+        let Some(mut check) = guard(&c, &event) else { continue };
+        match (&mut check).now_or_never() {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                ack.fail(&c, &e);
+                return async {}.boxed();
+            }
+            None => pending.push(check),
+        }
+    }
+    let mut tail = state.tail.lock().unwrap_or_else(|e| e.into_inner());
+    let mut before = tail.take();
+    if let Some(rx) = &mut before
+        && !matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+    {
+        before = None;
+    }
+    if before.is_none() && pending.is_empty() {
+        drop(tail);
+        let fut = handler(c, data, ack);
+        return async move {
+            fut.await;
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        .boxed();
+    }
+    let (done, next) = oneshot::channel();
+    *tail = Some(next);
+    drop(tail);
+    let handler = handler.clone();
     async move {
+        if let Some(before) = before {
+            // Sent or dropped (the earlier event was refused or its task ended): go on.
+            let _ = before.await;
+        }
+        for check in pending {
+            if let Err(e) = check.await {
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                ack.fail(&c, &e);
+                return;
+            }
+        }
+        let fut = handler(c, data, ack);
+        let _ = done.send(());
         fut.await;
         in_flight.fetch_sub(1, Ordering::AcqRel);
     }

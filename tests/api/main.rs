@@ -10,5 +10,7 @@ mod docs;
 mod kernel;
 mod kernel_socket;
 mod presence;
+mod ratelimit;
 mod storage;
+mod storage_mongo;
 mod support;

@@ -108,7 +108,11 @@ fn check_keys<C: Section>(
     match (given, defaults) {
         // An empty default table is an open map: its keys are not known in advance.
         (Value::Object(g), Value::Object(d)) if !d.is_empty() => {
-            for (k, v) in g {
+            // Sorted: serde_json's map keeps insertion order when another crate (bson)
+            // enables `preserve_order`, and problems must come out in one stable order.
+            let mut given: Vec<_> = g.iter().collect();
+            given.sort_by(|a, b| a.0.cmp(b.0));
+            for (k, v) in given {
                 path.push(k.clone());
                 match d.get(k) {
                     Some(dv) => check_keys::<C>(prefix, root_defaults, v, dv, path, problems),

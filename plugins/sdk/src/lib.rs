@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod ids;
 pub mod plugin;
+pub mod ratelimit;
 pub mod realtime;
 pub mod services;
 pub mod storage;

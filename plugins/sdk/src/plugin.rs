@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::config::{ConfigProblem, RunProfile, Section, parse_section};
 use crate::health::HealthCheck;
-use crate::realtime::{ConnectMiddleware, EventHandler, SocketHook};
+use crate::realtime::{ConnectMiddleware, EventGuard, EventHandler, SocketHook};
 use crate::services::Services;
 
 /// A compile-time plugin. The kernel names each one in a single registration line.
@@ -73,6 +73,7 @@ pub struct Contributions {
     pub hoops: Vec<Arc<dyn Handler>>,
     pub connect_middleware: Vec<ConnectMiddleware>,
     pub events: Vec<(String, EventHandler)>,
+    pub event_guards: Vec<EventGuard>,
     pub on_connect: Vec<SocketHook>,
     pub on_disconnect: Vec<SocketHook>,
     pub openapi: Vec<utoipa::openapi::OpenApi>,
@@ -134,6 +135,11 @@ impl<'a> Registrar<'a> {
         }
         self.out.events.push((event.to_owned(), handler));
         Ok(self)
+    }
+    /// Adds a guard consulted before every socket event's handler, in build order.
+    pub fn event_guard(&mut self, guard: EventGuard) -> &mut Self {
+        self.out.event_guards.push(guard);
+        self
     }
     pub fn on_connect(&mut self, hook: SocketHook) -> &mut Self {
         self.out.on_connect.push(hook);

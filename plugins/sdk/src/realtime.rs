@@ -79,6 +79,14 @@ impl Ack {
 /// must keep order, such as queueing a write). The future is then spawned.
 pub type EventHandler = Arc<dyn Fn(SocketCtx, Value, Ack) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// Consulted before an event's handler runs (rate limits, admission). `None`: nothing to
+/// check for this event. `Some(future)`: `Err` refuses the event (the client gets the
+/// error in its ack or an `error` event and the handler does not run). The kernel polls
+/// the future once right away; one that is not ready then (a network round trip) delays
+/// this event and every later event of the socket, so their order is kept. Keep the
+/// `None` path cheap: it runs on every event.
+pub type EventGuard = Arc<dyn Fn(&SocketCtx, &str) -> Option<BoxFuture<'static, Result<(), ApiError>>> + Send + Sync>;
+
 /// Called when a socket connects (after authentication) or disconnects.
 pub type SocketHook = Arc<dyn Fn(SocketCtx) -> BoxFuture<'static, ()> + Send + Sync>;
 

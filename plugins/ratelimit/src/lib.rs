@@ -1,0 +1,43 @@
+//! The ratelimit plugin: per-IP, per-user and per-username limits (GCRA: a rate and a
+//! burst) and daily quotas, for REST routes (a hoop) and socket events (an event guard).
+//! Counters live in the cluster's `RateLimitStore`, so every node shares them on Redis.
+//! See `docs/ratelimit.md`.
+
+mod config;
+mod http;
+mod limiter;
+mod socket;
+
+use std::sync::Arc;
+
+use confab_sdk::auth::SharedAuthenticator;
+use confab_sdk::clock::SharedClock;
+use confab_sdk::ratelimit::SharedRateLimitStore;
+use confab_sdk::{BuildError, Plugin, Registrar};
+
+pub use config::{QuotaConfig, RateLimitConfig, RuleConfig};
+
+pub struct RateLimitPlugin;
+
+impl Plugin for RateLimitPlugin {
+    type Config = RateLimitConfig;
+    const NAME: &'static str = "ratelimit";
+
+    fn build(&self, config: RateLimitConfig, reg: &mut Registrar<'_>) -> Result<(), BuildError> {
+        let store: SharedRateLimitStore = reg.require()?;
+        let clock: SharedClock = reg.require()?;
+        // Optional: without the auth plugin, per-user REST rules have nobody to count.
+        // Plugins build in name order after their dependencies, so `auth` is built by now.
+        let auth: Option<SharedAuthenticator> = reg.service();
+        let limiter = Arc::new(limiter::Limiter::new(&config, store, clock, auth).map_err(BuildError)?);
+        reg.openapi(limiter.openapi());
+        if limiter.has_routes() {
+            reg.hoop(http::Hoop(limiter.clone()));
+        }
+        if limiter.has_events() {
+            reg.event_guard(socket::guard(limiter.clone()));
+            reg.on_disconnect(socket::forget(limiter));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,257 @@
+//! The compiled rules and quotas, and one check of one of them against the store.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use confab_sdk::ApiError;
+use confab_sdk::auth::SharedAuthenticator;
+use confab_sdk::clock::SharedClock;
+use confab_sdk::error::ErrorCode;
+use confab_sdk::ratelimit::{Decision, Rate, SharedRateLimitStore};
+use confab_sdk::serde_json::{Map, Value, json};
+use confab_sdk::utoipa::openapi::OpenApi;
+use confab_sdk::utoipa::openapi::extensions::Extensions;
+use ipnet::IpNet;
+
+use crate::config::{KeyKind, RateLimitConfig, Target, parse_net};
+
+const DAY_MS: i64 = 86_400_000;
+
+pub(crate) enum Limit {
+    Rate(Rate),
+    PerDay(u64),
+}
+
+pub(crate) struct Rule {
+    pub name: String,
+    pub key: KeyKind,
+    pub limit: Limit,
+    /// What the OpenAPI extension shows.
+    doc: Value,
+}
+
+pub(crate) struct Limiter {
+    pub rules: Vec<Rule>,
+    /// (method, path as salvo reports it, rule indexes).
+    pub routes: Vec<(String, String, Vec<usize>)>,
+    /// Shared slices: the socket guard clones one per event.
+    pub events: HashMap<String, Arc<[usize]>>,
+    pub store: SharedRateLimitStore,
+    pub auth: Option<SharedAuthenticator>,
+    pub trusted: Vec<IpNet>,
+    pub disconnect_factor: u32,
+    pub strikes: crate::socket::Strikes,
+    clock: SharedClock,
+    clock_offset_ms: i64,
+}
+
+impl Limiter {
+    pub fn new(
+        config: &RateLimitConfig,
+        store: SharedRateLimitStore,
+        clock: SharedClock,
+        auth: Option<SharedAuthenticator>,
+    ) -> Result<Limiter, String> {
+        let mut events: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut limiter = Limiter {
+            rules: Vec::new(),
+            routes: Vec::new(),
+            events: HashMap::new(),
+            store,
+            auth,
+            trusted: config.trusted_proxies.iter().filter_map(|s| parse_net(s)).collect(),
+            disconnect_factor: config.disconnect_factor,
+            strikes: Default::default(),
+            clock,
+            clock_offset_ms: config.clock_offset_secs.saturating_mul(1000),
+        };
+        let rates = config.rules.iter().map(|r| {
+            let rate = Rate::parse(&r.rate, r.burst).map_err(|e| format!("ratelimit.rules {}: {e}", r.name))?;
+            let doc = json!({"name": r.name, "key": r.key, "rate": r.rate, "burst": r.burst});
+            Ok::<_, String>((&r.name, &r.key, &r.targets, Limit::Rate(rate), doc))
+        });
+        let quotas = config.quotas.iter().map(|q| {
+            let doc = json!({"name": q.name, "key": q.key, "perDay": q.per_day});
+            Ok((&q.name, &q.key, &q.targets, Limit::PerDay(q.per_day), doc))
+        });
+        for item in rates.chain(quotas) {
+            let (name, key, targets, limit, doc) = item?;
+            let idx = limiter.rules.len();
+            for t in targets {
+                match Target::parse(t)? {
+                    Target::Event(e) => events.entry(e).or_default().push(idx),
+                    Target::Route { method, path } => {
+                        match limiter.routes.iter_mut().find(|(m, p, _)| *m == method && *p == path) {
+                            Some((_, _, idxs)) => idxs.push(idx),
+                            None => limiter.routes.push((method, path, vec![idx])),
+                        }
+                    }
+                }
+            }
+            limiter.rules.push(Rule {
+                name: name.clone(),
+                key: KeyKind::parse(key)?,
+                limit,
+                doc,
+            });
+        }
+        limiter.events = events.into_iter().map(|(e, idxs)| (e, idxs.into())).collect();
+        Ok(limiter)
+    }
+
+    pub fn has_routes(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// The rules of a matched route (`path` as salvo reports it: no leading `/`).
+    pub fn for_route(&self, method: &str, path: &str) -> Option<&[usize]> {
+        self.routes
+            .iter()
+            .find(|(m, p, _)| m == method && p == path)
+            .map(|(_, _, idxs)| idxs.as_slice())
+    }
+
+    /// One request of `who` against rule `idx`. A store that cannot answer (Redis down)
+    /// admits: limits protect the service, they must not take it down with Redis.
+    pub async fn check(&self, idx: usize, who: &str) -> Option<Decision> {
+        let rule = &self.rules[idx];
+        let key = format!("{}:{who}", rule.name);
+        let result = match rule.limit {
+            Limit::Rate(rate) => self.store.check(&key, rate).await,
+            Limit::PerDay(limit) => {
+                let now = self.clock.now_millis().saturating_add(self.clock_offset_ms);
+                let day = now.div_euclid(DAY_MS);
+                let reset = (day + 1) * DAY_MS - now;
+                self.store.quota(&key, day, limit, reset as u64).await
+            }
+        };
+        match result {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::debug!(rule = %rule.name, error = %e, "rate limit not checked: store unavailable");
+                None
+            }
+        }
+    }
+
+    /// The error for a refused request.
+    pub fn refused(&self, idx: usize, d: &Decision) -> ApiError {
+        let rule = &self.rules[idx];
+        let what = match rule.limit {
+            Limit::Rate(_) => "rate limit",
+            Limit::PerDay(_) => "daily quota",
+        };
+        let mut e = ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "{what} `{}` exceeded: retry in {} ms",
+                rule.name,
+                d.retry_after_ms.max(1)
+            ),
+        );
+        e.retry_after_ms = Some(d.retry_after_ms.max(1));
+        e
+    }
+
+    /// The client's address: the peer, or when the peer is a trusted proxy the last
+    /// address of `X-Forwarded-For` that is not one (the one the nearest proxy saw).
+    pub fn client_ip(&self, peer: Option<IpAddr>, forwarded: Option<&str>) -> Option<IpAddr> {
+        let peer = peer.map(|p| p.to_canonical())?;
+        if !self.trusts(peer) {
+            return Some(peer);
+        }
+        let Some(list) = forwarded else { return Some(peer) };
+        let mut client = peer;
+        for hop in list.rsplit(',') {
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else { break };
+            client = ip.to_canonical();
+            if !self.trusts(client) {
+                break;
+            }
+        }
+        Some(client)
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    /// An `x-rate-limits` extension (`"POST /path"` or `"event:name"` → the limits); the
+    /// kernel adds a 429 response to every operation it names.
+    pub fn openapi(&self) -> OpenApi {
+        let mut by_target = Map::new();
+        for (method, path, idxs) in &self.routes {
+            let docs = idxs.iter().map(|i| self.rules[*i].doc.clone()).collect();
+            by_target.insert(format!("{method} /{path}"), Value::Array(docs));
+        }
+        let mut events: Vec<_> = self.events.iter().collect();
+        events.sort_by_key(|(e, _)| e.as_str());
+        for (event, idxs) in events {
+            let docs = idxs.iter().map(|i| self.rules[*i].doc.clone()).collect();
+            by_target.insert(format!("event:{event}"), Value::Array(docs));
+        }
+        let mut doc = OpenApi::default();
+        doc.extensions = Some(Extensions::from_iter([("x-rate-limits", Value::Object(by_target))]));
+        doc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use confab_sdk::clock::SystemClock;
+
+    use super::*;
+
+    struct NoStore;
+
+    #[confab_sdk::async_trait]
+    impl confab_sdk::ratelimit::RateLimitStore for NoStore {
+        async fn check(&self, _: &str, _: Rate) -> confab_sdk::storage::StorageResult<Decision> {
+            Err(confab_sdk::storage::StorageError::Busy)
+        }
+        async fn quota(&self, _: &str, _: i64, _: u64, _: u64) -> confab_sdk::storage::StorageResult<Decision> {
+            Err(confab_sdk::storage::StorageError::Busy)
+        }
+    }
+
+    fn limiter(trusted: &[&str]) -> Limiter {
+        let config = RateLimitConfig {
+            trusted_proxies: trusted.iter().map(|s| (*s).to_owned()).collect(),
+            ..RateLimitConfig::default()
+        };
+        Limiter::new(&config, Arc::new(NoStore), Arc::new(SystemClock), None).unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        let l = limiter(&["10.0.0.0/8", "::1"]);
+        let xff = Some("6.6.6.6, 1.2.3.4, 10.0.0.7");
+        assert_eq!(l.client_ip(ip("8.8.8.8"), xff), ip("8.8.8.8"), "untrusted peer: forged");
+        assert_eq!(
+            l.client_ip(ip("10.0.0.1"), xff),
+            ip("1.2.3.4"),
+            "the hop the proxies saw"
+        );
+        assert_eq!(l.client_ip(ip("::1"), Some("garbage")), ip("::1"));
+        assert_eq!(l.client_ip(ip("::ffff:10.0.0.2"), Some("5.5.5.5")), ip("5.5.5.5"));
+        assert_eq!(l.client_ip(ip("10.0.0.1"), None), ip("10.0.0.1"));
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_answer_admits() {
+        let l = limiter(&[]);
+        assert!(l.check(0, "x").await.is_none());
+        assert!(l.for_route("POST", "chats/{userId}/send").is_some());
+        assert!(l.for_route("GET", "chats/{userId}/send").is_none());
+        let doc = serde_json::to_value(l.openapi()).unwrap();
+        assert_eq!(doc["x-rate-limits"]["event:typing"][0]["burst"], 20);
+    }
+}

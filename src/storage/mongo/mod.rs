@@ -1,0 +1,705 @@
+//! The production storage backend: MongoDB through the `mongodb` crate's async client
+//! (one client per store, one store per process). See `docs/storage-mongodb.md`.
+//!
+//! Inserts and read-cursor moves go through ordered lanes: a pair always maps to the same
+//! lane, and a command enters its lane when `insert` / `mark_read` is *called*, so a
+//! pair's writes run one after another in call order. Each lane is one task; `lanes`
+//! bounds how many such writes are in flight at once.
+
+pub mod migrate;
+pub mod queries;
+
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use confab_sdk::async_trait;
+use confab_sdk::clock::SharedClock;
+use confab_sdk::futures_util::TryStreamExt;
+use confab_sdk::futures_util::future::BoxFuture;
+use confab_sdk::ids::new_id;
+use confab_sdk::storage::{
+    Conversation, Inserted, Message, MessageStore, NewMessage, NewUser, PageQuery, ReadState, StorageError,
+    StorageResult, UserRecord, UserStore,
+};
+use confab_sdk::time::from_millis;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{DateTime, Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{Acknowledgment, ClientOptions, ReturnDocument, WriteConcern};
+use mongodb::{Client, Collection, Database};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::kernel::MongoConfig;
+use queries as q;
+
+/// Past this many cached receiver ids the cache starts over, bounding its memory.
+const KNOWN_USERS_CAP: usize = 200_000;
+
+pub(crate) fn backend(e: mongodb::error::Error) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
+}
+
+/// The client options of `cfg`: its URI, write concern and timeout.
+pub async fn client_options(cfg: &MongoConfig) -> StorageResult<ClientOptions> {
+    let mut options = ClientOptions::parse(&cfg.uri)
+        .await
+        .map_err(|e| StorageError::Backend(format!("invalid mongodb uri: {e}")))?;
+    let w = match cfg.w.as_str() {
+        "majority" => Acknowledgment::Majority,
+        n => match n.parse::<u32>() {
+            Ok(n) => Acknowledgment::Nodes(n),
+            Err(_) => Acknowledgment::Custom(n.to_owned()),
+        },
+    };
+    let timeout = Duration::from_millis(cfg.timeout_ms);
+    options.write_concern = Some(
+        WriteConcern::builder()
+            .w(w)
+            .journal(cfg.journal)
+            .w_timeout(timeout)
+            .build(),
+    );
+    options.server_selection_timeout = Some(timeout);
+    options.app_name.get_or_insert_with(|| "confab".to_owned());
+    Ok(options)
+}
+
+/// The collections of one database.
+#[derive(Clone)]
+pub(crate) struct Collections {
+    pub db: Database,
+    pub users: Collection<Document>,
+    pub messages: Collection<Document>,
+    pub conversations: Collection<Document>,
+}
+
+impl Collections {
+    pub(crate) fn new(db: Database) -> Self {
+        Collections {
+            users: db.collection(q::USERS),
+            messages: db.collection(q::MESSAGES),
+            conversations: db.collection(q::CONVERSATIONS),
+            db,
+        }
+    }
+
+    /// Creates every index (a no-op for those that exist with the same definition).
+    pub(crate) async fn ensure_indexes(&self) -> StorageResult<()> {
+        for (name, index) in q::indexes() {
+            match self.db.collection::<Document>(name).create_index(index).await {
+                Ok(_) => {}
+                // 85 IndexOptionsConflict: the same keys exist under another name (created by
+                // hand or by an older tool); that index serves the same queries.
+                Err(e) if matches!(&*e.kind, ErrorKind::Command(c) if c.code == 85) => {
+                    tracing::warn!(collection = name, error = %e, "an equivalent index exists under another name");
+                }
+                Err(e) => return Err(StorageError::Backend(format!("creating an index on {name}: {e}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+struct MarkRead {
+    user: String,
+    partner: String,
+    up_to: Option<String>,
+}
+
+enum Command {
+    Insert(NewMessage, oneshot::Sender<StorageResult<Inserted>>),
+    MarkRead(MarkRead, oneshot::Sender<StorageResult<ReadState>>),
+}
+
+struct Shared {
+    cols: Collections,
+    clock: SharedClock,
+    /// Receivers found once (users are never deleted).
+    known: Mutex<HashSet<ObjectId>>,
+}
+
+/// Users and messages in one MongoDB database.
+pub struct MongoStore {
+    shared: Arc<Shared>,
+    /// Emptied by `close`: dropping the senders lets each lane drain and end.
+    lanes: RwLock<Vec<mpsc::UnboundedSender<Command>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Commands queued or running in all lanes; bounded by `queue_capacity`.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for MongoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoStore")
+            .field("database", &self.shared.cols.db.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MongoStore {
+    /// Connects (checking that the server answers), creates the indexes, and starts the lanes.
+    pub async fn open(cfg: &MongoConfig, clock: SharedClock) -> StorageResult<Arc<MongoStore>> {
+        let problems = cfg.problems();
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(StorageError::Backend(format!(
+                "invalid mongodb configuration: {}",
+                list.join("; ")
+            )));
+        }
+        let client = Client::with_options(client_options(cfg).await?).map_err(backend)?;
+        let db = client.database(&cfg.database);
+        db.run_command(doc! {"ping": 1})
+            .await
+            .map_err(|e| StorageError::Backend(format!("mongodb at {}: {e}", redact(&cfg.uri))))?;
+        let cols = Collections::new(db);
+        cols.ensure_indexes().await?;
+        let shared = Arc::new(Shared {
+            cols,
+            clock,
+            known: Mutex::new(HashSet::new()),
+        });
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut lanes = Vec::with_capacity(cfg.lanes);
+        let mut workers = Vec::with_capacity(cfg.lanes);
+        for _ in 0..cfg.lanes {
+            let (tx, rx) = mpsc::unbounded_channel();
+            lanes.push(tx);
+            workers.push(tokio::spawn(lane(shared.clone(), rx, queued.clone())));
+        }
+        Ok(Arc::new(MongoStore {
+            shared,
+            lanes: RwLock::new(lanes),
+            workers: Mutex::new(workers),
+            queued,
+            capacity: cfg.queue_capacity,
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    /// Drops the whole database: for tests that created one of their own.
+    pub async fn drop_database(&self) -> StorageResult<()> {
+        self.shared.cols.db.drop().await.map_err(backend)
+    }
+
+    /// Stops accepting writes, lets every lane finish what it holds, and waits for them.
+    pub async fn close(&self) {
+        {
+            // Under the write lock: no enqueue is halfway, so whatever was queued is kept.
+            let mut lanes = self.lanes.write().unwrap_or_else(|e| e.into_inner());
+            self.closed.store(true, Ordering::Release);
+            lanes.clear();
+        }
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in workers {
+            let _ = w.await;
+        }
+    }
+
+    fn check_open(&self) -> StorageResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(StorageError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Queues a command into the lane of its pair, now.
+    fn enqueue<T: Send + 'static>(
+        &self,
+        a: &str,
+        b: &str,
+        make: impl FnOnce(oneshot::Sender<StorageResult<T>>) -> Command,
+    ) -> BoxFuture<'static, StorageResult<T>> {
+        let (tx, rx) = oneshot::channel();
+        let lanes = self.lanes.read().unwrap_or_else(|e| e.into_inner());
+        let queued = self.check_open().and_then(|()| {
+            if lanes.is_empty() {
+                return Err(StorageError::Closed);
+            }
+            if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                return Err(StorageError::Busy);
+            }
+            let mut h = DefaultHasher::new();
+            q::pair_key(a, b).hash(&mut h);
+            let lane = &lanes[(h.finish() % lanes.len() as u64) as usize];
+            lane.send(make(tx)).map_err(|_| {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                StorageError::Closed
+            })
+        });
+        drop(lanes);
+        Box::pin(async move {
+            queued?;
+            rx.await.unwrap_or(Err(StorageError::Closed))
+        })
+    }
+}
+
+/// Hides the password of a connection string in messages.
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &uri[..s], &uri[at + 1..]),
+        _ => uri.to_owned(),
+    }
+}
+
+/// One lane: runs its commands one at a time, in the order they were queued, until its
+/// sender is dropped (by `close`, or with the store) and its queue is empty.
+async fn lane(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Command>, queued: Arc<AtomicUsize>) {
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Command::Insert(m, reply) => {
+                let _ = reply.send(insert(&shared, m).await);
+            }
+            Command::MarkRead(r, reply) => {
+                let _ = reply.send(mark_read(&shared, r).await);
+            }
+        }
+        queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn receiver_exists(shared: &Shared, id: ObjectId) -> StorageResult<bool> {
+    if shared.known.lock().unwrap_or_else(|e| e.into_inner()).contains(&id) {
+        return Ok(true);
+    }
+    let found = shared
+        .cols
+        .users
+        .find_one(doc! {"_id": id})
+        .projection(doc! {"_id": 1})
+        .await
+        .map_err(backend)?
+        .is_some();
+    if found {
+        let mut known = shared.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= KNOWN_USERS_CAP {
+            known.clear();
+        }
+        known.insert(id);
+    }
+    Ok(found)
+}
+
+async fn existing(shared: &Shared, sender: ObjectId, cid: &str) -> StorageResult<Option<Message>> {
+    let found = shared
+        .cols
+        .messages
+        .find_one(q::by_client_msg_id(sender, cid))
+        .await
+        .map_err(backend)?;
+    found.as_ref().map(q::message_from_doc).transpose()
+}
+
+async fn insert(shared: &Shared, m: NewMessage) -> StorageResult<Inserted> {
+    let not_found = || StorageError::NotFound("receiver not found".into());
+    let sender = q::oid(&m.sender_id).ok_or_else(|| StorageError::NotFound("sender not found".into()))?;
+    let receiver = q::oid(&m.receiver_id).ok_or_else(not_found)?;
+    if let Some(cid) = &m.client_msg_id
+        && let Some(message) = existing(shared, sender, cid).await?
+    {
+        return Ok(Inserted {
+            message,
+            created: false,
+        });
+    }
+    if !receiver_exists(shared, receiver).await? {
+        return Err(not_found());
+    }
+    let pair = q::pair_key(&m.sender_id, &m.receiver_id);
+    let (filter, update, projection) = q::next_seq(&pair, sender, receiver);
+    let counter = shared
+        .cols
+        .conversations
+        .find_one_and_update(filter, update)
+        .upsert(true)
+        .return_document(ReturnDocument::After)
+        .projection(projection)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StorageError::Backend("the pair counter was not returned".into()))?;
+    let seq = counter
+        .get_i64("seq")
+        .map_err(|e| StorageError::Backend(format!("pair counter: {e}")))?;
+    // Never dated before the pair's last message, so `since` keeps the pair's order even
+    // if the wall clock steps back.
+    let last_at = counter
+        .get_datetime("lastAt")
+        .map(|d| d.timestamp_millis())
+        .unwrap_or(0);
+    let now = shared.clock.now_millis().max(last_at);
+    let message = Message {
+        id: new_id(now.div_euclid(1000)),
+        sender_id: sender.to_hex(),
+        receiver_id: receiver.to_hex(),
+        message: m.message,
+        client_msg_id: m.client_msg_id,
+        created_at: from_millis(now),
+        updated_at: from_millis(now),
+    };
+    match shared
+        .cols
+        .messages
+        .insert_one(q::message_doc(&message, &pair, seq))
+        .await
+    {
+        Ok(_) => {}
+        // Another node stored the same (sender, clientMsgId) first; this seq stays a gap.
+        Err(e) if is_duplicate_key(&e) && message.client_msg_id.is_some() => {
+            let cid = message.client_msg_id.as_deref().unwrap_or_default();
+            return match existing(shared, sender, cid).await? {
+                Some(message) => Ok(Inserted {
+                    message,
+                    created: false,
+                }),
+                None => Err(backend(e)),
+            };
+        }
+        Err(e) => return Err(backend(e)),
+    }
+    let (filter, update) = q::conversation_last(&pair, &message, seq);
+    let updated = shared
+        .cols
+        .conversations
+        .update_one(filter, update)
+        .await
+        .map_err(backend)?;
+    if updated.matched_count == 0 {
+        let (filter, update) = q::conversation_unread_only(&pair, &message.receiver_id);
+        shared
+            .cols
+            .conversations
+            .update_one(filter, update)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(Inserted { message, created: true })
+}
+
+async fn mark_read(shared: &Shared, r: MarkRead) -> StorageResult<ReadState> {
+    let invalid = || StorageError::InvalidCursor("upTo".into());
+    let state = |up_to: Option<String>, read_at, unread| ReadState {
+        user_id: r.user.clone(),
+        partner_id: r.partner.clone(),
+        up_to,
+        read_at,
+        unread,
+    };
+    let pair = q::pair_key(&r.user, &r.partner);
+    let conv = shared
+        .cols
+        .conversations
+        .find_one(doc! {"_id": &pair})
+        .await
+        .map_err(backend)?;
+    let Some(conv) = conv.filter(|c| c.contains_key("lastSeq")) else {
+        if r.up_to.is_some() {
+            return Err(invalid());
+        }
+        return Ok(state(None, None, 0));
+    };
+    let (target_seq, target_id) = match &r.up_to {
+        Some(id) => {
+            let oid = q::oid(id).ok_or_else(invalid)?;
+            let found = shared
+                .cols
+                .messages
+                .find_one(q::in_pair(oid, &pair))
+                .projection(doc! {"seq": 1})
+                .await
+                .map_err(backend)?
+                .ok_or_else(invalid)?;
+            (found.get_i64("seq").map_err(|_| invalid())?, oid)
+        }
+        None => (
+            conv.get_i64("lastSeq")
+                .map_err(|e| StorageError::Backend(format!("conversation: {e}")))?,
+            conv.get_object_id("lastId")
+                .map_err(|e| StorageError::Backend(format!("conversation: {e}")))?,
+        ),
+    };
+    let current = q::read_state_of(&conv, &r.user);
+    if let Some((seq, id, at)) = &current
+        && *seq >= target_seq
+    {
+        return Ok(state(Some(id.clone()), Some(*at), q::unread_of(&conv, &r.user)));
+    }
+    let partner = q::oid(&r.partner).ok_or_else(invalid)?;
+    let unread = if conv.get_i64("lastSeq").ok() == Some(target_seq) {
+        0
+    } else {
+        shared
+            .cols
+            .messages
+            .count_documents(q::unread_after(&pair, partner, target_seq))
+            .await
+            .map_err(backend)?
+    };
+    let now = shared.clock.now_millis();
+    let (filter, update) = q::mark_read_update(
+        &pair,
+        &r.user,
+        target_seq,
+        target_id,
+        DateTime::from_millis(now),
+        unread as i64,
+    );
+    shared
+        .cols
+        .conversations
+        .update_one(filter, update)
+        .await
+        .map_err(backend)?;
+    Ok(state(Some(target_id.to_hex()), Some(from_millis(now)), unread))
+}
+
+#[async_trait]
+impl UserStore for MongoStore {
+    async fn create_user(&self, user: NewUser) -> StorageResult<UserRecord> {
+        self.check_open()?;
+        let now = self.shared.clock.now_millis();
+        let id = q::oid(&new_id(now.div_euclid(1000))).unwrap_or_default();
+        let d = q::new_user_doc(
+            id,
+            &user.username,
+            user.display_name.as_deref(),
+            &user.password_hash,
+            DateTime::from_millis(now),
+        );
+        match self.shared.cols.users.insert_one(&d).await {
+            Ok(_) => q::user_from_doc(&d),
+            Err(e) if is_duplicate_key(&e) => Err(StorageError::Conflict("username is taken".into())),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn user_by_id(&self, id: &str) -> StorageResult<Option<UserRecord>> {
+        let Some(id) = q::oid(id) else { return Ok(None) };
+        let found = self
+            .shared
+            .cols
+            .users
+            .find_one(doc! {"_id": id})
+            .await
+            .map_err(backend)?;
+        found.as_ref().map(q::user_from_doc).transpose()
+    }
+
+    async fn user_by_username(&self, username: &str) -> StorageResult<Option<UserRecord>> {
+        let found = self
+            .shared
+            .cols
+            .users
+            .find_one(q::user_by_name_filter(username))
+            .await
+            .map_err(backend)?;
+        found.as_ref().map(q::user_from_doc).transpose()
+    }
+
+    async fn set_password_hash(&self, id: &str, hash: &str) -> StorageResult<()> {
+        self.check_open()?;
+        let not_found = || StorageError::NotFound("user not found".into());
+        let id = q::oid(id).ok_or_else(not_found)?;
+        let now = DateTime::from_millis(self.shared.clock.now_millis());
+        let r = self
+            .shared
+            .cols
+            .users
+            .update_one(doc! {"_id": id}, q::set_password_update(hash, now))
+            .await
+            .map_err(backend)?;
+        if r.matched_count == 0 {
+            return Err(not_found());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MessageStore for MongoStore {
+    fn insert(&self, message: NewMessage) -> BoxFuture<'static, StorageResult<Inserted>> {
+        let (a, b) = (message.sender_id.clone(), message.receiver_id.clone());
+        self.enqueue(&a, &b, |reply| Command::Insert(message, reply))
+    }
+
+    async fn history(&self, a: &str, b: &str, page: PageQuery) -> StorageResult<Vec<Message>> {
+        let pair = q::pair_key(a, b);
+        let cols = &self.shared.cols;
+        let resolve = |cursor: Option<String>, name: &'static str| {
+            let pair = pair.clone();
+            async move {
+                let Some(c) = cursor else { return Ok(None) };
+                let invalid = || StorageError::InvalidCursor(name.into());
+                let oid = q::oid(&c).ok_or_else(invalid)?;
+                let found = cols
+                    .messages
+                    .find_one(q::in_pair(oid, &pair))
+                    .projection(doc! {"seq": 1})
+                    .await
+                    .map_err(backend)?
+                    .ok_or_else(invalid)?;
+                found.get_i64("seq").map(Some).map_err(|_| invalid())
+            }
+        };
+        let before = resolve(page.before, "before").await?;
+        let after = resolve(page.after, "after").await?;
+        // MongoDB reads a limit of 0 as "no limit".
+        if page.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (filter, sort, newest_first) = q::history_query(&pair, before, after);
+        let docs: Vec<Document> = cols
+            .messages
+            .find(filter)
+            .sort(sort)
+            .limit(i64::try_from(page.limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(backend)?
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        let mut page: Vec<Message> = docs.iter().map(q::message_from_doc).collect::<StorageResult<_>>()?;
+        if newest_first {
+            page.reverse();
+        }
+        Ok(page)
+    }
+
+    async fn since(&self, user: &str, after: Option<&str>, limit: usize) -> StorageResult<(Vec<Message>, bool)> {
+        let invalid = || StorageError::InvalidCursor("after".into());
+        let Some(uid) = q::oid(user) else {
+            return if after.is_some() {
+                Err(invalid())
+            } else {
+                Ok((Vec::new(), false))
+            };
+        };
+        let cols = &self.shared.cols;
+        let cursor = match after {
+            None => None,
+            Some(id) => {
+                let oid = q::oid(id).ok_or_else(invalid)?;
+                let found = cols
+                    .messages
+                    .find_one(q::involving(oid, uid))
+                    .projection(doc! {"createdAt": 1})
+                    .await
+                    .map_err(backend)?
+                    .ok_or_else(invalid)?;
+                let at = found.get_datetime("createdAt").copied().unwrap_or(oid.timestamp());
+                Some((at, oid))
+            }
+        };
+        let (filter, sort) = q::since_query(uid, cursor);
+        let fetch = limit.saturating_add(1);
+        let docs: Vec<Document> = cols
+            .messages
+            .find(filter)
+            .sort(sort)
+            .limit(i64::try_from(fetch).unwrap_or(i64::MAX))
+            .await
+            .map_err(backend)?
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        let mut messages: Vec<Message> = docs.iter().map(q::message_from_doc).collect::<StorageResult<_>>()?;
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        Ok((messages, more))
+    }
+
+    async fn conversations(&self, user: &str) -> StorageResult<Vec<Conversation>> {
+        let Some(uid) = q::oid(user) else { return Ok(Vec::new()) };
+        let (filter, sort) = q::conversations_query(uid);
+        let docs: Vec<Document> = self
+            .shared
+            .cols
+            .conversations
+            .find(filter)
+            .sort(sort)
+            .await
+            .map_err(backend)?
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        docs.iter()
+            .map(|c| {
+                let last = c
+                    .get_document("last")
+                    .map_err(|e| StorageError::Backend(format!("conversation: {e}")))?;
+                let last_message = q::message_from_doc(last)?;
+                Ok(Conversation {
+                    partner: q::partner_of(c, user).unwrap_or_default(),
+                    last_at: last_message.created_at,
+                    unread: q::unread_of(c, user),
+                    last_message,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_read(&self, user: &str, partner: &str, up_to: Option<&str>) -> StorageResult<ReadState> {
+        let r = MarkRead {
+            user: user.to_ascii_lowercase(),
+            partner: partner.to_ascii_lowercase(),
+            up_to: up_to.map(str::to_owned),
+        };
+        self.enqueue(user, partner, |reply| Command::MarkRead(r, reply)).await
+    }
+
+    async fn ping(&self) -> StorageResult<()> {
+        self.check_open()?;
+        self.shared
+            .cols
+            .db
+            .run_command(doc! {"ping": 1})
+            .await
+            .map(drop)
+            .map_err(backend)
+    }
+
+    async fn close(&self) {
+        MongoStore::close(self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(redact("mongodb://u:secret@h:27017/db"), "mongodb://***@h:27017/db");
+        assert_eq!(redact("mongodb://h:27017"), "mongodb://h:27017");
+    }
+
+    #[tokio::test]
+    async fn client_options_carry_the_write_concern() {
+        let cfg = MongoConfig {
+            w: "2".into(),
+            journal: true,
+            timeout_ms: 1234,
+            ..MongoConfig::default()
+        };
+        let o = client_options(&cfg).await.expect("options");
+        let wc = o.write_concern.expect("write concern");
+        assert_eq!(wc.w, Some(Acknowledgment::Nodes(2)));
+        assert_eq!(wc.journal, Some(true));
+        assert_eq!(wc.w_timeout, Some(Duration::from_millis(1234)));
+        let o = client_options(&MongoConfig::default()).await.expect("options");
+        assert_eq!(o.write_concern.and_then(|w| w.w), Some(Acknowledgment::Majority));
+    }
+}
