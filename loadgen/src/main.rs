@@ -58,16 +58,36 @@ struct User {
 }
 
 async fn register(http: &reqwest::Client, url: &str, name: &str) -> Result<User, String> {
+    // The ratelimit plugin limits registrations per IP: wait as told and try again.
+    for _ in 0..100 {
+        match register_once(http, url, name).await {
+            Err(Retry::After(ms)) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            Err(Retry::Fail(e)) => return Err(e),
+            Ok(u) => return Ok(u),
+        }
+    }
+    Err(format!("register {name}: still rate limited"))
+}
+
+enum Retry {
+    After(u64),
+    Fail(String),
+}
+
+async fn register_once(http: &reqwest::Client, url: &str, name: &str) -> Result<User, Retry> {
     let r = http
         .post(format!("{url}/auth/register"))
         .json(&json!({"username": name, "password": "loadgen-password"}))
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Retry::Fail(e.to_string()))?;
     let status = r.status();
-    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    let v: Value = r.json().await.map_err(|e| Retry::Fail(e.to_string()))?;
+    if status.as_u16() == 429 {
+        return Err(Retry::After(v["retryAfterMs"].as_u64().unwrap_or(1000)));
+    }
     if status.as_u16() != 201 {
-        return Err(format!("register {name}: {status} {v}"));
+        return Err(Retry::Fail(format!("register {name}: {status} {v}")));
     }
     Ok(User {
         id: v["user"]["id"].as_str().unwrap_or_default().to_owned(),
