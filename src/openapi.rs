@@ -2,6 +2,7 @@
 //! then completed with what the kernel guarantees on every route (JSON error bodies, the
 //! body limit) so that each fragment does not have to repeat it.
 
+use confab_sdk::docs::build::{json_response, schema_ref};
 use std::collections::BTreeSet;
 
 use confab_sdk::docs::{DOCUMENT_INFO, SOCKET_EVENTS, SOCKET_HANDSHAKE, SocketHandshake};
@@ -14,17 +15,6 @@ use utoipa::openapi::{
     ContentBuilder, InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder, PathsBuilder, RefOr, ResponseBuilder, Schema,
 };
 use utoipa::{PartialSchema, ToSchema};
-
-fn json_response(description: &str, schema: RefOr<Schema>) -> utoipa::openapi::Response {
-    ResponseBuilder::new()
-        .description(description)
-        .content("application/json", ContentBuilder::new().schema(Some(schema)).build())
-        .build()
-}
-
-fn schema_ref(name: &str) -> RefOr<Schema> {
-    RefOr::Ref(utoipa::openapi::Ref::from_schema_name(name))
-}
 
 fn schema(v: Value) -> RefOr<Schema> {
     serde_json::from_value(v).expect("a literal JSON Schema the kernel writes")

@@ -2,6 +2,7 @@
 //! types the handlers use), and every socket event under the `x-socket-events` extension.
 
 use confab_sdk::ApiError;
+use confab_sdk::docs::build::{error, json_ref, json_response, schema_ref};
 use confab_sdk::storage::{Conversation, Message, ReadState};
 use serde_json::{Value, json};
 use utoipa::openapi::extensions::Extensions;
@@ -9,8 +10,7 @@ use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, Para
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{
-    ComponentsBuilder, ContentBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required, ResponseBuilder,
-    Schema,
+    ComponentsBuilder, ContentBuilder, OpenApi, OpenApiBuilder, PathsBuilder, RefOr, Required, Schema,
 };
 use utoipa::{PartialSchema, ToSchema};
 
@@ -55,25 +55,6 @@ struct AckError {
 struct OkAck {
     #[schema(example = true)]
     ok: bool,
-}
-
-fn schema_ref(name: &str) -> RefOr<Schema> {
-    RefOr::Ref(Ref::from_schema_name(name))
-}
-
-fn json_ref(name: &str) -> Value {
-    json!({"$ref": format!("#/components/schemas/{name}")})
-}
-
-fn json_response(description: &str, schema: RefOr<Schema>) -> utoipa::openapi::Response {
-    ResponseBuilder::new()
-        .description(description)
-        .content("application/json", ContentBuilder::new().schema(Some(schema)).build())
-        .build()
-}
-
-fn error(description: &str) -> utoipa::openapi::Response {
-    json_response(description, schema_ref("Error"))
 }
 
 fn string_param(name: &str, place: ParameterIn, description: &str) -> ParameterBuilder {

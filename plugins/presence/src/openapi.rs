@@ -3,14 +3,12 @@
 
 use confab_sdk::ApiError;
 use confab_sdk::cluster::PresenceState;
+use confab_sdk::docs::build::{json_ref, json_response, schema_ref};
 use serde_json::{Value, json};
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::security::SecurityRequirement;
-use utoipa::openapi::{
-    ComponentsBuilder, ContentBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required, ResponseBuilder,
-    Schema,
-};
+use utoipa::openapi::{ComponentsBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Required};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::config::PresenceConfig;
@@ -43,21 +41,6 @@ struct PresenceAckError {
     #[schema(example = false)]
     ok: bool,
     error: ApiError,
-}
-
-fn schema_ref(name: &str) -> RefOr<Schema> {
-    RefOr::Ref(Ref::from_schema_name(name))
-}
-
-fn json_ref(name: &str) -> Value {
-    json!({"$ref": format!("#/components/schemas/{name}")})
-}
-
-fn json_response(description: &str, schema: RefOr<Schema>) -> utoipa::openapi::Response {
-    ResponseBuilder::new()
-        .description(description)
-        .content("application/json", ContentBuilder::new().schema(Some(schema)).build())
-        .build()
 }
 
 fn paths() -> PathsBuilder {

@@ -725,3 +725,32 @@ mod tests {
         assert_eq!(back, v);
     }
 }
+
+/// Builders the plugins' OpenAPI fragments share.
+pub mod build {
+    use serde_json::{Value, json};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Schema};
+
+    /// A `$ref` to `#/components/schemas/<name>`.
+    pub fn schema_ref(name: &str) -> RefOr<Schema> {
+        RefOr::Ref(Ref::from_schema_name(name))
+    }
+
+    /// The same `$ref` as plain JSON, for `x-socket-events` payloads.
+    pub fn json_ref(name: &str) -> Value {
+        json!({"$ref": format!("#/components/schemas/{name}")})
+    }
+
+    /// A response with an `application/json` body of `schema`.
+    pub fn json_response(description: &str, schema: RefOr<Schema>) -> Response {
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", ContentBuilder::new().schema(Some(schema)).build())
+            .build()
+    }
+
+    /// An error response (`{message, code}`).
+    pub fn error(description: &str) -> Response {
+        json_response(description, schema_ref("Error"))
+    }
+}
