@@ -11,6 +11,10 @@
 //! temporary database goes, default the system temp dir: it must be a real disk for
 //! the fsync cost to show).
 
+// The server's allocator, so the figures are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -112,7 +112,7 @@ async fn sqlite_records_migrations_and_uses_wal() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 1, "user_version records the applied migrations");
+    assert_eq!(version, 2, "user_version records the applied migrations");
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .expect("journal_mode");
@@ -286,14 +286,16 @@ async fn sqlite_a_write_failing_halfway_fails_alone() {
     let cfg = config(&dir);
     let store = open(&cfg).await;
     let (a, b) = (user(&store, "half_a").await, user(&store, "half_b").await);
-    // Fails the conversation update of one message, after its row was written: only a
-    // rollback of that one command can keep the batch consistent.
+    let c = user(&store, "half_c").await;
+    // Fails the conversation row of a pair's first message, after the message row was
+    // written: only a rollback of that one command can keep the batch consistent.
     let conn = rusqlite::Connection::open(&cfg.path).expect("open");
-    conn.execute_batch(
-        "CREATE TRIGGER poison BEFORE UPDATE ON conversations
-         WHEN (SELECT body FROM messages WHERE seq = NEW.last_seq) = 'poison'
+    conn.execute_batch(&format!(
+        "CREATE TRIGGER poison BEFORE INSERT ON conversations
+         WHEN '{}' IN (NEW.pair_lo, NEW.pair_hi)
          BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
-    )
+        c.id
+    ))
     .expect("create trigger");
     // Holding the write lock parks the writer on "first", so the next three calls queue
     // up behind it and are committed together, as one batch.
@@ -302,7 +304,7 @@ async fn sqlite_a_write_failing_halfway_fails_alone() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let calls = vec![
         store.insert(msg(&a, &b, "before", None)),
-        store.insert(msg(&a, &b, "poison", Some("p-1"))),
+        store.insert(msg(&a, &c, "poison", Some("p-1"))),
         store.insert(msg(&b, &a, "after", None)),
     ];
     conn.execute_batch("COMMIT").expect("release the write lock");
@@ -324,6 +326,14 @@ async fn sqlite_a_write_failing_halfway_fails_alone() {
         ["first", "before", "after"],
         "nothing of the failed write remains"
     );
+    assert!(
+        store
+            .history(&a.id, &c.id, latest(10))
+            .await
+            .expect("history")
+            .is_empty()
+    );
+    assert!(store.conversations(&c.id).await.expect("conversations").is_empty());
     let conv = store.conversations(&b.id).await.expect("conversations");
     assert_eq!(
         (conv[0].unread, &conv[0].last_message),

@@ -3,7 +3,6 @@
 use std::sync::{Arc, Mutex};
 
 use confab_sdk::storage::{Conversation, Message, PageQuery, StorageError, StorageResult, UserRecord};
-use confab_sdk::time::from_millis;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Semaphore;
 
@@ -122,14 +121,17 @@ pub(crate) fn history(conn: &Connection, a: &str, b: &str, page: &PageQuery) -> 
     result.map_err(backend)
 }
 
-/// The pairs of `user` holding a message newer than `after`, from the conversation rows
-/// (the primary key for pairs where the user is `pair_lo`, `conversations_hi` for the rest).
+/// The pairs of `user` holding a message newer than `after`: the user's conversation rows
+/// (the primary key where the user is `pair_lo`, `conversations_hi` for the rest), each
+/// checked with one seek into messages_pair.
 fn active_pairs(conn: &Connection, user: &str, after: i64) -> rusqlite::Result<Vec<(String, String)>> {
-    conn.prepare_cached(
-        "SELECT pair_lo, pair_hi FROM conversations WHERE pair_lo = ?1 AND last_seq > ?2
+    const NEWER: &str = "EXISTS (SELECT 1 FROM messages AS m
+                                 WHERE m.pair_lo = c.pair_lo AND m.pair_hi = c.pair_hi AND m.seq > ?2)";
+    conn.prepare_cached(&format!(
+        "SELECT pair_lo, pair_hi FROM conversations AS c WHERE pair_lo = ?1 AND {NEWER}
          UNION ALL
-         SELECT pair_lo, pair_hi FROM conversations WHERE pair_hi = ?1 AND pair_lo <> ?1 AND last_seq > ?2",
-    )?
+         SELECT pair_lo, pair_hi FROM conversations AS c WHERE pair_hi = ?1 AND pair_lo <> ?1 AND {NEWER}"
+    ))?
     .query_map(params![user, after], |r| Ok((r.get(0)?, r.get(1)?)))?
     .collect()
 }
@@ -187,29 +189,42 @@ pub(crate) fn since(
     Ok((messages, has_more))
 }
 
+/// A user's conversations, newest first. For each pair, the newest message is one seek
+/// into messages_pair, and the unread count a walk of the index entries after the user's
+/// read cursor (`to_lo` says which of them came to the user), never touching the rows.
 pub(crate) fn conversations(conn: &Connection, user: &str) -> StorageResult<Vec<Conversation>> {
     let columns = MESSAGE_COLUMNS
         .split(", ")
         .map(|c| format!("m.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let side = |me: &str, partner: &str, to_me: u8| {
+        format!(
+            "SELECT m.seq, c.pair_{partner},
+                    (SELECT count(*) FROM messages AS u
+                     WHERE u.pair_lo = c.pair_lo AND u.pair_hi = c.pair_hi
+                       AND u.seq > coalesce(c.{me}_read_seq, 0) AND u.to_lo = {to_me}),
+                    {columns}
+             FROM conversations AS c
+             JOIN messages AS m ON m.seq = (SELECT max(seq) FROM messages
+                                            WHERE pair_lo = c.pair_lo AND pair_hi = c.pair_hi)"
+        )
+    };
+    let (as_lo, as_hi) = (side("lo", "hi", 1), side("hi", "lo", 0));
     conn.prepare_cached(&format!(
-        "SELECT c.last_seq, c.pair_hi, c.last_at, c.lo_unread, {columns}
-         FROM conversations AS c JOIN messages AS m ON m.seq = c.last_seq
-         WHERE c.pair_lo = ?1
+        "{as_lo} WHERE c.pair_lo = ?1
          UNION ALL
-         SELECT c.last_seq, c.pair_lo, c.last_at, c.hi_unread, {columns}
-         FROM conversations AS c JOIN messages AS m ON m.seq = c.last_seq
-         WHERE c.pair_hi = ?1 AND c.pair_lo <> ?1
+         {as_hi} WHERE c.pair_hi = ?1 AND c.pair_lo <> ?1
          ORDER BY 1 DESC"
     ))
     .and_then(|mut s| {
         s.query_map([user], |r| {
+            let last_message = rows::message_at(r, 3)?;
             Ok(Conversation {
                 partner: r.get(1)?,
-                last_at: from_millis(r.get(2)?),
-                unread: r.get::<_, i64>(3)?.max(0) as u64,
-                last_message: rows::message_at(r, 4)?,
+                last_at: last_message.created_at,
+                unread: r.get::<_, i64>(2)?.max(0) as u64,
+                last_message,
             })
         })?
         .collect()

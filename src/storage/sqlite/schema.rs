@@ -61,6 +61,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- Its key never changes, so new messages never write to it.
     CREATE INDEX conversations_hi ON conversations (pair_hi, pair_lo);
     "#,
+    // 2: a message no longer updates its conversation row (a random page per message,
+    // a third of each commit's pages). The newest message and the unread counts are read
+    // from messages_pair instead, which now also tells which side a message went to, so
+    // counting unread messages never leaves the index. Conversation rows keep the pair
+    // and the read cursors: written when a pair first talks and on mark_read.
+    r#"
+    ALTER TABLE messages ADD COLUMN to_lo INTEGER NOT NULL DEFAULT 0;
+    UPDATE messages SET to_lo = (receiver_id = pair_lo);
+    DROP INDEX messages_pair;
+    CREATE INDEX messages_pair ON messages (pair_lo, pair_hi, seq, to_lo);
+    ALTER TABLE conversations DROP COLUMN last_seq;
+    ALTER TABLE conversations DROP COLUMN last_at;
+    ALTER TABLE conversations DROP COLUMN lo_unread;
+    ALTER TABLE conversations DROP COLUMN hi_unread;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -93,4 +108,52 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<i64, String> {
         tracing::info!(from = current, to = latest, "sqlite schema migrated");
     }
     Ok(latest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sqlite::reader;
+
+    /// A file written at version 1 (conversation rows carrying the newest message and
+    /// unread counts) reads the same after migration 2 derives both from the messages.
+    #[test]
+    fn migration_2_keeps_conversations_and_unread_counts() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(MIGRATIONS[0]).expect("version 1");
+        conn.pragma_update(None, "user_version", 1).expect("user_version");
+        let (a, b) = ("aaaaaaaaaaaaaaaaaaaaaaa1", "bbbbbbbbbbbbbbbbbbbbbbb2");
+        conn.execute_batch(&format!(
+            "INSERT INTO messages (seq, id, sender_id, receiver_id, pair_lo, pair_hi, body, created_at, updated_at)
+             VALUES (1, 'm1', '{a}', '{b}', '{a}', '{b}', 'hi b', 10, 10),
+                    (2, 'm2', '{b}', '{a}', '{a}', '{b}', 'hi a', 20, 20),
+                    (3, 'm3', '{a}', '{b}', '{a}', '{b}', 'again', 30, 30),
+                    (4, 'm4', '{a}', '{a}', '{a}', '{a}', 'note to self', 40, 40);
+             -- b has read m1: one unread (m3); a has read nothing: one unread (m2).
+             INSERT INTO conversations (pair_lo, pair_hi, last_seq, last_at, lo_unread, hi_unread,
+                                        hi_read_seq, hi_read_id, hi_read_at)
+             VALUES ('{a}', '{b}', 3, 30, 1, 1, 1, 'm1', 15);
+             INSERT INTO conversations (pair_lo, pair_hi, last_seq, last_at, lo_unread)
+             VALUES ('{a}', '{a}', 4, 40, 1);"
+        ))
+        .expect("version 1 rows");
+        assert_eq!(migrate(&mut conn), Ok(2));
+        let to_lo: Vec<bool> = conn
+            .prepare("SELECT to_lo FROM messages ORDER BY seq")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("to_lo");
+        assert_eq!(to_lo, [false, true, false, true]);
+        let seen = |user: &str| -> Vec<(String, String, u64)> {
+            reader::conversations(&conn, user)
+                .expect("conversations")
+                .into_iter()
+                .map(|c| (c.partner, c.last_message.id, c.unread))
+                .collect()
+        };
+        assert_eq!(
+            seen(a),
+            [(a.to_owned(), "m4".to_owned(), 1), (b.to_owned(), "m3".to_owned(), 1)]
+        );
+        assert_eq!(seen(b), [(a.to_owned(), "m3".to_owned(), 1)]);
+    }
 }

@@ -6,7 +6,7 @@
 //! thus covers a whole batch. One command's failure never costs the others their write
 //! (see `Writer::guarded`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +28,9 @@ const BUSY_RETRIES: u32 = 3;
 
 /// Past this many cached receiver ids the cache starts over, bounding its memory.
 const KNOWN_USERS_CAP: usize = 200_000;
+
+/// Past this many cached pairs the pair cache starts over.
+const KNOWN_PAIRS_CAP: usize = 100_000;
 
 /// One caller's write: its input, where to answer, and the result of the current attempt
 /// (kept until the commit decides whether it stands).
@@ -133,6 +136,12 @@ pub(crate) struct Writer {
     known_users: HashSet<String>,
     /// Users found during the current attempt; trusted only once it commits.
     seen_users: Vec<String>,
+    /// Pairs known to have a conversation row (rows are never deleted): `pair_hi`s by
+    /// `pair_lo`, so a lookup needs no allocation.
+    known_pairs: HashMap<String, HashSet<String>>,
+    known_pair_count: usize,
+    /// Pairs given a row during the current attempt; trusted only once it commits.
+    seen_pairs: Vec<(String, String)>,
     /// Set by the checkpointer when the WAL has grown long enough to be restarted.
     restart_wanted: Arc<AtomicBool>,
     busy_timeout: Duration,
@@ -157,6 +166,9 @@ impl Writer {
             max_batch: o.max_batch,
             known_users: HashSet::new(),
             seen_users: Vec::new(),
+            known_pairs: HashMap::new(),
+            known_pair_count: 0,
+            seen_pairs: Vec::new(),
             restart_wanted: o.restart_wanted,
             busy_timeout: o.busy_timeout,
             isolate: false,
@@ -215,6 +227,7 @@ impl Writer {
         self.isolate = false;
         let outcome = loop {
             self.seen_users.clear();
+            self.seen_pairs.clear();
             match self.attempt(batch) {
                 Ok(()) => break Ok(()),
                 Err(e) => {
@@ -242,6 +255,15 @@ impl Writer {
                     self.known_users.clear();
                 }
                 self.known_users.extend(self.seen_users.drain(..));
+                if self.known_pair_count + self.seen_pairs.len() > KNOWN_PAIRS_CAP {
+                    self.known_pairs.clear();
+                    self.known_pair_count = 0;
+                }
+                for (lo, hi) in self.seen_pairs.drain(..) {
+                    if self.known_pairs.entry(lo).or_default().insert(hi) {
+                        self.known_pair_count += 1;
+                    }
+                }
                 if let Some(observe) = &self.observer {
                     observe(batch.len(), started.elapsed());
                 }
@@ -312,6 +334,13 @@ impl Writer {
         Ok(found)
     }
 
+    /// Whether the pair already has its conversation row, as far as this writer knows; a
+    /// pair it does not know costs one `INSERT OR IGNORE`, which changes nothing if another
+    /// node wrote the row.
+    fn pair_known(&self, lo: &str, hi: &str) -> bool {
+        self.known_pairs.get(lo).is_some_and(|his| his.contains(hi))
+    }
+
     fn insert(&mut self, m: &NewMessage) -> Result<Inserted, Failure> {
         if let Some(client_msg_id) = &m.client_msg_id {
             // Also finds a repeat committed earlier in this very batch.
@@ -338,8 +367,8 @@ impl Writer {
         self.conn
             .prepare_cached(
                 "INSERT INTO messages
-                   (id, sender_id, receiver_id, pair_lo, pair_hi, body, client_msg_id, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                   (id, sender_id, receiver_id, pair_lo, pair_hi, to_lo, body, client_msg_id, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
             )?
             .execute(params![
                 id,
@@ -347,30 +376,18 @@ impl Writer {
                 m.receiver_id,
                 lo,
                 hi,
+                m.receiver_id == lo,
                 m.message,
                 m.client_msg_id,
                 now
             ])?;
-        let seq = self.conn.last_insert_rowid();
-        // The receiver's side of the pair gains an unread message (one side only when
-        // someone writes to themselves). Most messages continue a known pair: try the
-        // update first, it costs one lookup where an upsert costs two.
-        let (lo_unread, hi_unread) = if m.receiver_id == lo { (1, 0) } else { (0, 1) };
-        let updated = self
-            .conn
-            .prepare_cached(
-                "UPDATE conversations
-                 SET last_seq = ?3, last_at = ?4, lo_unread = lo_unread + ?5, hi_unread = hi_unread + ?6
-                 WHERE pair_lo = ?1 AND pair_hi = ?2",
-            )?
-            .execute(params![lo, hi, seq, now, lo_unread, hi_unread])?;
-        if updated == 0 {
+        // A pair's conversation row holds only the read cursors: written once, when the
+        // pair first talks (see schema.rs, migration 2).
+        if !self.pair_known(lo, hi) {
             self.conn
-                .prepare_cached(
-                    "INSERT INTO conversations (pair_lo, pair_hi, last_seq, last_at, lo_unread, hi_unread)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![lo, hi, seq, now, lo_unread, hi_unread])?;
+                .prepare_cached("INSERT OR IGNORE INTO conversations (pair_lo, pair_hi) VALUES (?1, ?2)")?
+                .execute([lo, hi])?;
+            self.seen_pairs.push((lo.to_owned(), hi.to_owned()));
         }
         let message = confab_sdk::storage::Message {
             id,
@@ -437,19 +454,20 @@ impl Writer {
         let state = self
             .conn
             .prepare_cached(&format!(
-                "SELECT last_seq, {side}_read_seq, {side}_read_id, {side}_read_at
+                "SELECT (SELECT max(seq) FROM messages WHERE pair_lo = ?1 AND pair_hi = ?2),
+                        {side}_read_seq, {side}_read_id, {side}_read_at
                  FROM conversations WHERE pair_lo = ?1 AND pair_hi = ?2"
             ))?
             .query_row([lo, hi], |row| {
                 Ok((
-                    row.get::<_, i64>(0)?,
+                    row.get::<_, Option<i64>>(0)?,
                     row.get::<_, Option<i64>>(1)?,
                     row.get::<_, Option<String>>(2)?,
                     row.get::<_, Option<i64>>(3)?,
                 ))
             })
             .optional()?;
-        let Some((last_seq, read_seq, read_id, read_at)) = state else {
+        let Some((Some(last_seq), read_seq, read_id, read_at)) = state else {
             // No message between them yet: nothing to read, and no message to name.
             if r.up_to.is_some() {
                 return Err(StorageError::InvalidCursor("upTo".into()).into());
@@ -488,17 +506,17 @@ impl Writer {
             self.conn
                 .prepare_cached(
                     "SELECT count(*) FROM messages
-                     WHERE pair_lo = ?1 AND pair_hi = ?2 AND seq > ?3 AND sender_id = ?4",
+                     WHERE pair_lo = ?1 AND pair_hi = ?2 AND seq > ?3 AND to_lo = ?4",
                 )?
-                .query_row(params![lo, hi, seq, r.partner], |row| row.get(0))?
+                .query_row(params![lo, hi, seq, side == "lo"], |row| row.get(0))?
         };
         self.conn
             .prepare_cached(&format!(
                 "UPDATE conversations
-                 SET {side}_read_seq = ?3, {side}_read_id = ?4, {side}_read_at = ?5, {side}_unread = ?6
+                 SET {side}_read_seq = ?3, {side}_read_id = ?4, {side}_read_at = ?5
                  WHERE pair_lo = ?1 AND pair_hi = ?2"
             ))?
-            .execute(params![lo, hi, seq, up_to, read_at, unread])?;
+            .execute(params![lo, hi, seq, up_to, read_at])?;
         Ok(ReadState {
             user_id: r.user.clone(),
             partner_id: r.partner.clone(),
