@@ -25,3 +25,11 @@ cargo build --bin confab
 bin="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/confab"
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && CONFAB_BIN="$bin" npm test)
 tests/docs/validate.sh "$bin"
+# The compose file, where a compose implementation is installed (the tests need none).
+if docker compose version >/dev/null 2>&1; then
+    JWT_SECRET=check docker compose config --quiet
+elif command -v docker-compose >/dev/null 2>&1; then
+    JWT_SECRET=check docker-compose config --quiet
+else
+    echo "skipped: docker compose config (no compose installed)"
+fi

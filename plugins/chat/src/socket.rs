@@ -26,6 +26,17 @@ fn accept<T: DeserializeOwned>(ctx: &SocketCtx, data: Value) -> Result<(String, 
     Ok((user, from_value(data)?))
 }
 
+/// The checked input and the ack to answer with, or `None` once the error was reported.
+fn checked<T>(ctx: &SocketCtx, ack: Ack, input: Result<T, ApiError>) -> Option<(T, Ack)> {
+    match input {
+        Ok(v) => Some((v, ack)),
+        Err(e) => {
+            ack.fail(ctx, &e);
+            None
+        }
+    }
+}
+
 /// `{ok: true, <key>: value}` without copying `value`.
 fn ok_with(key: &str, value: Value) -> Value {
     let mut m = Map::with_capacity(2);
@@ -49,12 +60,8 @@ pub(crate) fn send_message(chat: Arc<Chat>) -> EventHandler {
     Arc::new(move |ctx: SocketCtx, data: Value, ack: Ack| {
         // Synchronous on purpose: the write is queued in the order the events arrived.
         let pending = accept::<SendMessageRequest>(&ctx, data).and_then(|(user, req)| chat.begin_send(user, req));
-        let pending = match pending {
-            Ok(p) => p,
-            Err(e) => {
-                ack.fail(&ctx, &e);
-                return done();
-            }
+        let Some((pending, ack)) = checked(&ctx, ack, pending) else {
+            return done();
         };
         Box::pin(async move {
             match pending.finish().await {
@@ -71,12 +78,8 @@ pub(crate) fn send_message(chat: Arc<Chat>) -> EventHandler {
 
 pub(crate) fn fetch_history(chat: Arc<Chat>) -> EventHandler {
     Arc::new(move |ctx: SocketCtx, data: Value, ack: Ack| {
-        let (user, req) = match accept::<FetchHistoryRequest>(&ctx, data) {
-            Ok(v) => v,
-            Err(e) => {
-                ack.fail(&ctx, &e);
-                return done();
-            }
+        let Some(((user, req), ack)) = checked(&ctx, ack, accept::<FetchHistoryRequest>(&ctx, data)) else {
+            return done();
         };
         let chat = chat.clone();
         Box::pin(async move {
@@ -95,14 +98,10 @@ pub(crate) fn fetch_history(chat: Arc<Chat>) -> EventHandler {
 
 pub(crate) fn typing(chat: Arc<Chat>) -> EventHandler {
     Arc::new(move |ctx: SocketCtx, data: Value, ack: Ack| {
-        let checked = accept::<TypingRequest>(&ctx, data)
+        let input = accept::<TypingRequest>(&ctx, data)
             .and_then(|(user, req)| Ok((user, input::id("to", req.to)?, req.is_typing)));
-        let (from, to, is_typing) = match checked {
-            Ok(v) => v,
-            Err(e) => {
-                ack.fail(&ctx, &e);
-                return done();
-            }
+        let Some(((from, to, is_typing), ack)) = checked(&ctx, ack, input) else {
+            return done();
         };
         let chat = chat.clone();
         Box::pin(async move {
@@ -119,12 +118,8 @@ pub(crate) fn typing(chat: Arc<Chat>) -> EventHandler {
 
 pub(crate) fn mark_read(chat: Arc<Chat>) -> EventHandler {
     Arc::new(move |ctx: SocketCtx, data: Value, ack: Ack| {
-        let (user, req) = match accept::<MarkReadRequest>(&ctx, data) {
-            Ok(v) => v,
-            Err(e) => {
-                ack.fail(&ctx, &e);
-                return done();
-            }
+        let Some(((user, req), ack)) = checked(&ctx, ack, accept::<MarkReadRequest>(&ctx, data)) else {
+            return done();
         };
         let chat = chat.clone();
         Box::pin(async move {
@@ -152,12 +147,8 @@ pub(crate) fn sync(chat: Arc<Chat>) -> EventHandler {
         } else {
             data
         };
-        let (user, req) = match accept::<SyncRequest>(&ctx, data) {
-            Ok(v) => v,
-            Err(e) => {
-                ack.fail(&ctx, &e);
-                return done();
-            }
+        let Some(((user, req), ack)) = checked(&ctx, ack, accept::<SyncRequest>(&ctx, data)) else {
+            return done();
         };
         let chat = chat.clone();
         Box::pin(async move {
