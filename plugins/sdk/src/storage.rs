@@ -130,7 +130,9 @@ pub struct Conversation {
     #[serde(rename = "lastAt", with = "crate::time::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub last_at: Timestamp,
-    /// Messages from the partner newer than my read cursor.
+    /// Messages from the partner newer than my read cursor. The embedded SQLite backend
+    /// looks at the 10,000 newest messages after the cursor at most, so a larger backlog
+    /// reads as a lower bound.
     pub unread: u64,
 }
 

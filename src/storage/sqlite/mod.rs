@@ -155,6 +155,10 @@ impl SqliteStore {
     }
 }
 
+/// How long opening waits for another node's schema migration (a rewrite of every
+/// message row can take minutes on a large file).
+const MIGRATION_WAIT: Duration = Duration::from_secs(600);
+
 /// How much of the database file each reader maps into memory (address space, not RAM).
 const READER_MMAP_BYTES: i64 = 1 << 30;
 
@@ -202,7 +206,11 @@ fn connect_all(cfg: &SqliteConfig) -> StorageResult<Connections> {
          PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
     )
     .map_err(|e| fail("pragmas", e))?;
+    // A node booting while another migrates a large file waits for it rather than fail.
+    conn.busy_timeout(MIGRATION_WAIT).map_err(|e| fail("busy_timeout", e))?;
     schema::migrate(&mut conn).map_err(|e| StorageError::Backend(format!("sqlite migration ({}): {e}", cfg.path)))?;
+    conn.busy_timeout(Duration::from_millis(cfg.busy_timeout_ms))
+        .map_err(|e| fail("busy_timeout", e))?;
     let readers = (0..cfg.readers)
         .map(|_| {
             let r = connect(path, cfg)?;

@@ -191,45 +191,59 @@ pub(crate) fn since(
 
 /// A user's conversations, newest first. For each pair, the newest message is one seek
 /// into messages_pair, and the unread count a walk of the index entries after the user's
-/// read cursor (`to_lo` says which of them came to the user), never touching the rows.
+/// read cursor ([`rows::unread`]), never touching the rows. One snapshot for all of it.
 pub(crate) fn conversations(conn: &Connection, user: &str) -> StorageResult<Vec<Conversation>> {
     let columns = MESSAGE_COLUMNS
         .split(", ")
         .map(|c| format!("m.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let side = |me: &str, partner: &str, to_me: u8| {
+    let side = |me: &str, partner: &str, to_lo: bool| {
         format!(
-            "SELECT m.seq, c.pair_{partner},
-                    (SELECT count(*) FROM messages AS u
-                     WHERE u.pair_lo = c.pair_lo AND u.pair_hi = c.pair_hi
-                       AND u.seq > coalesce(c.{me}_read_seq, 0) AND u.to_lo = {to_me}),
+            "SELECT m.seq, c.pair_{partner}, c.pair_lo, c.pair_hi, coalesce(c.{me}_read_seq, 0), {to_lo},
                     {columns}
              FROM conversations AS c
              JOIN messages AS m ON m.seq = (SELECT max(seq) FROM messages
                                             WHERE pair_lo = c.pair_lo AND pair_hi = c.pair_hi)"
         )
     };
-    let (as_lo, as_hi) = (side("lo", "hi", 1), side("hi", "lo", 0));
-    conn.prepare_cached(&format!(
-        "{as_lo} WHERE c.pair_lo = ?1
-         UNION ALL
-         {as_hi} WHERE c.pair_hi = ?1 AND c.pair_lo <> ?1
-         ORDER BY 1 DESC"
-    ))
-    .and_then(|mut s| {
-        s.query_map([user], |r| {
-            let last_message = rows::message_at(r, 3)?;
+    let (as_lo, as_hi) = (side("lo", "hi", true), side("hi", "lo", false));
+    let tx = conn.unchecked_transaction().map_err(backend)?;
+    let found = tx
+        .prepare_cached(&format!(
+            "{as_lo} WHERE c.pair_lo = ?1
+             UNION ALL
+             {as_hi} WHERE c.pair_hi = ?1 AND c.pair_lo <> ?1
+             ORDER BY 1 DESC"
+        ))
+        .and_then(|mut s| {
+            s.query_map([user], |r| {
+                let pair: (String, String) = (r.get(2)?, r.get(3)?);
+                Ok((
+                    r.get::<_, String>(1)?,
+                    pair,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, bool>(5)?,
+                    rows::message_at(r, 6)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(backend)?;
+    let list = found
+        .into_iter()
+        .map(|(partner, (lo, hi), read_seq, to_lo, last_message)| {
             Ok(Conversation {
-                partner: r.get(1)?,
+                partner,
                 last_at: last_message.created_at,
-                unread: r.get::<_, i64>(2)?.max(0) as u64,
+                unread: rows::unread(&tx, &lo, &hi, read_seq, to_lo)?.max(0) as u64,
                 last_message,
             })
-        })?
-        .collect()
-    })
-    .map_err(backend)
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(backend)?;
+    tx.finish().map_err(backend)?;
+    Ok(list)
 }
 
 pub(crate) fn ping(conn: &Connection) -> StorageResult<()> {

@@ -2,7 +2,7 @@
 
 use confab_sdk::storage::{Message, StorageError, UserRecord};
 use confab_sdk::time::from_millis;
-use rusqlite::{ErrorCode, Row};
+use rusqlite::{Connection, ErrorCode, Row, params};
 
 /// The message columns every query selects, in the order [`message`] reads them.
 pub(crate) const MESSAGE_COLUMNS: &str = "id, sender_id, receiver_id, body, client_msg_id, created_at, updated_at";
@@ -57,4 +57,59 @@ pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
 
 pub(crate) fn backend(e: rusqlite::Error) -> StorageError {
     StorageError::Backend(e.to_string())
+}
+
+/// Unread counts look at no more than this many messages after the read cursor: counting
+/// walks one index entry per message (both sides'), and a conversation that is never
+/// marked read would otherwise cost more on every listing.
+pub(crate) const UNREAD_SCAN_CAP: i64 = 10_000;
+
+/// The messages of pair `(lo, hi)` after `after_seq` that went to the `lo` side (`to_lo`)
+/// or the `hi` side, among the newest [`UNREAD_SCAN_CAP`] after it; index-only, on
+/// messages_pair. Exact whenever fewer messages than the cap follow the cursor.
+pub(crate) fn unread(conn: &Connection, lo: &str, hi: &str, after_seq: i64, to_lo: bool) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "SELECT count(*) FROM (SELECT to_lo FROM messages
+                               WHERE pair_lo = ?1 AND pair_hi = ?2 AND seq > ?3
+                               ORDER BY seq DESC LIMIT ?5)
+         WHERE to_lo = ?4",
+    )?
+    .query_row(params![lo, hi, after_seq, to_lo, UNREAD_SCAN_CAP], |r| r.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unread_counts_one_side_after_the_cursor_within_the_scan_cap() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        crate::storage::sqlite::schema::migrate(&mut conn).expect("schema");
+        let total = UNREAD_SCAN_CAP + 5;
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+             INSERT INTO messages (seq, id, sender_id, receiver_id, pair_lo, pair_hi, to_lo, body, created_at, updated_at)
+             SELECT i, 'm' || i, 'a', 'b', 'a', 'b', 0, 'x', i, i FROM n",
+            [total],
+        )
+        .expect("messages to b");
+        conn.execute(
+            "INSERT INTO messages (seq, id, sender_id, receiver_id, pair_lo, pair_hi, to_lo, body, created_at, updated_at)
+             VALUES (?1, 'to-a', 'b', 'a', 'a', 'b', 1, 'y', 0, 0)",
+            [total + 1],
+        )
+        .expect("a message to a");
+        assert_eq!(unread(&conn, "a", "b", 0, true), Ok(1), "the other side");
+        assert_eq!(
+            unread(&conn, "a", "b", 10, false),
+            Ok(total - 10),
+            "exact under the cap"
+        );
+        assert_eq!(
+            unread(&conn, "a", "b", 0, false),
+            Ok(UNREAD_SCAN_CAP - 1),
+            "only the newest messages after the cursor are looked at"
+        );
+        assert_eq!(unread(&conn, "a", "b", total + 1, true), Ok(0));
+    }
 }

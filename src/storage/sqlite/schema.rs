@@ -68,7 +68,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // and the read cursors: written when a pair first talks and on mark_read.
     r#"
     ALTER TABLE messages ADD COLUMN to_lo INTEGER NOT NULL DEFAULT 0;
-    UPDATE messages SET to_lo = (receiver_id = pair_lo);
+    UPDATE messages SET to_lo = 1 WHERE receiver_id = pair_lo;
     DROP INDEX messages_pair;
     CREATE INDEX messages_pair ON messages (pair_lo, pair_hi, seq, to_lo);
     ALTER TABLE conversations DROP COLUMN last_seq;

@@ -334,11 +334,12 @@ impl Writer {
         Ok(found)
     }
 
-    /// Whether the pair already has its conversation row, as far as this writer knows; a
-    /// pair it does not know costs one `INSERT OR IGNORE`, which changes nothing if another
-    /// node wrote the row.
+    /// Whether the pair already has its conversation row, as far as this writer knows (or
+    /// this attempt wrote it); a pair it does not know costs one `INSERT OR IGNORE`, which
+    /// changes nothing if another node wrote the row.
     fn pair_known(&self, lo: &str, hi: &str) -> bool {
         self.known_pairs.get(lo).is_some_and(|his| his.contains(hi))
+            || self.seen_pairs.iter().any(|(l, h)| l == lo && h == hi)
     }
 
     fn insert(&mut self, m: &NewMessage) -> Result<Inserted, Failure> {
@@ -503,12 +504,7 @@ impl Writer {
         let unread: i64 = if seq >= last_seq {
             0
         } else {
-            self.conn
-                .prepare_cached(
-                    "SELECT count(*) FROM messages
-                     WHERE pair_lo = ?1 AND pair_hi = ?2 AND seq > ?3 AND to_lo = ?4",
-                )?
-                .query_row(params![lo, hi, seq, side == "lo"], |row| row.get(0))?
+            rows::unread(&self.conn, lo, hi, seq, side == "lo")?
         };
         self.conn
             .prepare_cached(&format!(
