@@ -90,11 +90,19 @@ impl Default for Metrics {
     }
 }
 
+/// Standard methods keep their name; anything a client invents counts as `OTHER`.
+fn bounded_method(method: &str) -> &str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    if KNOWN.contains(&method) { method } else { "OTHER" }
+}
+
 impl Metrics {
     pub fn http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         let key = HttpKey {
             route: route.to_owned(),
-            method: method.to_owned(),
+            method: bounded_method(method).to_owned(),
             status,
         };
         *self
@@ -121,7 +129,10 @@ impl Metrics {
         self.open_sockets.load(Ordering::Relaxed)
     }
 
-    pub fn socket_event(&self, event: &str) {
+    /// Counts an event by name; names no handler knows count as `unknown`, so clients
+    /// cannot add label values (and memory) by inventing event names.
+    pub fn socket_event(&self, event: &str, known: bool) {
+        let event = if known { event } else { "unknown" };
         let mut m = self.socket_events.lock().unwrap_or_else(|e| e.into_inner());
         match m.get_mut(event) {
             Some(n) => *n += 1,
@@ -208,7 +219,9 @@ mod tests {
         let m = Metrics::default();
         m.http("/health", "GET", 200, Duration::from_micros(300));
         m.http("/health", "GET", 200, Duration::from_millis(3));
-        m.socket_event("send_message");
+        m.socket_event("send_message", true);
+        m.socket_event("made_up", false);
+        m.http("/other", "MADEUP", 405, Duration::from_micros(300));
         m.commit(3, Duration::from_millis(1));
         let text = m.render();
         assert!(
@@ -224,6 +237,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("confab_socket_events_total{event=\"send_message\"} 1"));
+        assert!(
+            text.contains("confab_socket_events_total{event=\"unknown\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("method=\"OTHER\",status=\"405\"} 1"), "{text}");
         assert!(
             text.contains("confab_storage_commit_batch_size_bucket{le=\"4\"} 1"),
             "{text}"

@@ -68,11 +68,14 @@ impl Section for ServerConfig {
         if self.socket.max_buffer_size == 0 {
             p.push(problem("socket.max_buffer_size", "expected at least 1 packet"));
         }
-        if self.socket.ping_interval_secs == 0 || self.socket.ping_timeout_secs == 0 {
-            p.push(problem(
-                "socket.ping_interval_secs",
-                "ping interval and timeout must be at least 1 second",
-            ));
+        if self.socket.ping_interval_secs == 0 {
+            p.push(problem("socket.ping_interval_secs", "expected at least 1 second"));
+        }
+        if self.socket.ping_timeout_secs == 0 {
+            p.push(problem("socket.ping_timeout_secs", "expected at least 1 second"));
+        }
+        if !(1..=65_536).contains(&self.socket.max_in_flight) {
+            p.push(problem("socket.max_in_flight", "expected 1 to 65536 events"));
         }
         p
     }
@@ -208,7 +211,7 @@ impl Section for StorageConfig {
     }
 }
 
-/// Settings of the MongoDB backend (`MONGO_URI` sets `uri`). See `docs/storage-mongodb.md`.
+/// Settings of the MongoDB backend (`MONGO_URI` sets `uri` and selects this backend). See `docs/storage-mongodb.md`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MongoConfig {
@@ -299,6 +302,8 @@ impl MongoConfig {
         }
         if self.queue_capacity < self.lanes {
             p.push(problem("queue_capacity", "expected at least one write per lane"));
+        } else if self.queue_capacity > crate::storage::MAX_QUEUE {
+            p.push(problem("queue_capacity", "expected at most 16777216"));
         }
         p
     }
@@ -340,7 +345,7 @@ impl Section for ClusterConfig {
     }
 }
 
-/// Settings of the Redis cluster backend (`REDIS_URL` sets `url`). See `docs/cluster.md`.
+/// Settings of the Redis cluster backend (`REDIS_URL` sets `url` and selects this backend). See `docs/cluster.md`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {

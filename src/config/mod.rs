@@ -55,6 +55,18 @@ pub fn load(sources: &Sources, plugins: &[Box<dyn DynPlugin>]) -> Result<Config,
     let profile = RunProfile {
         name: profile_name(sources),
     };
+    // A misspelt `production` would otherwise run quietly with development rules (the
+    // default JWT secret accepted, cookies without Secure).
+    let known = ["development", "production"].contains(&profile.name.as_str());
+    if !known && !Path::new("config").join(format!("{}.toml", profile.name)).is_file() {
+        return Err(vec![problem(
+            "profile",
+            format!(
+                "expected development, production, or a profile with a config/<name>.toml file; got {:?}",
+                profile.name
+            ),
+        )]);
+    }
     let given = read_layers(sources, &profile, plugins)?;
     let Value::Object(given) = given else {
         return Err(vec![problem("", "the configuration must be a table")]);
@@ -265,10 +277,14 @@ fn alias_layer(plugins: &[Box<dyn DynPlugin>]) -> Value {
             port.parse::<u64>().map(Value::from).unwrap_or(Value::String(port)),
         );
     }
+    // In the old backend these variables were how MongoDB and Redis got used at all, so
+    // each also selects its backend (a `CONFAB_*__BACKEND` variable still wins).
     if let Ok(uri) = std::env::var("MONGO_URI") {
+        set(&["storage", "backend"], Value::from("mongodb"));
         set(&["storage", "mongodb", "uri"], Value::String(uri));
     }
     if let Ok(url) = std::env::var("REDIS_URL") {
+        set(&["cluster", "backend"], Value::from("redis"));
         set(&["cluster", "redis", "url"], Value::String(url));
     }
     if let Ok(secret) = std::env::var("JWT_SECRET")

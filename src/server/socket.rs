@@ -181,7 +181,7 @@ fn dispatch<A: Adapter>(
     ack: AckInfo<A>,
     data: Result<Value, socketioxide::ParserError>,
 ) -> futures_util::future::BoxFuture<'static, ()> {
-    host.metrics.socket_event(&event);
+    host.metrics.socket_event(&event, host.events.contains_key(&event));
     let Some(state) = s.extensions.get::<SocketState>() else {
         return async {}.boxed();
     };
@@ -198,6 +198,8 @@ fn dispatch<A: Adapter>(
     };
     let data = match data {
         Ok(d) => d,
+        // `socket.emit("sync", callback)` sends no argument at all: the same as `null`.
+        Err(e) if e.to_string().contains("first element not found") => Value::Null,
         Err(e) => {
             ack.fail(
                 &c,
@@ -218,7 +220,8 @@ fn dispatch<A: Adapter>(
         );
         return async {}.boxed();
     }
-    let in_flight = state.in_flight.clone();
+    // Released when the event's work ends, however it ends (a panicking handler too).
+    let in_flight = InFlight(state.in_flight.clone());
     // Guards answer at once when they can (in-process counters); only those that cannot
     // (a Redis round trip) make the event wait.
     let mut pending = Vec::new();
@@ -227,7 +230,6 @@ fn dispatch<A: Adapter>(
         match (&mut check).now_or_never() {
             Some(Ok(())) => {}
             Some(Err(e)) => {
-                in_flight.fetch_sub(1, Ordering::AcqRel);
                 ack.fail(&c, &e);
                 return async {}.boxed();
             }
@@ -246,7 +248,7 @@ fn dispatch<A: Adapter>(
         let fut = handler(c, data, ack);
         return async move {
             fut.await;
-            in_flight.fetch_sub(1, Ordering::AcqRel);
+            drop(in_flight);
         }
         .boxed();
     }
@@ -261,7 +263,6 @@ fn dispatch<A: Adapter>(
         }
         for check in pending {
             if let Err(e) = check.await {
-                in_flight.fetch_sub(1, Ordering::AcqRel);
                 ack.fail(&c, &e);
                 return;
             }
@@ -269,9 +270,18 @@ fn dispatch<A: Adapter>(
         let fut = handler(c, data, ack);
         let _ = done.send(());
         fut.await;
-        in_flight.fetch_sub(1, Ordering::AcqRel);
+        drop(in_flight);
     }
     .boxed()
+}
+
+/// One event's slot in its socket's in-flight count, given back on drop.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Emits through socketioxide's adapter: local now, Redis in a cluster.

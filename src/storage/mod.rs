@@ -6,4 +6,4 @@ pub mod mongo;
 pub mod sqlite;
 
 pub use mongo::MongoStore;
-pub use sqlite::{CommitObserver, SqliteConfig, SqliteStore};
+pub use sqlite::{CommitObserver, MAX_QUEUE, SqliteConfig, SqliteStore};

@@ -196,11 +196,70 @@ async fn config_show_masks_secrets() {
 }
 
 #[tokio::test]
+async fn a_misspelt_profile_is_refused_and_limits_are_bounded() {
+    let out = run_cli(&["config", "check"], "", &[("CONFAB_PROFILE", "prod")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("profile") && err.contains("\"prod\""), "{err}");
+
+    let toml = "[server.socket]\nmax_in_flight = 0\nping_timeout_secs = 0\n\
+                [storage.sqlite]\nmax_batch = 100000000\nqueue_capacity = 100000000000\n";
+    let out = run_cli(&["config", "check", "--config", "confab.toml"], toml, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "server.socket.max_in_flight:",
+        "server.socket.ping_timeout_secs:",
+        "storage.sqlite.max_batch:",
+        "storage.sqlite.queue_capacity:",
+    ] {
+        assert!(
+            err.lines().any(|l| l.trim_start().starts_with(key)),
+            "no line for {key} in:\n{err}"
+        );
+    }
+    assert!(!err.contains("ping_interval"), "{err}");
+}
+
+#[tokio::test]
+async fn the_old_backends_variables_select_mongodb_and_redis() {
+    let env = [("MONGO_URI", "mongodb://db:27017"), ("REDIS_URL", "redis://cache:6379")];
+    let out = run_cli(&["config", "show"], "", &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(v["storage"]["backend"].as_str(), Some("mongodb"), "{text}");
+    assert_eq!(
+        v["storage"]["mongodb"]["uri"].as_str(),
+        Some("mongodb://db:27017"),
+        "{text}"
+    );
+    assert_eq!(v["cluster"]["backend"].as_str(), Some("redis"), "{text}");
+    assert_eq!(
+        v["cluster"]["redis"]["url"].as_str(),
+        Some("redis://cache:6379"),
+        "{text}"
+    );
+
+    // An explicit CONFAB_ variable still decides.
+    let env = [
+        ("MONGO_URI", "mongodb://db:27017"),
+        ("CONFAB_STORAGE__BACKEND", "sqlite"),
+    ];
+    let out = run_cli(&["config", "show"], "", &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(v["storage"]["backend"].as_str(), Some("sqlite"), "{text}");
+}
+
+#[tokio::test]
 async fn metrics_count_requests_and_can_be_switched_off() {
     let s = Server::start("").await;
     for _ in 0..3 {
         s.http.get(s.url("/health")).send().await.unwrap();
     }
+    let invented = reqwest::Method::from_bytes(b"INVENTED").unwrap();
+    s.http.request(invented, s.url("/health")).send().await.unwrap();
     let r = s.http.get(s.url("/metrics")).send().await.unwrap();
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = r.text().await.unwrap();
@@ -212,6 +271,11 @@ async fn metrics_count_requests_and_can_be_switched_off() {
         text.contains("confab_http_request_duration_seconds_bucket{route=\"/health\",le=\"+Inf\"} 3"),
         "{text}"
     );
+    assert!(
+        !text.contains("INVENTED"),
+        "invented methods share one label value: {text}"
+    );
+    assert!(text.contains("method=\"OTHER\""), "{text}");
     assert!(text.contains("confab_open_sockets 0"));
     assert!(text.contains("confab_storage_commit_seconds_count"));
     drop(s);

@@ -134,6 +134,10 @@ test("a device that reconnects catches up with sync, with no gap", async () => {
   const paged = await b.timeout(3000).emitWithAck("sync", { after: first.message._id, limit: 2 });
   assert.equal(paged.hasMore, true);
   assert.deepEqual(paged.messages.map((m) => m._id), missed.slice(0, 2));
+  // No payload at all (only the callback): from the beginning.
+  const all = await b.timeout(3000).emitWithAck("sync");
+  assert.equal(all.ok, true, JSON.stringify(all));
+  assert.deepEqual(all.messages.map((m) => m._id).slice(-6), [first.message._id, ...missed]);
   a.disconnect();
   b.disconnect();
 });

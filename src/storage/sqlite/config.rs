@@ -23,6 +23,9 @@ pub struct SqliteConfig {
     pub synchronous: String,
 }
 
+/// The largest write queue either backend accepts.
+pub const MAX_QUEUE: usize = 1 << 24;
+
 impl Default for SqliteConfig {
     fn default() -> Self {
         SqliteConfig {
@@ -64,14 +67,15 @@ impl SqliteConfig {
                 "must be at least 1 (several nodes may share the file)",
             );
         }
-        if self.max_batch == 0 {
-            problem("max_batch", "must be at least 1");
+        // Upper bounds: each is allocated up front (a batch buffer, a channel, connections).
+        if !(1..=65_536).contains(&self.max_batch) {
+            problem("max_batch", "must be 1 to 65536");
         }
-        if self.queue_capacity == 0 {
-            problem("queue_capacity", "must be at least 1");
+        if !(1..=MAX_QUEUE).contains(&self.queue_capacity) {
+            problem("queue_capacity", "must be 1 to 16777216");
         }
-        if self.readers == 0 {
-            problem("readers", "must be at least 1");
+        if !(1..=256).contains(&self.readers) {
+            problem("readers", "must be 1 to 256");
         }
         if self.synchronous_pragma().is_none() {
             problem("synchronous", "must be \"normal\" or \"full\"");

@@ -26,7 +26,7 @@ use confab_sdk::storage::{
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-pub use config::SqliteConfig;
+pub use config::{MAX_QUEUE, SqliteConfig};
 
 use reader::ReaderPool;
 use writer::{Command, Job, MarkRead, PasswordHash, Writer, WriterOptions};
