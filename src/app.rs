@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use confab_sdk::async_trait;
 use confab_sdk::clock::{SharedClock, SystemClock};
@@ -265,21 +265,36 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     let handle = server.handle();
     tracing::info!(addr = %local, profile = %config.profile.name, "listening");
 
+    // The whole shutdown fits in the deadline: sockets and HTTP get at most two fifths
+    // each, queued storage writes whatever is left (at least one fifth).
     let deadline = Duration::from_secs(config.server.shutdown_timeout_secs);
-    let stopper = tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        draining.store(true, Ordering::Relaxed);
-        // Close sockets first: their connections would otherwise keep the server draining.
-        if tokio::time::timeout(deadline / 2, io.close()).await.is_err() {
-            tracing::warn!("sockets did not close in time");
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let stopper = tokio::spawn({
+        let signalled = signalled.clone();
+        async move {
+            wait_for_signal().await;
+            let _ = signalled.set(Instant::now());
+            tracing::info!("shutting down");
+            draining.store(true, Ordering::Relaxed);
+            tokio::spawn(async {
+                wait_for_signal().await;
+                tracing::warn!("second signal: exiting without finishing the shutdown");
+                std::process::exit(1);
+            });
+            // Close sockets first: their connections would otherwise keep the server draining.
+            if tokio::time::timeout(deadline * 2 / 5, io.close()).await.is_err() {
+                tracing::warn!("sockets did not close in time");
+            }
+            handle.stop_graceful(deadline * 2 / 5);
         }
-        handle.stop_graceful(deadline / 2);
     });
     let served = server.try_serve(service).await;
     stopper.abort();
     // In-flight requests are done; now finish queued storage writes.
-    if tokio::time::timeout(deadline, store.close()).await.is_err() {
+    let left = signalled
+        .get()
+        .map_or(deadline, |t: &Instant| deadline.saturating_sub(t.elapsed()));
+    if tokio::time::timeout(left, store.close()).await.is_err() {
         tracing::error!("storage writes did not finish within the shutdown deadline");
     }
     served.map_err(|e| AppError::Other(format!("server: {e}")))?;

@@ -347,6 +347,15 @@ async fn chat_rest_idempotent_send_and_note_to_self() {
     assert_eq!((first_status, again_status), (201, 200), "{first} {again}");
     assert_eq!(first, again);
     assert_eq!(first["clientMsgId"], "c-1");
+    // The same clientMsgId for another text is refused, not answered with the old message.
+    let reused = json!({"receiverId": bob.id, "message": "twice?", "clientMsgId": "c-1"});
+    let (status, e) = call(&s, Some(&alice), "POST", &path, Some(reused)).await;
+    assert_eq!(status, 409, "{e}");
+    assert_eq!(
+        (e["code"].as_str(), e["field"].as_str()),
+        (Some("conflict"), Some("clientMsgId")),
+        "{e}"
+    );
     // The same clientMsgId from another sender is another message.
     let (status, other) = call(
         &s,

@@ -156,6 +156,14 @@ async fn chat_socket_idempotent_retry_is_stored_and_delivered_once() {
     assert_eq!(first, again);
     assert_eq!(first, other_device);
     assert_eq!(first["ok"], true);
+    let reused = a1
+        .ack(
+            "send_message",
+            json!({"receiverId": bob.id, "message": "another", "clientMsgId": "retry-1"}),
+        )
+        .await;
+    assert_eq!(reused["ok"], false, "{reused}");
+    assert_eq!(reused["error"]["code"], "conflict", "{reused}");
 
     // An old-style client retrying without an ack learns the outcome on its own socket.
     a1.emit("send_message", payload).await;

@@ -150,7 +150,8 @@ fn paths(config: &ChatConfig) -> PathsBuilder {
         .description(Some(format!(
             "Stored before the answer (201), then delivered: `receive_message` to every socket of the \
              receiver, `message_sent` to every socket of the sender. A repeat of the same `clientMsgId` \
-             answers 200 with the stored message and is not delivered again. At most {} characters.",
+             answers 200 with the stored message and is not delivered again; the same `clientMsgId` with \
+             another receiver or text is refused with 409. At most {} characters.",
             config.max_message_chars
         )))
         .request_body(body("SendMessageRequest"))
@@ -164,6 +165,10 @@ fn paths(config: &ChatConfig) -> PathsBuilder {
         )
         .response("400", error("A field is missing, has the wrong type or is invalid"))
         .response("404", error("The receiver does not exist"))
+        .response(
+            "409",
+            error("This `clientMsgId` was already used by the sender for another receiver or text"),
+        )
         .response(
             "413",
             error("The message is longer than allowed, or the body exceeds the body limit"),
@@ -241,8 +246,9 @@ fn socket_events(config: &ChatConfig) -> Value {
                  "payload": json_ref("Message")},
             ],
             "idempotency": "a repeat of (sender, clientMsgId) acks the stored message and emits nothing new; \
-                            without an ack, `message_sent` is emitted again to the sending socket only",
-            "errors": ["unauthorized", "validation_failed", "payload_too_large", "not_found", "unavailable", "internal"],
+                            without an ack, `message_sent` is emitted again to the sending socket only; \
+                            the same clientMsgId with another receiver or text fails with `conflict`",
+            "errors": ["unauthorized", "validation_failed", "payload_too_large", "not_found", "conflict", "unavailable", "internal"],
             "errorsWithoutAck": without_ack,
         },
         "fetch_history": {

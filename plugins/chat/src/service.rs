@@ -26,6 +26,8 @@ pub(crate) struct PendingSend {
     chat: Arc<Chat>,
     turn: Turn,
     commit: BoxFuture<'static, StorageResult<Inserted>>,
+    /// With a clientMsgId: the receiver and text asked for, to tell a repeat from a reuse.
+    asked: Option<(String, String)>,
 }
 
 /// A committed message, serialized once for every ack, emit and response.
@@ -87,11 +89,16 @@ impl Chat {
     ) -> Result<PendingSend, ApiError> {
         let lane = self.lanes.key(&sender);
         let message = input::new_message(sender, req, &self.config)?;
+        let asked = message
+            .client_msg_id
+            .is_some()
+            .then(|| (message.receiver_id.clone(), message.message.clone()));
         let (turn, commit) = self.lanes.enter(lane, || self.messages.insert(message));
         Ok(PendingSend {
             chat: self.clone(),
             turn,
             commit,
+            asked,
         })
     }
 
@@ -149,10 +156,25 @@ impl PendingSend {
     /// the sender. A repeat is not delivered again. Emits never wait for a slow receiver:
     /// the kernel drops what a full socket buffer cannot take.
     pub(crate) async fn finish(self) -> Result<Sent, ApiError> {
-        let PendingSend { chat, mut turn, commit } = self;
+        let PendingSend {
+            chat,
+            mut turn,
+            commit,
+            asked,
+        } = self;
         let committed = commit.await;
         turn.wait().await;
         let Inserted { message, created } = committed?;
+        // A clientMsgId reused for another message (a client whose ids restarted, say) must
+        // not be answered "sent" with the old message: the new one would be lost unseen.
+        if let Some((receiver, text)) = asked
+            && !created
+            && (message.receiver_id != receiver || message.message != text)
+        {
+            let mut e = ApiError::conflict("clientMsgId was already used for a different message");
+            e.field = Some("clientMsgId".to_owned());
+            return Err(e);
+        }
         let json = to_json(&message);
         if created {
             // A note to self: the receiver's sockets are the sender's, which get message_sent.
@@ -183,6 +205,7 @@ mod tests {
     use std::time::Duration;
 
     use confab_sdk::async_trait;
+    use confab_sdk::error::ErrorCode;
     use confab_sdk::realtime::Emitter;
     use confab_sdk::storage::{Conversation, MessageStore, NewMessage, StorageError};
     use confab_sdk::time::from_millis;
@@ -337,6 +360,16 @@ mod tests {
             .unwrap();
         assert!(first.created && !again.created);
         assert_eq!(first.json["_id"], again.json["_id"]);
+        for reused in [req(BOB, "something else", Some("c1")), req(ALICE, "hi", Some("c1"))] {
+            let e = chat
+                .begin_send(ALICE.into(), reused)
+                .unwrap()
+                .finish()
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(e.code, ErrorCode::Conflict, "{e}");
+        }
         assert_eq!(
             rec.0.lock().unwrap().len(),
             2,
