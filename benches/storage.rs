@@ -292,7 +292,7 @@ async fn main() {
     for _ in 0..setup.queries {
         let u = &users[rng.random_range(0..users.len())];
         let t = Instant::now();
-        let list = store.conversations(u).await.expect("conversations");
+        let list = store.conversations(u, None, 200).await.expect("conversations");
         lists.push(t.elapsed());
         sizes += list.len();
     }

@@ -56,6 +56,9 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("conversations newest first with unread counts", |s| {
         Box::pin(conversations(s))
     }),
+    ("conversations page with before and limit", |s| {
+        Box::pin(conversation_pages(s))
+    }),
     ("mark_read moves forward only", |s| Box::pin(mark_read(s))),
     ("since pages with hasMore", |s| Box::pin(since_paging(s))),
     ("ping", |s| Box::pin(ping(s))),
@@ -560,7 +563,11 @@ async fn idempotency(s: Stores) {
         ["once", "batched", "raced", "theirs"],
         "each clientMsgId is stored once"
     );
-    let conv = s.messages.conversations(&b.id).await.expect("conversations");
+    let conv = s
+        .messages
+        .conversations(&b.id, None, 1000)
+        .await
+        .expect("conversations");
     assert_eq!(conv[0].unread, 3, "repeats do not count as unread");
 }
 
@@ -610,7 +617,11 @@ async fn receiver_not_found(s: Stores) {
     let (mine, _) = s.messages.since(&a.id, None, 10).await.expect("since");
     let texts: Vec<&str> = mine.iter().map(|m| m.message.as_str()).collect();
     assert_eq!(texts, ["before", "after"], "nothing of the failed insert is stored");
-    let conv = s.messages.conversations(&a.id).await.expect("conversations");
+    let conv = s
+        .messages
+        .conversations(&a.id, None, 1000)
+        .await
+        .expect("conversations");
     assert_eq!(conv.len(), 1, "no conversation with an unknown user");
     // The failed clientMsgId was not consumed.
     let retry = s
@@ -628,7 +639,11 @@ async fn conversations(s: Stores) {
         new_user(&s, "conv_c").await,
     );
     assert!(
-        s.messages.conversations(&a.id).await.expect("conversations").is_empty(),
+        s.messages
+            .conversations(&a.id, None, 1000)
+            .await
+            .expect("conversations")
+            .is_empty(),
         "a new user has none"
     );
     send(&s, &a, &b, "a to b").await;
@@ -637,7 +652,11 @@ async fn conversations(s: Stores) {
     send(&s, &c, &a, "c to a").await;
     let last_ac = send(&s, &a, &c, "a to c").await;
 
-    let list = s.messages.conversations(&a.id).await.expect("conversations");
+    let list = s
+        .messages
+        .conversations(&a.id, None, 1000)
+        .await
+        .expect("conversations");
     let partners: Vec<&str> = list.iter().map(|c| c.partner.as_str()).collect();
     assert_eq!(partners, [c.id.as_str(), b.id.as_str()], "newest conversation first");
     assert_eq!(
@@ -649,7 +668,11 @@ async fn conversations(s: Stores) {
     assert_eq!(list[1].last_message, last_ab);
     assert_eq!(list[1].unread, 2, "a has two unread messages from b");
 
-    let of_b = s.messages.conversations(&b.id).await.expect("conversations");
+    let of_b = s
+        .messages
+        .conversations(&b.id, None, 1000)
+        .await
+        .expect("conversations");
     assert_eq!(of_b.len(), 1);
     assert_eq!(
         (of_b[0].partner.as_str(), of_b[0].unread),
@@ -657,14 +680,57 @@ async fn conversations(s: Stores) {
         "b has one unread message from a"
     );
     assert_eq!(of_b[0].last_message, last_ab, "both sides share lastMessage");
-    let of_c = s.messages.conversations(&c.id).await.expect("conversations");
+    let of_c = s
+        .messages
+        .conversations(&c.id, None, 1000)
+        .await
+        .expect("conversations");
     assert_eq!(of_c[0].unread, 1, "the sender's own messages are never unread");
 
     let newest = send(&s, &a, &b, "a to b again").await;
-    let list = s.messages.conversations(&a.id).await.expect("conversations");
+    let list = s
+        .messages
+        .conversations(&a.id, None, 1000)
+        .await
+        .expect("conversations");
     assert_eq!(list[0].partner, b.id, "a new message moves its conversation to the top");
     assert_eq!(list[0].last_message, newest);
     assert_eq!(list[0].unread, 2, "sending does not change the sender's unread count");
+}
+
+async fn conversation_pages(s: Stores) {
+    let me = new_user(&s, "pages_me").await;
+    let mut newest_first = Vec::new();
+    for i in 0..5 {
+        let partner = new_user(&s, &format!("pages_{i}")).await;
+        send(&s, &partner, &me, "hello").await;
+        newest_first.insert(0, partner.id);
+    }
+    let first = s.messages.conversations(&me.id, None, 2).await.expect("first page");
+    assert_eq!(first.len(), 2, "limit caps the page");
+    let mut seen: Vec<String> = first.iter().map(|c| c.partner.clone()).collect();
+    let mut cursor = first.last().map(|c| c.last_message.id.clone());
+    while let Some(before) = cursor {
+        let page = s
+            .messages
+            .conversations(&me.id, Some(&before), 2)
+            .await
+            .expect("next page");
+        seen.extend(page.iter().map(|c| c.partner.clone()));
+        cursor = (page.len() == 2).then(|| page[1].last_message.id.clone());
+    }
+    assert_eq!(seen, newest_first, "pages cover every conversation once, newest first");
+
+    // A cursor must be a message to or from the user.
+    let (x, y) = (new_user(&s, "pages_x").await, new_user(&s, "pages_y").await);
+    let foreign = send(&s, &x, &y, "not yours").await;
+    for bad in [foreign.id.as_str(), "ffffffffffffffffffffffff"] {
+        expect_err(
+            s.messages.conversations(&me.id, Some(bad), 2).await,
+            StorageError::InvalidCursor("before".into()),
+            "a foreign or unknown conversation cursor",
+        );
+    }
 }
 
 async fn mark_read(s: Stores) {
@@ -702,7 +768,12 @@ async fn mark_read(s: Stores) {
     assert!(state.read_at.is_some(), "readAt is set when the cursor moves");
     let unread_of = |list: Vec<confab_sdk::storage::Conversation>| list[0].unread;
     assert_eq!(
-        unread_of(s.messages.conversations(&a.id).await.expect("conversations")),
+        unread_of(
+            s.messages
+                .conversations(&a.id, None, 1000)
+                .await
+                .expect("conversations")
+        ),
         2
     );
 
@@ -730,14 +801,24 @@ async fn mark_read(s: Stores) {
     );
     assert_eq!(all.unread, 0);
     assert_eq!(
-        unread_of(s.messages.conversations(&a.id).await.expect("conversations")),
+        unread_of(
+            s.messages
+                .conversations(&a.id, None, 1000)
+                .await
+                .expect("conversations")
+        ),
         0
     );
 
     send(&s, &b, &a, "b5").await;
     let own = send(&s, &a, &b, "a0").await;
     assert_eq!(
-        unread_of(s.messages.conversations(&a.id).await.expect("conversations")),
+        unread_of(
+            s.messages
+                .conversations(&a.id, None, 1000)
+                .await
+                .expect("conversations")
+        ),
         1,
         "one new from b"
     );
@@ -754,7 +835,11 @@ async fn mark_read(s: Stores) {
         "the newest message may be one's own"
     );
     assert_eq!(caught_up.unread, 0);
-    let of_b = s.messages.conversations(&b.id).await.expect("conversations");
+    let of_b = s
+        .messages
+        .conversations(&b.id, None, 1000)
+        .await
+        .expect("conversations");
     assert_eq!(of_b[0].unread, 1, "a's read cursor does not touch b's unread count");
 }
 
@@ -868,7 +953,11 @@ async fn survives_reopen(backend: &impl ContractBackend, s: Stores) {
     assert_eq!(stored, sent, "every message is kept, in order");
     let (synced, more) = r.messages.since(&b.id, None, 100).await.expect("since");
     assert_eq!((synced, more), (sent.clone(), false), "since sees the kept messages");
-    let conv = r.messages.conversations(&a.id).await.expect("conversations");
+    let conv = r
+        .messages
+        .conversations(&a.id, None, 1000)
+        .await
+        .expect("conversations");
     assert_eq!(conv[0].last_message, sent[30], "lastMessage is kept");
     assert_eq!(conv[0].unread, 5, "a's unread count (odd messages after #19) is kept");
     let again = r

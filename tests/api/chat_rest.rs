@@ -103,6 +103,47 @@ async fn chat_rest_send_history_conversations_and_read() {
         .map(|c| c["partner"].as_str().unwrap())
         .collect();
     assert_eq!(partners, [carol.id.as_str(), alice.id.as_str()]);
+
+    // Paging: one entry per page, then past the last one; bad cursors and limits are 400s.
+    let list = |q: String| {
+        let s = &s;
+        let bob = &bob;
+        async move {
+            call(
+                s,
+                Some(bob),
+                "GET",
+                &format!("/chats/{}/conversations{q}", bob.id),
+                None,
+            )
+            .await
+        }
+    };
+    let (status, page) = list("?limit=1".into()).await;
+    assert_eq!((status, page.as_array().unwrap().len()), (200, 1), "{page}");
+    assert_eq!(page[0]["partner"], carol.id);
+    let (_, page) = list(format!(
+        "?limit=1&before={}",
+        page[0]["lastMessage"]["_id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(page.as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page[0]["partner"], alice.id);
+    let (_, page) = list(format!(
+        "?limit=1&before={}",
+        page[0]["lastMessage"]["_id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(page, json!([]));
+    for (q, field) in [
+        ("?limit=0", "limit"),
+        ("?limit=1001", "limit"),
+        ("?before=nope", "before"),
+        ("?before=ffffffffffffffffffffffff", "before"),
+    ] {
+        let (status, e) = list(q.into()).await;
+        assert_eq!((status, e["field"].as_str()), (400, Some(field)), "{q}: {e}");
+    }
 }
 
 #[tokio::test]

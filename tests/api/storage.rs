@@ -333,8 +333,14 @@ async fn sqlite_a_write_failing_halfway_fails_alone() {
             .expect("history")
             .is_empty()
     );
-    assert!(store.conversations(&c.id).await.expect("conversations").is_empty());
-    let conv = store.conversations(&b.id).await.expect("conversations");
+    assert!(
+        store
+            .conversations(&c.id, None, 1000)
+            .await
+            .expect("conversations")
+            .is_empty()
+    );
+    let conv = store.conversations(&b.id, None, 1000).await.expect("conversations");
     assert_eq!(
         (conv[0].unread, &conv[0].last_message),
         (2, &stored[2]),
@@ -457,8 +463,8 @@ async fn sqlite_two_nodes_share_one_file() {
         let expected: Vec<String> = (0..EACH).map(|i| format!("{prefix}:{i}")).collect();
         assert_eq!(texts, expected, "each sender's order is kept across nodes");
     }
-    let conv1 = node1.conversations(&a.id).await.expect("conversations");
-    let conv2 = node2.conversations(&a.id).await.expect("conversations");
+    let conv1 = node1.conversations(&a.id, None, 1000).await.expect("conversations");
+    let conv2 = node2.conversations(&a.id, None, 1000).await.expect("conversations");
     assert_eq!(conv1, conv2);
     assert_eq!(
         conv1[0].unread, EACH as u64,
@@ -476,7 +482,7 @@ async fn sqlite_two_nodes_share_one_file() {
     let read = node2.mark_read(&a.id, &b.id, None).await.expect("mark_read on node 2");
     assert_eq!(read.unread, 0);
     assert_eq!(
-        node1.conversations(&a.id).await.expect("conversations")[0].unread,
+        node1.conversations(&a.id, None, 1000).await.expect("conversations")[0].unread,
         0,
         "read state is shared"
     );

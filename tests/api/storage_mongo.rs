@@ -152,7 +152,10 @@ async fn mongodb_migrates_the_old_backend_database() {
         .expect("history");
     let texts: Vec<&str> = page.iter().map(|m| m.message.as_str()).collect();
     assert_eq!(texts, ["old 0", "old 1", "old 2", "old 3", "old 4"]);
-    let conv = store.conversations(&bob.to_hex()).await.expect("conversations");
+    let conv = store
+        .conversations(&bob.to_hex(), None, 1000)
+        .await
+        .expect("conversations");
     assert_eq!(conv.len(), 1);
     assert_eq!((conv[0].last_message.message.as_str(), conv[0].unread), ("old 4", 0));
     let new = store

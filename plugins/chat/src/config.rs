@@ -16,6 +16,11 @@ pub struct ChatConfig {
     pub sync_default: usize,
     /// Largest `limit` a `sync` may ask for.
     pub sync_max: usize,
+    /// Conversations listed when the client gives no `limit` (the old clients, which
+    /// page nothing, see this many newest conversations).
+    pub conversations_default: usize,
+    /// Largest `limit` a conversation list may ask for.
+    pub conversations_max: usize,
     /// Longest `clientMsgId`, in characters.
     pub max_client_msg_id_len: usize,
     /// Relay `typing` events; when false the event is not registered at all.
@@ -30,6 +35,8 @@ impl Default for ChatConfig {
             page_max: 200,
             sync_default: 100,
             sync_max: 500,
+            conversations_default: 200,
+            conversations_max: 1000,
             max_client_msg_id_len: 64,
             typing_enabled: true,
         }
@@ -66,6 +73,15 @@ impl Section for ChatConfig {
             p.push(problem(
                 "sync_default",
                 format!("expected 1 to sync_max ({})", self.sync_max),
+            ));
+        }
+        if !(1..=10_000).contains(&self.conversations_max) {
+            p.push(problem("conversations_max", "expected 1 to 10000"));
+        }
+        if self.conversations_default == 0 || self.conversations_default > self.conversations_max {
+            p.push(problem(
+                "conversations_default",
+                format!("expected 1 to conversations_max ({})", self.conversations_max),
             ));
         }
         if !(1..=1024).contains(&self.max_client_msg_id_len) {

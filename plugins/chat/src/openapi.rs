@@ -175,10 +175,34 @@ fn paths(config: &ChatConfig) -> PathsBuilder {
         )
         .response("429", error("Rate limited (when the ratelimit plugin is enabled)"))
         .response("503", error("Storage is busy or shutting down; retry"));
-    let conversations = operation("chatConversations", "My conversations, newest first").response(
-        "200",
-        json_response("One entry per partner, with the unread count", array_of("Conversation")),
-    );
+    let conversations = operation("chatConversations", "My conversations, newest first")
+        .description(Some(format!(
+            "Ordered by each conversation's newest message. At most `limit` entries (default {}, at \
+             most {}); for the next page pass `before` = the `lastMessage._id` of the last entry, \
+             until a page holds fewer than `limit`.",
+            config.conversations_default, config.conversations_max
+        )))
+        .parameter(string_param(
+            "before",
+            ParameterIn::Query,
+            "Only conversations whose newest message is older than this message id (one to or from me).",
+        ))
+        .parameter(
+            ParameterBuilder::new()
+                .name("limit")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(format!(
+                    "Page size, 1 to {} (default {}).",
+                    config.conversations_max, config.conversations_default
+                )))
+                .schema(Some(u32::schema())),
+        )
+        .response(
+            "200",
+            json_response("One entry per partner, with the unread count", array_of("Conversation")),
+        )
+        .response("400", error("A malformed or foreign `before`, or a limit out of range"));
     let read = operation("chatMarkRead", "Mark a conversation read up to a message")
         .description(Some(
             "Moves my read cursor forward (never back) and emits `messages_read` to both users' sockets.",

@@ -110,7 +110,15 @@ impl Handler for Conversations {
     async fn handle(&self, req: &mut Request, _: &mut Depot, res: &mut Response, _: &mut FlowCtrl) {
         let result = async {
             let me = self.0.caller(req).await?;
-            Ok(self.0.chat.messages.conversations(&me.user_id).await?)
+            let cfg = &self.0.chat.config;
+            let limit = input::limit_param(query(req, "limit"), cfg.conversations_default, cfg.conversations_max)?;
+            let before = input::opt_id("before", query(req, "before"))?;
+            Ok(self
+                .0
+                .chat
+                .messages
+                .conversations(&me.user_id, before.as_deref(), limit)
+                .await?)
         }
         .await;
         reply(res, StatusCode::OK, result);

@@ -271,7 +271,7 @@ mod tests {
         async fn since(&self, _: &str, _: Option<&str>, _: usize) -> StorageResult<(Vec<Message>, bool)> {
             Ok((Vec::new(), false))
         }
-        async fn conversations(&self, _: &str) -> StorageResult<Vec<Conversation>> {
+        async fn conversations(&self, _: &str, _: Option<&str>, _: usize) -> StorageResult<Vec<Conversation>> {
             Ok(Vec::new())
         }
         async fn mark_read(&self, _: &str, _: &str, _: Option<&str>) -> StorageResult<ReadState> {

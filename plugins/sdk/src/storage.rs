@@ -174,8 +174,11 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Messages to or from `user` after the cursor (all if `None`), oldest first, at most
     /// `limit`; the flag says whether more follow.
     async fn since(&self, user: &str, after: Option<&str>, limit: usize) -> StorageResult<(Vec<Message>, bool)>;
-    /// `user`'s conversations, newest first.
-    async fn conversations(&self, user: &str) -> StorageResult<Vec<Conversation>>;
+    /// `user`'s conversations, newest first (by their newest message), at most `limit`.
+    /// With `before` (the `_id` of a conversation's newest message, usually the last one of
+    /// the previous page), only conversations whose newest message is older than it.
+    /// `InvalidCursor("before")` if `before` is not a message to or from `user`.
+    async fn conversations(&self, user: &str, before: Option<&str>, limit: usize) -> StorageResult<Vec<Conversation>>;
     /// Moves `user`'s read cursor for `partner` forward to `up_to` (default: the newest
     /// message). It never moves back. `InvalidCursor("upTo")` if `up_to` is not a message
     /// of this conversation.

@@ -148,6 +148,30 @@ impl std::fmt::Debug for MongoStore {
 }
 
 impl MongoStore {
+    /// The `createdAt` and `_id` of message `id` if it is to or from `user`, else
+    /// `InvalidCursor(name)`: the cursor of `sync` and of the conversation list.
+    async fn user_cursor(
+        &self,
+        user: ObjectId,
+        id: Option<&str>,
+        name: &str,
+    ) -> StorageResult<Option<(DateTime, ObjectId)>> {
+        let Some(id) = id else { return Ok(None) };
+        let invalid = || StorageError::InvalidCursor(name.into());
+        let oid = q::oid(id).ok_or_else(invalid)?;
+        let found = self
+            .shared
+            .cols
+            .messages
+            .find_one(q::involving(oid, user))
+            .projection(doc! {"createdAt": 1})
+            .await
+            .map_err(backend)?
+            .ok_or_else(invalid)?;
+        let at = found.get_datetime("createdAt").copied().unwrap_or(oid.timestamp());
+        Ok(Some((at, oid)))
+    }
+
     /// Connects (checking that the server answers), creates the indexes, and starts the lanes.
     pub async fn open(cfg: &MongoConfig, clock: SharedClock) -> StorageResult<Arc<MongoStore>> {
         let problems = cfg.problems();
@@ -579,30 +603,15 @@ impl MessageStore for MongoStore {
     }
 
     async fn since(&self, user: &str, after: Option<&str>, limit: usize) -> StorageResult<(Vec<Message>, bool)> {
-        let invalid = || StorageError::InvalidCursor("after".into());
         let Some(uid) = q::oid(user) else {
             return if after.is_some() {
-                Err(invalid())
+                Err(StorageError::InvalidCursor("after".into()))
             } else {
                 Ok((Vec::new(), false))
             };
         };
+        let cursor = self.user_cursor(uid, after, "after").await?;
         let cols = &self.shared.cols;
-        let cursor = match after {
-            None => None,
-            Some(id) => {
-                let oid = q::oid(id).ok_or_else(invalid)?;
-                let found = cols
-                    .messages
-                    .find_one(q::involving(oid, uid))
-                    .projection(doc! {"createdAt": 1})
-                    .await
-                    .map_err(backend)?
-                    .ok_or_else(invalid)?;
-                let at = found.get_datetime("createdAt").copied().unwrap_or(oid.timestamp());
-                Some((at, oid))
-            }
-        };
         let (filter, sort) = q::since_query(uid, cursor);
         let fetch = limit.saturating_add(1);
         let docs: Vec<Document> = cols
@@ -621,15 +630,23 @@ impl MessageStore for MongoStore {
         Ok((messages, more))
     }
 
-    async fn conversations(&self, user: &str) -> StorageResult<Vec<Conversation>> {
-        let Some(uid) = q::oid(user) else { return Ok(Vec::new()) };
-        let (filter, sort) = q::conversations_query(uid);
+    async fn conversations(&self, user: &str, before: Option<&str>, limit: usize) -> StorageResult<Vec<Conversation>> {
+        let Some(uid) = q::oid(user) else {
+            return if before.is_some() {
+                Err(StorageError::InvalidCursor("before".into()))
+            } else {
+                Ok(Vec::new())
+            };
+        };
+        let cursor = self.user_cursor(uid, before, "before").await?;
+        let (filter, sort) = q::conversations_query(uid, cursor);
         let docs: Vec<Document> = self
             .shared
             .cols
             .conversations
             .find(filter)
             .sort(sort)
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .await
             .map_err(backend)?
             .try_collect()

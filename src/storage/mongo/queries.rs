@@ -289,12 +289,17 @@ pub fn conversation_unread_only(pair: &str, receiver: &str) -> (Document, Docume
     (doc! {"_id": pair}, doc! {"$inc": {unread_field(receiver): 1_i64}})
 }
 
-/// A user's conversations that hold a message, newest first (index `users_last`).
-pub fn conversations_query(user: ObjectId) -> (Document, Document) {
-    (
-        doc! {"users": user, "lastSeq": {"$exists": true}},
-        doc! {"lastAt": -1, "lastId": -1},
-    )
+/// A user's conversations that hold a message, newest first (index `users_last`); with a
+/// cursor (the `createdAt` and `_id` of a message), only those whose last message is older.
+pub fn conversations_query(user: ObjectId, before: Option<(DateTime, ObjectId)>) -> (Document, Document) {
+    let mut filter = doc! {"users": user, "lastSeq": {"$exists": true}};
+    if let Some((at, id)) = before {
+        filter.insert(
+            "$or",
+            vec![doc! {"lastAt": {"$lt": at}}, doc! {"lastAt": at, "lastId": {"$lt": id}}],
+        );
+    }
+    (filter, doc! {"lastAt": -1, "lastId": -1})
 }
 
 /// Counts the partner's messages after `seq` (the unread recount of `mark_read`).
@@ -468,11 +473,17 @@ mod tests {
         assert_eq!((unread_of(&conv, A), unread_of(&conv, B)), (2, 0));
         assert_eq!(partner_of(&conv, A).as_deref(), Some(B));
         assert_eq!(
-            conversations_query(oid(A).unwrap()),
+            conversations_query(oid(A).unwrap(), None),
             (
                 doc! {"users": oid(A).unwrap(), "lastSeq": {"$exists": true}},
                 doc! {"lastAt": -1, "lastId": -1}
             )
+        );
+        let at = DateTime::from_millis(5);
+        assert_eq!(
+            conversations_query(oid(A).unwrap(), Some((at, oid(B).unwrap()))).0,
+            doc! {"users": oid(A).unwrap(), "lastSeq": {"$exists": true},
+            "$or": [{"lastAt": {"$lt": at}}, {"lastAt": at, "lastId": {"$lt": oid(B).unwrap()}}]}
         );
         let (_, inc, proj) = next_seq(&p, oid(B).unwrap(), oid(A).unwrap());
         assert_eq!(

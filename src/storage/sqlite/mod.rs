@@ -277,9 +277,11 @@ impl MessageStore for SqliteStore {
             .await
     }
 
-    async fn conversations(&self, user: &str) -> StorageResult<Vec<Conversation>> {
-        let user = user.to_owned();
-        self.readers.run(move |c| reader::conversations(c, &user)).await
+    async fn conversations(&self, user: &str, before: Option<&str>, limit: usize) -> StorageResult<Vec<Conversation>> {
+        let (user, before) = (user.to_owned(), before.map(str::to_owned));
+        self.readers
+            .run(move |c| reader::conversations(c, &user, before.as_deref(), limit))
+            .await
     }
 
     async fn mark_read(&self, user: &str, partner: &str, up_to: Option<&str>) -> StorageResult<ReadState> {

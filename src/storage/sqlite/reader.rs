@@ -189,10 +189,17 @@ pub(crate) fn since(
     Ok((messages, has_more))
 }
 
-/// A user's conversations, newest first. For each pair, the newest message is one seek
-/// into messages_pair, and the unread count a walk of the index entries after the user's
-/// read cursor ([`rows::unread`]), never touching the rows. One snapshot for all of it.
-pub(crate) fn conversations(conn: &Connection, user: &str) -> StorageResult<Vec<Conversation>> {
+/// A user's conversations, newest first: at most `limit`, and with `before` (a message id)
+/// only those whose newest message is older than it. For each pair, the newest message is
+/// one seek into messages_pair; unread counts, the costly part (a walk of the index
+/// entries after the user's read cursor, [`rows::unread`]), are counted for the page
+/// only. One snapshot for all of it.
+pub(crate) fn conversations(
+    conn: &Connection,
+    user: &str,
+    before: Option<&str>,
+    limit: usize,
+) -> StorageResult<Vec<Conversation>> {
     let columns = MESSAGE_COLUMNS
         .split(", ")
         .map(|c| format!("m.{c}"))
@@ -200,7 +207,7 @@ pub(crate) fn conversations(conn: &Connection, user: &str) -> StorageResult<Vec<
         .join(", ");
     let side = |me: &str, partner: &str, to_lo: bool| {
         format!(
-            "SELECT m.seq, c.pair_{partner}, c.pair_lo, c.pair_hi, coalesce(c.{me}_read_seq, 0), {to_lo},
+            "SELECT m.seq AS newest, c.pair_{partner}, c.pair_lo, c.pair_hi, coalesce(c.{me}_read_seq, 0), {to_lo},
                     {columns}
              FROM conversations AS c
              JOIN messages AS m ON m.seq = (SELECT max(seq) FROM messages
@@ -209,15 +216,25 @@ pub(crate) fn conversations(conn: &Connection, user: &str) -> StorageResult<Vec<
     };
     let (as_lo, as_hi) = (side("lo", "hi", true), side("hi", "lo", false));
     let tx = conn.unchecked_transaction().map_err(backend)?;
+    let before = match before {
+        None => i64::MAX,
+        // The cursor must be a message of one of the user's conversations.
+        Some(id) => tx
+            .prepare_cached("SELECT seq FROM messages WHERE id = ?1 AND (pair_lo = ?2 OR pair_hi = ?2)")
+            .and_then(|mut s| s.query_row([id, user], |r| r.get::<_, i64>(0)).optional())
+            .map_err(backend)?
+            .ok_or_else(|| StorageError::InvalidCursor("before".into()))?,
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let found = tx
         .prepare_cached(&format!(
-            "{as_lo} WHERE c.pair_lo = ?1
-             UNION ALL
-             {as_hi} WHERE c.pair_hi = ?1 AND c.pair_lo <> ?1
-             ORDER BY 1 DESC"
+            "SELECT * FROM ({as_lo} WHERE c.pair_lo = ?1
+                            UNION ALL
+                            {as_hi} WHERE c.pair_hi = ?1 AND c.pair_lo <> ?1)
+             WHERE newest < ?2 ORDER BY newest DESC LIMIT ?3"
         ))
         .and_then(|mut s| {
-            s.query_map([user], |r| {
+            s.query_map(params![user, before, limit], |r| {
                 let pair: (String, String) = (r.get(2)?, r.get(3)?);
                 Ok((
                     r.get::<_, String>(1)?,

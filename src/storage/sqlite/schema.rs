@@ -144,7 +144,7 @@ mod tests {
             .expect("to_lo");
         assert_eq!(to_lo, [false, true, false, true]);
         let seen = |user: &str| -> Vec<(String, String, u64)> {
-            reader::conversations(&conn, user)
+            reader::conversations(&conn, user, None, 1000)
                 .expect("conversations")
                 .into_iter()
                 .map(|c| (c.partner, c.last_message.id, c.unread))
