@@ -2,6 +2,8 @@
 //! users, acks and old-style clients without acks, idempotent retries, order under a
 //! burst, reconnect + sync without gaps, read receipts, typing, bad payloads, restarts.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::chat_support::{Sock, TOML, User, call, ids, register, texts};
@@ -593,4 +595,53 @@ async fn chat_history_survives_a_restart() {
     let m = send_acked(&b, &alice, "after restart").await;
     assert_eq!(m["message"], "after restart");
     b.close().await;
+}
+
+#[tokio::test]
+async fn events_beyond_max_in_flight_are_refused_and_nothing_is_lost() {
+    let toml = "[server.socket]\nmax_in_flight = 2\nmax_buffer_size = 4096\n\
+                [auth.password.argon2]\nmemory_kib = 1024\niterations = 1\n";
+    let s = Server::start(toml).await;
+    let (alice, bob) = (register(&s, "alice").await, register(&s, "bob").await);
+    let mut a = Sock::connect(&s, &alice).await;
+    // Back to back, without acks: rust_socketio draws ack ids at random from 0..999, so
+    // dozens of acks in flight at once would collide on the client. Each send is answered
+    // by `message_sent` (taken) or an `error` event (refused).
+    const N: usize = 40;
+    for i in 0..N {
+        a.emit("send_message", send(&bob, &format!("burst {i}"))).await;
+    }
+    let (mut taken, mut refused) = (Vec::new(), Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while taken.len() + refused.len() < N && std::time::Instant::now() < deadline {
+        while let Some(m) = a.try_next("message_sent", Duration::from_millis(50)).await {
+            taken.push(m["message"].as_str().unwrap().to_owned());
+        }
+        while let Some(e) = a.try_next("error", Duration::from_millis(50)).await {
+            refused.push(e);
+        }
+    }
+    assert_eq!(
+        taken.len() + refused.len(),
+        N,
+        "every send is answered: {taken:?} {refused:?}"
+    );
+    assert!(!refused.is_empty(), "some sends are refused");
+    for e in &refused {
+        assert_eq!(e["code"], "unavailable", "{e}");
+    }
+    // What was taken is stored, in order; what was refused is not.
+    let (_, h) = call(
+        &s,
+        Some(&bob),
+        "GET",
+        &format!("/chats/{}/with/{}?limit=200", bob.id, alice.id),
+        None,
+    )
+    .await;
+    assert_eq!(texts(&h), taken);
+    // The slots come back: the socket keeps working.
+    let m = send_acked(&a, &bob, "after the burst").await;
+    assert_eq!(m["message"], "after the burst");
+    a.close().await;
 }
