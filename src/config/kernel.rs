@@ -104,7 +104,8 @@ impl Default for CorsConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SocketConfig {
-    /// Largest Socket.IO packet accepted from a client, in bytes.
+    /// Largest Socket.IO packet accepted from a client over long-polling, in bytes
+    /// (WebSocket messages are bounded by tungstenite's defaults; docs/kernel.md).
     pub max_payload: u64,
     /// Packets buffered per socket before emits to it are dropped (slow clients).
     pub max_buffer_size: usize,
@@ -113,7 +114,7 @@ pub struct SocketConfig {
     /// Events of one socket being processed at once; more are refused with `unavailable`.
     pub max_in_flight: usize,
     /// Bytes a WebSocket reads from the network at a time. Every socket keeps a buffer of
-    /// this size for its lifetime; a bigger frame grows it (up to `max_payload`).
+    /// this size for its lifetime; a bigger frame grows it while it is read.
     pub ws_read_buffer_size: usize,
 }
 
