@@ -23,6 +23,18 @@ fn send(to: &User, text: &str) -> Value {
 }
 
 /// Sends `text` with an ack and returns the stored message.
+/// Up to 200 messages of `me`'s conversation with `other`, over REST.
+async fn history(s: &Server, me: &User, other: &User) -> (u16, Value) {
+    call(
+        s,
+        Some(me),
+        "GET",
+        &format!("/chats/{}/with/{}?limit=200", me.id, other.id),
+        None,
+    )
+    .await
+}
+
 async fn send_acked(sock: &Sock, to: &User, text: &str) -> Value {
     let ack = sock.ack("send_message", send(to, text)).await;
     assert_eq!(ack["ok"], true, "{ack}");
@@ -185,14 +197,7 @@ async fn chat_socket_idempotent_retry_is_stored_and_delivered_once() {
         [first["message"].clone()]
     );
 
-    let (_, h) = call(
-        &s,
-        Some(&bob),
-        "GET",
-        &format!("/chats/{}/with/{}", bob.id, alice.id),
-        None,
-    )
-    .await;
+    let (_, h) = history(&s, &bob, &alice).await;
     assert_eq!(texts(&h), ["exactly once", "marker"]);
     for sock in [a1, a2, b] {
         sock.close().await;
@@ -215,14 +220,7 @@ async fn chat_socket_burst_keeps_send_order() {
     assert_eq!(texts(&Value::Array(received.clone())), expected);
     let confirmed = a.take("message_sent", N).await;
     assert_eq!(confirmed, received);
-    let (_, stored) = call(
-        &s,
-        Some(&alice),
-        "GET",
-        &format!("/chats/{}/with/{}?limit=200", alice.id, bob.id),
-        None,
-    )
-    .await;
+    let (_, stored) = history(&s, &alice, &bob).await;
     assert_eq!(texts(&stored), expected);
     assert_eq!(ids(&stored), ids(&Value::Array(received)));
     assert!(a.drain("error").is_empty());
@@ -575,14 +573,7 @@ async fn chat_history_survives_a_restart() {
     assert!(status.success(), "graceful stop: {status}");
 
     let s = Server::start_with(StartOptions::new(TOML).data_dir(dir.path())).await;
-    let (status, h) = call(
-        &s,
-        Some(&bob),
-        "GET",
-        &format!("/chats/{}/with/{}?limit=200", bob.id, alice.id),
-        None,
-    )
-    .await;
+    let (status, h) = history(&s, &bob, &alice).await;
     assert_eq!(status, 200, "{h}");
     let stored = h.as_array().unwrap();
     assert_eq!(&stored[..3], &sent[..]);
@@ -631,14 +622,7 @@ async fn events_beyond_max_in_flight_are_refused_and_nothing_is_lost() {
         assert_eq!(e["code"], "unavailable", "{e}");
     }
     // What was taken is stored, in order; what was refused is not.
-    let (_, h) = call(
-        &s,
-        Some(&bob),
-        "GET",
-        &format!("/chats/{}/with/{}?limit=200", bob.id, alice.id),
-        None,
-    )
-    .await;
+    let (_, h) = history(&s, &bob, &alice).await;
     assert_eq!(texts(&h), taken);
     // The slots come back: the socket keeps working.
     let m = send_acked(&a, &bob, "after the burst").await;

@@ -108,6 +108,17 @@ fn array_of(name: &str) -> RefOr<Schema> {
         .into()
 }
 
+/// The optional `limit` query parameter of a paged route.
+fn limit_param(max: usize, default: usize) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name("limit")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(format!("Page size, 1 to {max} (default {default}).")))
+        .schema(Some(u32::schema()))
+        .build()
+}
+
 fn paths(config: &ChatConfig) -> PathsBuilder {
     let history = operation(
         "chatHistory",
@@ -130,17 +141,7 @@ fn paths(config: &ChatConfig) -> PathsBuilder {
         ParameterIn::Query,
         "Only messages newer than this message id.",
     ))
-    .parameter(
-        ParameterBuilder::new()
-            .name("limit")
-            .parameter_in(ParameterIn::Query)
-            .required(Required::False)
-            .description(Some(format!(
-                "Page size, 1 to {} (default {}).",
-                config.page_max, config.page_default
-            )))
-            .schema(Some(u32::schema())),
-    )
+    .parameter(limit_param(config.page_max, config.page_default))
     .response("200", json_response("The messages, oldest first", array_of("Message")))
     .response(
         "400",
@@ -187,17 +188,7 @@ fn paths(config: &ChatConfig) -> PathsBuilder {
             ParameterIn::Query,
             "Only conversations whose newest message is older than this message id (one to or from me).",
         ))
-        .parameter(
-            ParameterBuilder::new()
-                .name("limit")
-                .parameter_in(ParameterIn::Query)
-                .required(Required::False)
-                .description(Some(format!(
-                    "Page size, 1 to {} (default {}).",
-                    config.conversations_max, config.conversations_default
-                )))
-                .schema(Some(u32::schema())),
-        )
+        .parameter(limit_param(config.conversations_max, config.conversations_default))
         .response(
             "200",
             json_response("One entry per partner, with the unread count", array_of("Conversation")),
