@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use confab_sdk::async_trait;
 use confab_sdk::health::HealthCheck;
@@ -14,6 +14,8 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 #[derive(Default)]
 pub struct RedisHealth {
     down: AtomicBool,
+    /// Commands in a row that got no answer in time.
+    slow: AtomicU32,
     /// Why it is down, for `/ready`.
     reason: Mutex<String>,
 }
@@ -33,6 +35,20 @@ impl RedisHealth {
                  sessions, presence and cross-node delivery resume when it returns"
             );
         }
+    }
+
+    /// A command got no answer in time. One slow command (a large script, a busy moment)
+    /// is not an outage; this many in a row are, until the monitor's next ping succeeds.
+    pub fn timed_out(&self, cause: &dyn std::fmt::Display) {
+        const IN_A_ROW: u32 = 3;
+        if self.slow.fetch_add(1, Ordering::AcqRel) + 1 >= IN_A_ROW {
+            self.failed(cause);
+        }
+    }
+
+    /// A command was answered in time.
+    pub fn answered(&self) {
+        self.slow.store(0, Ordering::Release);
     }
 
     /// Redis answered. Logs only when this ends an outage.
@@ -92,6 +108,22 @@ impl HealthCheck for RedisCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_slow_command_is_not_an_outage() {
+        let h = RedisHealth::default();
+        h.timed_out(&"slow");
+        h.timed_out(&"slow");
+        h.answered();
+        h.timed_out(&"slow");
+        h.timed_out(&"slow");
+        assert!(h.is_up(), "never three in a row");
+        h.timed_out(&"slow");
+        assert!(!h.is_up(), "three in a row");
+        assert_eq!(h.reason(), "slow");
+        h.recovered();
+        assert!(h.is_up());
+    }
 
     #[test]
     fn outages_are_told_apart_from_mistakes() {

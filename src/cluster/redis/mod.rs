@@ -115,11 +115,14 @@ impl RedisCluster {
             return Err(StorageError::Busy);
         }
         match tokio::time::timeout(self.timeout, command).await {
-            Ok(Ok(v)) => Ok(v),
+            Ok(Ok(v)) => {
+                self.health.answered();
+                Ok(v)
+            }
             Ok(Err(e)) => Err(health::storage_error(&self.health, e)),
             Err(_) => {
                 self.health
-                    .failed(&format!("no answer within {} ms", self.timeout.as_millis()));
+                    .timed_out(&format!("no answer within {} ms", self.timeout.as_millis()));
                 Err(StorageError::Busy)
             }
         }

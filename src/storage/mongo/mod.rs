@@ -394,7 +394,19 @@ async fn insert(shared: &Shared, m: NewMessage) -> StorageResult<Inserted> {
         }
         Err(e) => return Err(backend(e)),
     }
-    let (filter, update) = q::conversation_last(&pair, &message, seq);
+    // The message is stored: from here on the sender must hear "sent" (an error would
+    // invite a retry that stores it twice). A failed summary update is not retried (its
+    // `$inc` may have been applied): the conversation's last message and unread count stay
+    // stale until the pair's next message or `mark_read`; history and sync have the message.
+    if let Err(e) = conversation_after_insert(shared, &pair, &message, seq).await {
+        tracing::error!(error = %e, pair = %pair, "conversation summary not updated after a stored message");
+    }
+    Ok(Inserted { message, created: true })
+}
+
+/// The pair's last message and the receiver's unread count, after an insert.
+async fn conversation_after_insert(shared: &Shared, pair: &str, message: &Message, seq: i64) -> StorageResult<()> {
+    let (filter, update) = q::conversation_last(pair, message, seq);
     let updated = shared
         .cols
         .conversations
@@ -402,7 +414,7 @@ async fn insert(shared: &Shared, m: NewMessage) -> StorageResult<Inserted> {
         .await
         .map_err(backend)?;
     if updated.matched_count == 0 {
-        let (filter, update) = q::conversation_unread_only(&pair, &message.receiver_id);
+        let (filter, update) = q::conversation_unread_only(pair, &message.receiver_id);
         shared
             .cols
             .conversations
@@ -410,7 +422,7 @@ async fn insert(shared: &Shared, m: NewMessage) -> StorageResult<Inserted> {
             .await
             .map_err(backend)?;
     }
-    Ok(Inserted { message, created: true })
+    Ok(())
 }
 
 async fn mark_read(shared: &Shared, r: MarkRead) -> StorageResult<ReadState> {
