@@ -143,7 +143,7 @@ impl Handler for Cors {
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static(
-                "x-request-id, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset",
+                "x-request-id, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset, x-has-more",
             ),
         );
         let preflight =

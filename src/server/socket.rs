@@ -199,6 +199,8 @@ fn dispatch<A: Adapter>(
     let data = match data {
         Ok(d) => d,
         // `socket.emit("sync", callback)` sends no argument at all: the same as `null`.
+        // socketioxide (0.18) reports that only by this message; tests/e2e's sync test
+        // catches it if an upgrade changes the wording.
         Err(e) if e.to_string().contains("first element not found") => Value::Null,
         Err(e) => {
             ack.fail(

@@ -119,6 +119,18 @@ async fn chat_rest_send_history_conversations_and_read() {
             .await
         }
     };
+    let more = |q: &str| {
+        let r = s
+            .http
+            .get(s.url(&format!("/chats/{}/conversations{q}", bob.id)))
+            .bearer_auth(&bob.token)
+            .send();
+        async move { r.await.unwrap().headers()["x-has-more"].to_str().unwrap().to_owned() }
+    };
+    assert_eq!(
+        (more("?limit=1").await, more("?limit=2").await, more("").await),
+        ("true".into(), "false".into(), "false".into())
+    );
     let (status, page) = list("?limit=1".into()).await;
     assert_eq!((status, page.as_array().unwrap().len()), (200, 1), "{page}");
     assert_eq!(page[0]["partner"], carol.id);

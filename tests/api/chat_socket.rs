@@ -22,7 +22,6 @@ fn send(to: &User, text: &str) -> Value {
     json!({"receiverId": to.id, "message": text})
 }
 
-/// Sends `text` with an ack and returns the stored message.
 /// Up to 200 messages of `me`'s conversation with `other`, over REST.
 async fn history(s: &Server, me: &User, other: &User) -> (u16, Value) {
     call(
@@ -35,6 +34,7 @@ async fn history(s: &Server, me: &User, other: &User) -> (u16, Value) {
     .await
 }
 
+/// Sends `text` with an ack and returns the stored message.
 async fn send_acked(sock: &Sock, to: &User, text: &str) -> Value {
     let ack = sock.ack("send_message", send(to, text)).await;
     assert_eq!(ack["ok"], true, "{ack}");
@@ -598,7 +598,7 @@ async fn events_beyond_max_in_flight_are_refused_and_nothing_is_lost() {
     // Back to back, without acks: rust_socketio draws ack ids at random from 0..999, so
     // dozens of acks in flight at once would collide on the client. Each send is answered
     // by `message_sent` (taken) or an `error` event (refused).
-    const N: usize = 40;
+    const N: usize = 100;
     for i in 0..N {
         a.emit("send_message", send(&bob, &format!("burst {i}"))).await;
     }

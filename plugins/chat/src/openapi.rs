@@ -179,8 +179,8 @@ fn paths(config: &ChatConfig) -> PathsBuilder {
     let conversations = operation("chatConversations", "My conversations, newest first")
         .description(Some(format!(
             "Ordered by each conversation's newest message. At most `limit` entries (default {}, at \
-             most {}); for the next page pass `before` = the `lastMessage._id` of the last entry, \
-             until a page holds fewer than `limit`.",
+             most {}); the header `X-Has-More` says whether more follow, and the next page is \
+             `before` = the `lastMessage._id` of the last entry.",
             config.conversations_default, config.conversations_max
         )))
         .parameter(string_param(

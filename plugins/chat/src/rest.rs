@@ -113,17 +113,28 @@ impl Handler for Conversations {
             let cfg = &self.0.chat.config;
             let limit = input::limit_param(query(req, "limit"), cfg.conversations_default, cfg.conversations_max)?;
             let before = input::opt_id("before", query(req, "before"))?;
-            Ok(self
+            // One more than asked tells whether another page follows.
+            let mut list = self
                 .0
                 .chat
                 .messages
-                .conversations(&me.user_id, before.as_deref(), limit)
-                .await?)
+                .conversations(&me.user_id, before.as_deref(), limit + 1)
+                .await?;
+            let more = list.len() > limit;
+            list.truncate(limit);
+            Ok((list, more))
         }
         .await;
-        reply(res, StatusCode::OK, result);
+        // The body stays a bare array (old clients); whether more follow is a header.
+        if let Ok((_, more)) = &result {
+            let _ = res.add_header(HAS_MORE, if *more { "true" } else { "false" }, true);
+        }
+        reply(res, StatusCode::OK, result.map(|(list, _)| list));
     }
 }
+
+/// Response header of the conversation list: `true` when another page follows.
+pub(crate) const HAS_MORE: &str = "x-has-more";
 
 struct Read(Rest);
 

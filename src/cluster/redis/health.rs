@@ -53,6 +53,7 @@ impl RedisHealth {
 
     /// Redis answered. Logs only when this ends an outage.
     pub fn recovered(&self) {
+        self.slow.store(0, Ordering::Release);
         if self.down.swap(false, Ordering::AcqRel) {
             tracing::info!("redis available again");
         }
@@ -123,6 +124,8 @@ mod tests {
         assert_eq!(h.reason(), "slow");
         h.recovered();
         assert!(h.is_up());
+        h.timed_out(&"slow");
+        assert!(h.is_up(), "recovering starts the count again");
     }
 
     #[test]

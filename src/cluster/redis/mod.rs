@@ -128,14 +128,18 @@ impl RedisCluster {
         }
     }
 
-    /// Pings both connections; a failed ping starts their reconnection.
-    async fn probe(&self) -> Result<(), String> {
+    /// Pings both connections, reporting the outcome to the health state: no answer in
+    /// time counts like a slow command, an error as an outage. A failed ping also starts
+    /// the connections' reconnection.
+    async fn probe(&self) {
         let ping = |mut c: ConnectionManager| async move { redis::cmd("PING").query_async::<String>(&mut c).await };
         let both = async { tokio::try_join!(ping(self.data.clone()), ping(self.bus.conn())) };
         match tokio::time::timeout(self.timeout, both).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            Ok(Ok(_)) => self.health.recovered(),
+            Ok(Err(e)) => self.health.failed(&e),
+            Err(_) => self
+                .health
+                .timed_out(&format!("no answer within {} ms", self.timeout.as_millis())),
         }
     }
 }
@@ -146,10 +150,7 @@ async fn monitor(cluster: std::sync::Weak<RedisCluster>) {
     loop {
         tick.tick().await;
         let Some(c) = cluster.upgrade() else { return };
-        match c.probe().await {
-            Ok(()) => c.health.recovered(),
-            Err(e) => c.health.failed(&e),
-        }
+        c.probe().await;
     }
 }
 

@@ -395,11 +395,16 @@ async fn insert(shared: &Shared, m: NewMessage) -> StorageResult<Inserted> {
         Err(e) => return Err(backend(e)),
     }
     // The message is stored: from here on the sender must hear "sent" (an error would
-    // invite a retry that stores it twice). A failed summary update is not retried (its
-    // `$inc` may have been applied): the conversation's last message and unread count stay
-    // stale until the pair's next message or `mark_read`; history and sync have the message.
+    // invite a retry that stores it twice). A failed summary update is repeated without
+    // its unread `$inc` (which may have been applied), so the pair at least has its last
+    // message and is listed; the unread count may then be one short until `mark_read`
+    // recounts it.
     if let Err(e) = conversation_after_insert(shared, &pair, &message, seq).await {
-        tracing::error!(error = %e, pair = %pair, "conversation summary not updated after a stored message");
+        tracing::warn!(error = %e, pair = %pair, "conversation summary update failed; retrying without the unread count");
+        let (filter, update) = q::conversation_last_only(&pair, &message, seq);
+        if let Err(e) = shared.cols.conversations.update_one(filter, update).await {
+            tracing::error!(error = %e, pair = %pair, "conversation summary not updated after a stored message");
+        }
     }
     Ok(Inserted { message, created: true })
 }
@@ -651,6 +656,9 @@ impl MessageStore for MongoStore {
             };
         };
         let cursor = self.user_cursor(uid, before, "before").await?;
+        if limit == 0 {
+            return Ok(Vec::new()); // MongoDB reads a limit of 0 as "no limit".
+        }
         let (filter, sort) = q::conversations_query(uid, cursor);
         let docs: Vec<Document> = self
             .shared

@@ -284,6 +284,14 @@ pub fn conversation_last(pair: &str, m: &Message, seq: i64) -> (Document, Docume
     )
 }
 
+/// [`conversation_last`] without the unread `$inc`: safe to repeat, for when the first
+/// attempt failed and may or may not have been applied.
+pub fn conversation_last_only(pair: &str, m: &Message, seq: i64) -> (Document, Document) {
+    let (filter, mut update) = conversation_last(pair, m, seq);
+    update.remove("$inc");
+    (filter, update)
+}
+
 /// The fallback of [`conversation_last`] when a later message is already the last one.
 pub fn conversation_unread_only(pair: &str, receiver: &str) -> (Document, Document) {
     (doc! {"_id": pair}, doc! {"$inc": {unread_field(receiver): 1_i64}})
@@ -459,6 +467,13 @@ mod tests {
             &doc! {format!("unread.{B}"): 1_i64}
         );
         assert_eq!(update.get_document("$set").unwrap().get_i64("lastSeq").unwrap(), 7);
+        let (again_filter, again) = conversation_last_only(&p, &m, 7);
+        assert_eq!(again_filter, filter, "the repeat is as conditional");
+        assert!(!again.contains_key("$inc"), "and counts nothing twice: {again}");
+        assert_eq!(
+            again.get_document("$set").unwrap(),
+            update.get_document("$set").unwrap()
+        );
         let (f, u) = mark_read_update(&p, A, 5, oid(&m.id).unwrap(), DateTime::from_millis(9), 2);
         let seq = format!("read.{A}.seq");
         assert_eq!(
