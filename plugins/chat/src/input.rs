@@ -24,8 +24,10 @@ pub struct SendMessageRequest {
     #[schema(min_length = 1, max_length = 4000, pattern = "\\S")]
     pub message: String,
     /// Optional client-chosen id: a retry with the same id returns the stored message and
-    /// is not delivered again.
+    /// is not delivered again; the same id with another receiver or text is a 409. At most
+    /// `chat.max_client_msg_id_len` characters (default 64).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     pub client_msg_id: Option<String>,
 }
 
