@@ -181,7 +181,8 @@ fn dispatch<A: Adapter>(
     ack: AckInfo<A>,
     data: Result<Value, socketioxide::ParserError>,
 ) -> futures_util::future::BoxFuture<'static, ()> {
-    host.metrics.socket_event(&event, host.events.contains_key(&event));
+    let handler = host.events.get(&event);
+    host.metrics.socket_event(&event, handler.is_some());
     let Some(state) = s.extensions.get::<SocketState>() else {
         return async {}.boxed();
     };
@@ -190,7 +191,7 @@ fn dispatch<A: Adapter>(
     let sender = ack.sender;
     let ack =
         Ack::new(wanted.then(|| Box::new(move |v: Value| drop(sender.send(&v))) as Box<dyn FnOnce(Value) + Send>));
-    let Some(handler) = host.events.get(&event) else {
+    let Some(handler) = handler else {
         if ack.wanted() {
             ack.fail(&c, &ApiError::not_found(format!("unknown event `{event}`")));
         }

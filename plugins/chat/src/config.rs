@@ -50,6 +50,19 @@ fn problem(key: &str, message: impl Into<String>) -> ConfigProblem {
     }
 }
 
+/// `<name>_max` within 1..=10000 and `<name>_default` within 1..=`<name>_max`.
+fn page_bounds(p: &mut Vec<ConfigProblem>, name: &str, default: usize, max: usize) {
+    if !(1..=10_000).contains(&max) {
+        p.push(problem(&format!("{name}_max"), "expected 1 to 10000"));
+    }
+    if default == 0 || default > max {
+        p.push(problem(
+            &format!("{name}_default"),
+            format!("expected 1 to {name}_max ({max})"),
+        ));
+    }
+}
+
 impl Section for ChatConfig {
     fn validate(&self, _: &RunProfile) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
@@ -57,33 +70,14 @@ impl Section for ChatConfig {
         if !(1..=1_000_000).contains(&self.max_message_chars) {
             p.push(problem("max_message_chars", "expected 1 to 1000000 characters"));
         }
-        if !(1..=10_000).contains(&self.page_max) {
-            p.push(problem("page_max", "expected 1 to 10000"));
-        }
-        if self.page_default == 0 || self.page_default > self.page_max {
-            p.push(problem(
-                "page_default",
-                format!("expected 1 to page_max ({})", self.page_max),
-            ));
-        }
-        if !(1..=10_000).contains(&self.sync_max) {
-            p.push(problem("sync_max", "expected 1 to 10000"));
-        }
-        if self.sync_default == 0 || self.sync_default > self.sync_max {
-            p.push(problem(
-                "sync_default",
-                format!("expected 1 to sync_max ({})", self.sync_max),
-            ));
-        }
-        if !(1..=10_000).contains(&self.conversations_max) {
-            p.push(problem("conversations_max", "expected 1 to 10000"));
-        }
-        if self.conversations_default == 0 || self.conversations_default > self.conversations_max {
-            p.push(problem(
-                "conversations_default",
-                format!("expected 1 to conversations_max ({})", self.conversations_max),
-            ));
-        }
+        page_bounds(&mut p, "page", self.page_default, self.page_max);
+        page_bounds(&mut p, "sync", self.sync_default, self.sync_max);
+        page_bounds(
+            &mut p,
+            "conversations",
+            self.conversations_default,
+            self.conversations_max,
+        );
         if !(1..=1024).contains(&self.max_client_msg_id_len) {
             p.push(problem("max_client_msg_id_len", "expected 1 to 1024 characters"));
         }
@@ -116,8 +110,18 @@ mod tests {
 
     #[test]
     fn ranges_are_checked_by_key() {
-        let p = parse_section::<ChatConfig>("chat", &json!({"page_default": 300, "sync_max": 0}), &dev()).unwrap_err();
+        let given = json!({"page_default": 300, "sync_max": 0, "conversations_max": 20_000});
+        let p = parse_section::<ChatConfig>("chat", &given, &dev()).unwrap_err();
         let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["chat.page_default", "chat.sync_max", "chat.sync_default"]);
+        assert_eq!(
+            keys,
+            [
+                "chat.page_default",
+                "chat.sync_max",
+                "chat.sync_default",
+                "chat.conversations_max"
+            ]
+        );
+        assert!(p[0].message.contains("page_max (200)"), "{}", p[0].message);
     }
 }
