@@ -232,6 +232,10 @@ pub struct MongoConfig {
     pub lanes: usize,
     /// Writes that may wait in all lanes together; beyond that `insert` answers `Busy`.
     pub queue_capacity: usize,
+    /// Run on a standalone server (no replica set, so no transactions). A message, its
+    /// sequence number and its conversation summary are then three writes that can be
+    /// separated by a failure: see `docs/storage-mongodb.md`. Off: such a server is refused.
+    pub allow_standalone: bool,
 }
 
 impl Default for MongoConfig {
@@ -244,6 +248,7 @@ impl Default for MongoConfig {
             timeout_ms: 10_000,
             lanes: 32,
             queue_capacity: 65536,
+            allow_standalone: false,
         }
     }
 }

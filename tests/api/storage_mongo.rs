@@ -15,19 +15,19 @@ use confab_sdk::storage::{MessageStore, PageQuery, SharedMessageStore, SharedUse
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, doc};
 
-const URI_VAR: &str = "CONFAB_TEST_MONGO_URI";
+use crate::support::storage::{MONGO_STANDALONE_VAR, MONGO_URI_VAR as URI_VAR, skip};
 
 /// A config on a fresh database, or `None` (with the `skipped:` line) without a server.
 fn config(test: &str) -> Option<MongoConfig> {
     let Ok(uri) = std::env::var(URI_VAR) else {
-        println!("skipped: {test}: set {URI_VAR} to a MongoDB server to run the MongoDB storage tests");
+        skip(&format!(
+            "{test}: set {URI_VAR} to a MongoDB server to run the MongoDB storage tests"
+        ));
         return None;
     };
     Some(MongoConfig {
         uri,
         database: format!("confab_test_{:016x}", rand::random::<u64>()),
-        // A standalone test server has no replica set to wait for.
-        w: "1".into(),
         timeout_ms: 5000,
         ..MongoConfig::default()
     })
@@ -211,4 +211,193 @@ fn storage_config_accepts_mongodb_and_a_numeric_w() {
     let bad = serde_json::json!({"backend": "mongodb", "mongodb": {"lanes": 0}});
     let problems = parse_section::<StorageConfig>("storage", &bad, &profile).expect_err("zero lanes");
     assert_eq!(problems[0].key, "storage.mongodb.lanes");
+}
+
+/// Arms SecantusDB's (and mongod's) `failCommand` fail point for the clients of one
+/// `appName` only, so tests running beside this one are not hit.
+async fn fail_next(cfg: &MongoConfig, app: &str, command: &str, data: mongodb::bson::Document) {
+    let client = mongodb::Client::with_uri_str(&cfg.uri).await.expect("client");
+    let mut spec = doc! {"failCommands": [command], "appName": app};
+    spec.extend(data);
+    client
+        .database("admin")
+        .run_command(doc! {"configureFailPoint": "failCommand", "mode": {"times": 1}, "data": spec})
+        .await
+        .expect("configureFailPoint (secantusd-py --enable-test-commands)");
+}
+
+/// A config whose client names itself `app`, for [`fail_next`].
+fn with_app(cfg: MongoConfig, app: &str) -> MongoConfig {
+    let sep = if cfg.uri.contains('?') { '&' } else { '?' };
+    MongoConfig {
+        uri: format!("{}{sep}appName={app}", cfg.uri),
+        ..cfg
+    }
+}
+
+async fn two_users(store: &MongoStore) -> (String, String) {
+    let mut ids = Vec::new();
+    for name in ["alice", "bob"] {
+        let u = store
+            .create_user(confab_sdk::storage::NewUser {
+                username: name.into(),
+                display_name: None,
+                password_hash: "x".into(),
+            })
+            .await
+            .expect("create user");
+        ids.push(u.id);
+    }
+    (ids.remove(0), ids.remove(0))
+}
+
+fn text(from: &str, to: &str, text: &str) -> confab_sdk::storage::NewMessage {
+    confab_sdk::storage::NewMessage {
+        sender_id: from.into(),
+        receiver_id: to.into(),
+        message: text.into(),
+        client_msg_id: None,
+    }
+}
+
+/// Every document of the database's messages and conversations, to compare before/after.
+async fn snapshot(cfg: &MongoConfig) -> (Vec<mongodb::bson::Document>, Vec<mongodb::bson::Document>) {
+    use confab::storage::mongo::queries::{CONVERSATIONS, MESSAGES};
+    use confab_sdk::futures_util::TryStreamExt;
+    let client = mongodb::Client::with_uri_str(&cfg.uri).await.expect("client");
+    let db = client.database(&cfg.database);
+    let all = |name: &'static str| {
+        let db = db.clone();
+        async move {
+            let docs: Vec<mongodb::bson::Document> = db
+                .collection::<mongodb::bson::Document>(name)
+                .find(doc! {})
+                .sort(doc! {"_id": 1})
+                .await
+                .expect("find")
+                .try_collect()
+                .await
+                .expect("collect");
+            docs
+        }
+    };
+    (all(MESSAGES).await, all(CONVERSATIONS).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_a_message_commits_whole_or_not_at_all() {
+    let Some(cfg) = config("mongodb_a_message_commits_whole_or_not_at_all") else {
+        return;
+    };
+    let app = format!("confab-tx-{:08x}", rand::random::<u32>());
+    let cfg = with_app(cfg, &app);
+    let store = open(&cfg).await;
+    let (alice, bob) = two_users(&store).await;
+    let first = store.insert(text(&alice, &bob, "first")).await.expect("first insert");
+    let before = snapshot(&cfg).await;
+
+    // The summary update is the transaction's last write: when it fails, the counter and
+    // the message written before it are rolled back with it.
+    fail_next(&cfg, &app, "update", doc! {"errorCode": 2}).await;
+    let err = store
+        .insert(text(&alice, &bob, "lost"))
+        .await
+        .expect_err("a failed summary update fails the send");
+    assert!(matches!(err, confab_sdk::storage::StorageError::Backend(_)), "{err:?}");
+    assert_eq!(snapshot(&cfg).await, before, "an aborted send leaves nothing behind");
+
+    // A transient error (a write conflict, as with another node's send to the pair) is
+    // retried: the send succeeds, stored once.
+    fail_next(
+        &cfg,
+        &app,
+        "insert",
+        doc! {"errorCode": 112, "errorLabels": ["TransientTransactionError"]},
+    )
+    .await;
+    let second = store
+        .insert(text(&bob, &alice, "second"))
+        .await
+        .expect("a transient error is retried");
+    let page = store
+        .history(
+            &alice,
+            &bob,
+            PageQuery {
+                limit: 10,
+                ..PageQuery::default()
+            },
+        )
+        .await
+        .expect("history");
+    assert_eq!(
+        page,
+        [first.message, second.message],
+        "stored once each, nothing of the failed send"
+    );
+    let conv = store.conversations(&alice, None, 10).await.expect("conversations");
+    assert_eq!((conv[0].last_message.message.as_str(), conv[0].unread), ("second", 1));
+    let (_, convs) = snapshot(&cfg).await;
+    assert_eq!(
+        convs[0].get_i64("seq"),
+        Ok(2),
+        "the aborted send took no sequence number"
+    );
+    store.close().await;
+    store.drop_database().await.expect("drop the test database");
+}
+
+fn standalone(test: &str) -> Option<MongoConfig> {
+    let cfg = config(test)?;
+    let Ok(uri) = std::env::var(MONGO_STANDALONE_VAR) else {
+        skip(&format!(
+            "{test}: set {MONGO_STANDALONE_VAR} to a standalone MongoDB server"
+        ));
+        return None;
+    };
+    Some(MongoConfig { uri, ..cfg })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_standalone_is_refused_unless_allowed() {
+    let Some(cfg) = standalone("mongodb_standalone_is_refused_unless_allowed") else {
+        return;
+    };
+    let err = MongoStore::open(&cfg, clock())
+        .await
+        .expect_err("a standalone server is refused");
+    let text = err.to_string();
+    for needle in [
+        "standalone",
+        "--replSet",
+        "rs.initiate()",
+        "storage.mongodb.allow_standalone",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from: {text}");
+    }
+    // The same refusal stops the server's boot, with the message and without a backtrace.
+    let boot = crate::support::Server::try_start(
+        crate::support::StartOptions::new("")
+            .env("CONFAB_STORAGE__BACKEND", "mongodb")
+            .env("CONFAB_STORAGE__MONGODB__URI", cfg.uri.clone())
+            .env("CONFAB_STORAGE__MONGODB__DATABASE", cfg.database.clone()),
+    )
+    .await;
+    let out = boot.err().expect("the server refuses to boot");
+    assert!(
+        out.contains("allow_standalone") && !out.contains("stack backtrace"),
+        "{out}"
+    );
+
+    // Opted in, the backend keeps its contract with separate writes.
+    let backend = MongoBackend {
+        cfg: MongoConfig {
+            allow_standalone: true,
+            ..cfg
+        },
+        last: Mutex::new(None),
+    };
+    contract::run_all(&backend).await;
+    let store = backend.last.lock().expect("lock").take().expect("a store was opened");
+    store.drop_database().await.expect("drop the test database");
 }

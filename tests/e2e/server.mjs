@@ -2,7 +2,7 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
 
 export async function startServer() {
@@ -10,6 +10,8 @@ export async function startServer() {
   if (!bin) throw new Error("CONFAB_BIN must point at the confab binary");
   const dir = mkdtempSync(join(tmpdir(), "confab-e2e-"));
   const env = { ...process.env };
+  const storage = env.CONFAB_TEST_STORAGE || "sqlite";
+  const mongoUri = env.CONFAB_TEST_MONGO_URI;
   for (const k of Object.keys(env)) {
     if (k.startsWith("CONFAB_") || ["PORT", "JWT_SECRET", "NODE_ENV", "MONGO_URI", "REDIS_URL"].includes(k)) delete env[k];
   }
@@ -18,6 +20,17 @@ export async function startServer() {
     CONFAB_SERVER__PORT: "0",
     CONFAB_STORAGE__SQLITE__PATH: join(dir, "confab.db"),
   });
+  if (storage === "mongodb") {
+    // CONFAB_TEST_STORAGE=mongodb: a database of its own on the server tests/run.sh started.
+    if (!mongoUri) throw new Error("CONFAB_TEST_STORAGE=mongodb needs CONFAB_TEST_MONGO_URI");
+    Object.assign(env, {
+      CONFAB_STORAGE__BACKEND: "mongodb",
+      CONFAB_STORAGE__MONGODB__URI: mongoUri,
+      CONFAB_STORAGE__MONGODB__DATABASE: `confab_e2e_${basename(dir).replace(/[^A-Za-z0-9]/g, "_")}`,
+    });
+  } else if (storage !== "sqlite") {
+    throw new Error(`CONFAB_TEST_STORAGE=${storage}: expected sqlite or mongodb`);
+  }
   const child = spawn(bin, ["serve", "--log-format", "json"], { cwd: dir, env, stdio: ["ignore", "pipe", "pipe"] });
   const logs = [];
   child.stderr.on("data", (d) => logs.push(String(d)));

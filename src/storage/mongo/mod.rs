@@ -6,6 +6,7 @@
 //! pair's writes run one after another in call order. Each lane is one task; `lanes`
 //! bounds how many such writes are in flight at once.
 
+mod insert;
 pub mod migrate;
 pub mod queries;
 
@@ -29,7 +30,7 @@ use confab_sdk::time::from_millis;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{Acknowledgment, ClientOptions, ReturnDocument, WriteConcern};
+use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
 use mongodb::{Client, Collection, Database};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -125,6 +126,10 @@ struct Shared {
     clock: SharedClock,
     /// Receivers found once (users are never deleted).
     known: Mutex<HashSet<ObjectId>>,
+    /// A replica set (or mongos): a message's writes commit in one transaction.
+    transactions: bool,
+    /// How long a write may keep retrying transient transaction errors.
+    timeout: Duration,
 }
 
 /// Users and messages in one MongoDB database.
@@ -187,12 +192,15 @@ impl MongoStore {
         db.run_command(doc! {"ping": 1})
             .await
             .map_err(|e| StorageError::Backend(format!("mongodb at {}: {e}", redact(&cfg.uri))))?;
+        let transactions = supports_transactions(&db, cfg).await?;
         let cols = Collections::new(db);
         cols.ensure_indexes().await?;
         let shared = Arc::new(Shared {
             cols,
             clock,
             known: Mutex::new(HashSet::new()),
+            transactions,
+            timeout: Duration::from_millis(cfg.timeout_ms),
         });
         let queued = Arc::new(AtomicUsize::new(0));
         let mut lanes = Vec::with_capacity(cfg.lanes);
@@ -272,6 +280,29 @@ impl MongoStore {
     }
 }
 
+/// Whether the server runs transactions: a replica set member or a mongos does, a
+/// standalone server does not and is refused unless `allow_standalone` says otherwise.
+async fn supports_transactions(db: &Database, cfg: &MongoConfig) -> StorageResult<bool> {
+    let hello = db.run_command(doc! {"hello": 1}).await.map_err(backend)?;
+    if hello.contains_key("setName") || hello.get_str("msg") == Ok("isdbgrid") {
+        return Ok(true);
+    }
+    if cfg.allow_standalone {
+        tracing::warn!(
+            uri = %redact(&cfg.uri),
+            "standalone mongodb server (storage.mongodb.allow_standalone): messages are stored without transactions"
+        );
+        return Ok(false);
+    }
+    Err(StorageError::Backend(format!(
+        "storage.mongodb.uri: {} is a standalone MongoDB server, and Confab stores each message in a \
+         transaction, which needs a replica set. A single node is enough: restart mongod with \
+         `--replSet rs0` and run `rs.initiate()` once (docs/operators.md). To run without transactions \
+         instead, set storage.mongodb.allow_standalone = true (docs/storage-mongodb.md says what that weakens).",
+        redact(&cfg.uri)
+    )))
+}
+
 /// Hides the password of a connection string in messages.
 fn redact(uri: &str) -> String {
     match (uri.find("://"), uri.rfind('@')) {
@@ -286,7 +317,7 @@ async fn lane(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Command>, que
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Command::Insert(m, reply) => {
-                let _ = reply.send(insert(&shared, m).await);
+                let _ = reply.send(insert::insert(&shared, m).await);
             }
             Command::MarkRead(r, reply) => {
                 let _ = reply.send(mark_read(&shared, r).await);
@@ -326,108 +357,6 @@ async fn existing(shared: &Shared, sender: ObjectId, cid: &str) -> StorageResult
         .await
         .map_err(backend)?;
     found.as_ref().map(q::message_from_doc).transpose()
-}
-
-async fn insert(shared: &Shared, m: NewMessage) -> StorageResult<Inserted> {
-    let not_found = || StorageError::NotFound("receiver not found".into());
-    let sender = q::oid(&m.sender_id).ok_or_else(|| StorageError::NotFound("sender not found".into()))?;
-    let receiver = q::oid(&m.receiver_id).ok_or_else(not_found)?;
-    if let Some(cid) = &m.client_msg_id
-        && let Some(message) = existing(shared, sender, cid).await?
-    {
-        return Ok(Inserted {
-            message,
-            created: false,
-        });
-    }
-    if !receiver_exists(shared, receiver).await? {
-        return Err(not_found());
-    }
-    let pair = q::pair_key(&m.sender_id, &m.receiver_id);
-    let (filter, update, projection) = q::next_seq(&pair, sender, receiver);
-    let counter = shared
-        .cols
-        .conversations
-        .find_one_and_update(filter, update)
-        .upsert(true)
-        .return_document(ReturnDocument::After)
-        .projection(projection)
-        .await
-        .map_err(backend)?
-        .ok_or_else(|| StorageError::Backend("the pair counter was not returned".into()))?;
-    let seq = counter
-        .get_i64("seq")
-        .map_err(|e| StorageError::Backend(format!("pair counter: {e}")))?;
-    // Never dated before the pair's last message, so `since` keeps the pair's order even
-    // if the wall clock steps back.
-    let last_at = counter
-        .get_datetime("lastAt")
-        .map(|d| d.timestamp_millis())
-        .unwrap_or(0);
-    let now = shared.clock.now_millis().max(last_at);
-    let message = Message {
-        id: new_id(now.div_euclid(1000)),
-        sender_id: sender.to_hex(),
-        receiver_id: receiver.to_hex(),
-        message: m.message,
-        client_msg_id: m.client_msg_id,
-        created_at: from_millis(now),
-        updated_at: from_millis(now),
-    };
-    match shared
-        .cols
-        .messages
-        .insert_one(q::message_doc(&message, &pair, seq))
-        .await
-    {
-        Ok(_) => {}
-        // Another node stored the same (sender, clientMsgId) first; this seq stays a gap.
-        Err(e) if is_duplicate_key(&e) && message.client_msg_id.is_some() => {
-            let cid = message.client_msg_id.as_deref().unwrap_or_default();
-            return match existing(shared, sender, cid).await? {
-                Some(message) => Ok(Inserted {
-                    message,
-                    created: false,
-                }),
-                None => Err(backend(e)),
-            };
-        }
-        Err(e) => return Err(backend(e)),
-    }
-    // The message is stored: from here on the sender must hear "sent" (an error would
-    // invite a retry that stores it twice). A failed summary update is repeated without
-    // its unread `$inc` (which may have been applied), so the pair at least has its last
-    // message and is listed; the unread count may then be one short until `mark_read`
-    // recounts it.
-    if let Err(e) = conversation_after_insert(shared, &pair, &message, seq).await {
-        tracing::warn!(error = %e, pair = %pair, "conversation summary update failed; retrying without the unread count");
-        let (filter, update) = q::conversation_last_only(&pair, &message, seq);
-        if let Err(e) = shared.cols.conversations.update_one(filter, update).await {
-            tracing::error!(error = %e, pair = %pair, "conversation summary not updated after a stored message");
-        }
-    }
-    Ok(Inserted { message, created: true })
-}
-
-/// The pair's last message and the receiver's unread count, after an insert.
-async fn conversation_after_insert(shared: &Shared, pair: &str, message: &Message, seq: i64) -> StorageResult<()> {
-    let (filter, update) = q::conversation_last(pair, message, seq);
-    let updated = shared
-        .cols
-        .conversations
-        .update_one(filter, update)
-        .await
-        .map_err(backend)?;
-    if updated.matched_count == 0 {
-        let (filter, update) = q::conversation_unread_only(pair, &message.receiver_id);
-        shared
-            .cols
-            .conversations
-            .update_one(filter, update)
-            .await
-            .map_err(backend)?;
-    }
-    Ok(())
 }
 
 async fn mark_read(shared: &Shared, r: MarkRead) -> StorageResult<ReadState> {

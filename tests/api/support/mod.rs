@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod storage;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_confab");
 
 /// Variables the old backend honoured; a developer's shell must not leak them into tests.
@@ -110,6 +112,17 @@ impl Server {
             .env("CONFAB_STORAGE__SQLITE__PATH", data_dir.join("confab.db"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(uri) = storage::mongo_servers() {
+            // Servers given the same SQLite file share one database, as nodes of one cluster.
+            let sqlite = opts
+                .env
+                .iter()
+                .find(|(k, _)| *k == "CONFAB_STORAGE__SQLITE__PATH")
+                .map_or_else(|| data_dir.join("confab.db"), |(_, v)| data_dir.join(v));
+            cmd.env("CONFAB_STORAGE__BACKEND", "mongodb")
+                .env("CONFAB_STORAGE__MONGODB__URI", uri)
+                .env("CONFAB_STORAGE__MONGODB__DATABASE", storage::database_for(&sqlite));
+        }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
