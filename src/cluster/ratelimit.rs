@@ -235,12 +235,13 @@ mod tests {
 
     #[tokio::test]
     async fn redis_store_passes_the_contract_on_two_nodes() {
-        let config = testing::config(30);
-        let (a, b) = (testing::cluster(&config).await, testing::cluster(&config).await);
-        let (on_a, on_b) = (RedisRateLimitStore::new(a.clone()), RedisRateLimitStore::new(b));
-        let sleeper: contract::Advance = Arc::new(|ms| tokio::time::sleep(Duration::from_millis(ms)).boxed());
-        contract::ratelimit_store(&on_a, Some(&on_b), sleeper).await;
-        testing::delete_prefix(&a).await;
+        for config in testing::configs(30) {
+            let (a, b) = (testing::cluster(&config).await, testing::cluster(&config).await);
+            let (on_a, on_b) = (RedisRateLimitStore::new(a.clone()), RedisRateLimitStore::new(b));
+            let sleeper: contract::Advance = Arc::new(|ms| tokio::time::sleep(Duration::from_millis(ms)).boxed());
+            contract::ratelimit_store(&on_a, Some(&on_b), sleeper).await;
+            testing::delete_prefix(&a).await;
+        }
     }
 
     /// The cost of one in-process check (what a limited socket event pays per rule):

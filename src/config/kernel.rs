@@ -357,6 +357,9 @@ impl Section for ClusterConfig {
 pub struct RedisConfig {
     /// `redis://[user:password@]host[:port][/db]`; RESP3 is always used.
     pub url: String,
+    /// Seed nodes of a Redis Cluster (`redis://host:port` each). When any are given the
+    /// backend runs in cluster mode and `url` is not used.
+    pub cluster_urls: Vec<String>,
     /// Prepended to every key and pub/sub channel, so several clusters can share a Redis.
     pub key_prefix: String,
     /// A node's presence entries expire this long after its last heartbeat (it beats every
@@ -375,6 +378,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
+            cluster_urls: Vec::new(),
             key_prefix: "confab:".into(),
             heartbeat_ttl_secs: 30,
             command_timeout_ms: 1000,
@@ -390,12 +394,21 @@ impl RedisConfig {
         if let Err(e) = redis::IntoConnectionInfo::into_connection_info(self.url.as_str()) {
             p.push(problem("url", format!("expected a redis:// URL: {e}")));
         }
-        // `#` separates the parts of the adapter's channel names.
-        let odd = |c: char| c.is_whitespace() || c == '#';
+        for (i, url) in self.cluster_urls.iter().enumerate() {
+            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+                p.push(problem(
+                    &format!("cluster_urls[{i}]"),
+                    format!("expected a redis:// URL: {e}"),
+                ));
+            }
+        }
+        // `#` separates the parts of the adapter's channel names; braces would change which
+        // part of a key a Redis Cluster hashes (the presence keys share the `{presence}` tag).
+        let odd = |c: char| c.is_whitespace() || matches!(c, '#' | '{' | '}');
         if self.key_prefix.is_empty() || self.key_prefix.len() > 64 || self.key_prefix.chars().any(odd) {
             p.push(problem(
                 "key_prefix",
-                "expected 1 to 64 characters without spaces or '#'",
+                "expected 1 to 64 characters without spaces, '#', '{' or '}'",
             ));
         }
         if !(1..=3600).contains(&self.heartbeat_ttl_secs) {

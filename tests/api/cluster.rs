@@ -15,27 +15,62 @@ use crate::chat_support::{Sock, TOML, User, call, register};
 use crate::support::{Server, StartOptions, unique};
 
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+const REDIS_CLUSTER_VAR: &str = "CONFAB_TEST_REDIS_CLUSTER";
+
+/// The Redis a test's nodes share: one server, or a Redis Cluster by its seed nodes.
+#[derive(Clone, Debug)]
+enum Redis {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+impl Redis {
+    fn shared() -> Redis {
+        Redis::Single(SHARED_REDIS.into())
+    }
+
+    fn toml(&self) -> String {
+        match self {
+            Redis::Single(url) => format!("url = \"{url}\"\n"),
+            Redis::Cluster(urls) => {
+                let quoted: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+                format!("cluster_urls = [{}]\n", quoted.join(", "))
+            }
+        }
+    }
+}
+
+/// The shared Redis, then the Redis Cluster tests/run.sh started (or a `skipped:` line).
+fn every_redis(test: &str) -> Vec<Redis> {
+    let mut all = vec![Redis::shared()];
+    match std::env::var(REDIS_CLUSTER_VAR) {
+        Ok(urls) if !urls.is_empty() => all.push(Redis::Cluster(urls.split(',').map(str::to_owned).collect())),
+        _ => crate::support::storage::skip(&format!("{test} on a redis cluster: set {REDIS_CLUSTER_VAR}")),
+    }
+    all
+}
 
 struct Cluster {
     a: Server,
     b: Server,
     prefix: String,
-    redis_url: String,
+    redis: Redis,
     _db: TempDir,
 }
 
-fn toml(redis_url: &str, prefix: &str, ttl_secs: u64) -> String {
+fn toml(redis: &Redis, prefix: &str, ttl_secs: u64) -> String {
     format!(
-        "{TOML}\n[cluster]\nbackend = \"redis\"\n\n[cluster.redis]\nurl = \"{redis_url}\"\nkey_prefix = \"{prefix}\"\n\
-         heartbeat_ttl_secs = {ttl_secs}\ncommand_timeout_ms = 500\nconnect_timeout_ms = 500\n"
+        "{TOML}\n[cluster]\nbackend = \"redis\"\n\n[cluster.redis]\n{}key_prefix = \"{prefix}\"\n\
+         heartbeat_ttl_secs = {ttl_secs}\ncommand_timeout_ms = 500\nconnect_timeout_ms = 500\n",
+        redis.toml()
     )
 }
 
 impl Cluster {
-    async fn start(redis_url: &str, ttl_secs: u64) -> Cluster {
+    async fn start(redis: &Redis, ttl_secs: u64) -> Cluster {
         let db = TempDir::new().unwrap();
         let prefix = format!("confab-it:{}:", unique(""));
-        let toml = toml(redis_url, &prefix, ttl_secs);
+        let toml = toml(redis, &prefix, ttl_secs);
         let path = db.path().join("shared.db").to_string_lossy().into_owned();
         let a = Server::start_with(StartOptions::new(&toml).env("CONFAB_STORAGE__SQLITE__PATH", path.clone())).await;
         let b = Server::start_with(StartOptions::new(&toml).env("CONFAB_STORAGE__SQLITE__PATH", path)).await;
@@ -43,29 +78,44 @@ impl Cluster {
             a,
             b,
             prefix,
-            redis_url: redis_url.to_owned(),
+            redis: redis.clone(),
             _db: db,
         }
     }
 
     async fn cleanup(&self) {
-        delete_keys(&self.redis_url, &self.prefix).await;
+        delete_keys(&self.redis, &self.prefix).await;
     }
 }
 
-/// Deletes a test's keys (never FLUSHDB: other tests share the Redis).
-async fn delete_keys(url: &str, prefix: &str) {
-    let Ok(client) = redis::Client::open(url) else { return };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+/// Deletes a test's keys (never FLUSHDB: other tests share the Redis). On a cluster,
+/// `KEYS` asks every master and `DEL` is split by slot.
+async fn delete_keys(redis: &Redis, prefix: &str) {
+    async fn on(mut conn: impl redis::aio::ConnectionLike, prefix: &str) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+        }
+    }
+    match redis {
+        Redis::Single(url) => {
+            if let Ok(client) = redis::Client::open(url.as_str())
+                && let Ok(conn) = client.get_multiplexed_async_connection().await
+            {
+                on(conn, prefix).await;
+            }
+        }
+        Redis::Cluster(urls) => {
+            if let Ok(client) = redis::cluster::ClusterClient::new(urls.clone())
+                && let Ok(conn) = client.get_async_connection().await
+            {
+                on(conn, prefix).await;
+            }
+        }
     }
 }
 
@@ -93,130 +143,136 @@ async fn wait_message(sock: &mut Sock, event: &str, text: &str) -> Value {
 
 #[tokio::test]
 async fn cluster_message_reaches_every_socket_on_the_other_node_exactly_once() {
-    let c = Cluster::start(SHARED_REDIS, 30).await;
-    let (alice, bob) = (register(&c.a, "alice").await, register(&c.b, "bob").await);
-    let alice_on_a = Sock::connect(&c.a, &alice).await;
-    let mut alice_on_b = Sock::connect(&c.b, &alice).await;
-    let mut bob1 = Sock::connect(&c.b, &bob).await;
-    let mut bob2 = Sock::connect(&c.b, &bob).await;
+    for redis in every_redis("two-node delivery") {
+        let c = Cluster::start(&redis, 30).await;
+        let (alice, bob) = (register(&c.a, "alice").await, register(&c.b, "bob").await);
+        let alice_on_a = Sock::connect(&c.a, &alice).await;
+        let mut alice_on_b = Sock::connect(&c.b, &alice).await;
+        let mut bob1 = Sock::connect(&c.b, &bob).await;
+        let mut bob2 = Sock::connect(&c.b, &bob).await;
 
-    let ack = alice_on_a
-        .ack("send_message", json!({"receiverId": bob.id, "message": "across"}))
+        let ack = alice_on_a
+            .ack("send_message", json!({"receiverId": bob.id, "message": "across"}))
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        // A REST send from node A goes the same way.
+        let path = format!("/chats/{}/send", alice.id);
+        let (status, _) = call(
+            &c.a,
+            Some(&alice),
+            "POST",
+            &path,
+            Some(json!({"receiverId": bob.id, "message": "marker"})),
+        )
         .await;
-    assert_eq!(ack["ok"], true, "{ack}");
-    // A REST send from node A goes the same way.
-    let path = format!("/chats/{}/send", alice.id);
-    let (status, _) = call(
-        &c.a,
-        Some(&alice),
-        "POST",
-        &path,
-        Some(json!({"receiverId": bob.id, "message": "marker"})),
-    )
-    .await;
-    assert_eq!(status, 201);
+        assert_eq!(status, 201);
 
-    // Delivery keeps per-sender order, so once the marker is in, everything sent before
-    // it has arrived: each of bob's sockets got the message exactly once.
-    for sock in [&mut bob1, &mut bob2] {
-        assert_eq!(until(sock, "receive_message", "marker").await, ["across", "marker"]);
+        // Delivery keeps per-sender order, so once the marker is in, everything sent before
+        // it has arrived: each of bob's sockets got the message exactly once.
+        for sock in [&mut bob1, &mut bob2] {
+            assert_eq!(until(sock, "receive_message", "marker").await, ["across", "marker"]);
+        }
+        assert_eq!(
+            until(&mut alice_on_b, "message_sent", "marker").await,
+            ["across", "marker"]
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for sock in [&mut bob1, &mut bob2] {
+            assert!(sock.drain("receive_message").is_empty(), "no late duplicate");
+        }
+        assert!(alice_on_b.drain("message_sent").is_empty(), "no late duplicate");
+        c.cleanup().await;
     }
-    assert_eq!(
-        until(&mut alice_on_b, "message_sent", "marker").await,
-        ["across", "marker"]
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for sock in [&mut bob1, &mut bob2] {
-        assert!(sock.drain("receive_message").is_empty(), "no late duplicate");
-    }
-    assert!(alice_on_b.drain("message_sent").is_empty(), "no late duplicate");
-    c.cleanup().await;
 }
 
 #[tokio::test]
 async fn cluster_sessions_and_logouts_cross_nodes() {
-    let c = Cluster::start(SHARED_REDIS, 30).await;
-    let acct = register_with_cookie(&c.a, &bare(), &unique("carl")).await;
-    let me = |s: &Server, header: (&'static str, String)| {
-        let req = bare().get(s.url("/auth/me")).header(header.0, header.1);
-        async move {
-            let r = req.send().await.unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
-    let cookie = ("cookie", acct.cookie.clone());
-    let bearer = ("authorization", format!("Bearer {}", acct.token));
-    assert_eq!(
-        me(&c.b, cookie.clone()).await.0,
-        200,
-        "a session cookie issued by A works on B"
-    );
-    assert_eq!(me(&c.b, bearer.clone()).await.0, 200);
+    for redis in every_redis("two-node sessions") {
+        let c = Cluster::start(&redis, 30).await;
+        let acct = register_with_cookie(&c.a, &bare(), &unique("carl")).await;
+        let me = |s: &Server, header: (&'static str, String)| {
+            let req = bare().get(s.url("/auth/me")).header(header.0, header.1);
+            async move {
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let cookie = ("cookie", acct.cookie.clone());
+        let bearer = ("authorization", format!("Bearer {}", acct.token));
+        assert_eq!(
+            me(&c.b, cookie.clone()).await.0,
+            200,
+            "a session cookie issued by A works on B"
+        );
+        assert_eq!(me(&c.b, bearer.clone()).await.0, 200);
 
-    let r = bare()
-        .post(c.a.url("/auth/logout"))
-        .header("cookie", acct.cookie.clone())
-        .bearer_auth(&acct.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
-    let (status, body) = me(&c.b, cookie).await;
-    assert_eq!(
-        (status, body["message"].as_str()),
-        (401, Some("session expired or invalid")),
-        "{body}"
-    );
-    let (status, body) = me(&c.b, bearer).await;
-    assert_eq!(
-        (status, body["message"].as_str()),
-        (401, Some("token revoked")),
-        "{body}"
-    );
-    c.cleanup().await;
+        let r = bare()
+            .post(c.a.url("/auth/logout"))
+            .header("cookie", acct.cookie.clone())
+            .bearer_auth(&acct.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        let (status, body) = me(&c.b, cookie).await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (401, Some("session expired or invalid")),
+            "{body}"
+        );
+        let (status, body) = me(&c.b, bearer).await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (401, Some("token revoked")),
+            "{body}"
+        );
+        c.cleanup().await;
+    }
 }
 
 #[tokio::test]
 async fn cluster_presence_set_on_one_node_is_seen_on_the_other() {
-    let c = Cluster::start(SHARED_REDIS, 30).await;
-    let (alice, bob) = (register(&c.a, "alice").await, register(&c.a, "bob").await);
-    let mut watcher = Sock::connect(&c.a, &alice).await;
-    let ack = watcher.ack("subscribe_presence", json!({"userIds": [bob.id]})).await;
-    assert_eq!(ack["states"][0]["online"], false, "{ack}");
+    for redis in every_redis("two-node presence") {
+        let c = Cluster::start(&redis, 30).await;
+        let (alice, bob) = (register(&c.a, "alice").await, register(&c.a, "bob").await);
+        let mut watcher = Sock::connect(&c.a, &alice).await;
+        let ack = watcher.ack("subscribe_presence", json!({"userIds": [bob.id]})).await;
+        assert_eq!(ack["states"][0]["online"], false, "{ack}");
 
-    let bob_on_b = Sock::connect(&c.b, &bob).await;
-    let on = watcher.next("presence").await;
-    assert_eq!(
-        (on["userId"].as_str(), on["online"].as_bool()),
-        (Some(bob.id.as_str()), Some(true)),
-        "{on}"
-    );
-    let (_, state) = call(&c.a, Some(&alice), "GET", &format!("/users/{}/presence", bob.id), None).await;
-    assert_eq!(state["online"], true, "{state}");
+        let bob_on_b = Sock::connect(&c.b, &bob).await;
+        let on = watcher.next("presence").await;
+        assert_eq!(
+            (on["userId"].as_str(), on["online"].as_bool()),
+            (Some(bob.id.as_str()), Some(true)),
+            "{on}"
+        );
+        let (_, state) = call(&c.a, Some(&alice), "GET", &format!("/users/{}/presence", bob.id), None).await;
+        assert_eq!(state["online"], true, "{state}");
 
-    // A second device on A, then both close: offline only after the last, seen from A.
-    let bob_on_a = Sock::connect(&c.a, &bob).await;
-    // The connect hook runs just after the handshake: let it count the socket first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    bob_on_b.close().await;
-    assert!(
-        watcher.try_next("presence", Duration::from_millis(500)).await.is_none(),
-        "still online on A"
-    );
-    bob_on_a.close().await;
-    let off = watcher.next("presence").await;
-    assert_eq!(off["online"], false, "{off}");
-    assert!(off["lastSeen"].is_string(), "{off}");
-    let (_, state) = call(&c.b, Some(&alice), "GET", &format!("/users/{}/presence", bob.id), None).await;
-    assert_eq!(state, off, "B answers the same");
-    c.cleanup().await;
+        // A second device on A, then both close: offline only after the last, seen from A.
+        let bob_on_a = Sock::connect(&c.a, &bob).await;
+        // The connect hook runs just after the handshake: let it count the socket first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        bob_on_b.close().await;
+        assert!(
+            watcher.try_next("presence", Duration::from_millis(500)).await.is_none(),
+            "still online on A"
+        );
+        bob_on_a.close().await;
+        let off = watcher.next("presence").await;
+        assert_eq!(off["online"], false, "{off}");
+        assert!(off["lastSeen"].is_string(), "{off}");
+        let (_, state) = call(&c.b, Some(&alice), "GET", &format!("/users/{}/presence", bob.id), None).await;
+        assert_eq!(state, off, "B answers the same");
+        c.cleanup().await;
+    }
 }
 
 #[tokio::test]
 async fn cluster_killed_node_users_go_offline_within_the_ttl() {
     let ttl = 2;
-    let c = Cluster::start(SHARED_REDIS, ttl).await;
+    let c = Cluster::start(&Redis::shared(), ttl).await;
     let (alice, bob) = (register(&c.a, "alice").await, register(&c.a, "bob").await);
     let mut watcher = Sock::connect(&c.a, &alice).await;
     watcher.ack("subscribe_presence", json!({"userIds": [bob.id]})).await;
@@ -227,7 +283,7 @@ async fn cluster_killed_node_users_go_offline_within_the_ttl() {
         a,
         b,
         prefix,
-        redis_url,
+        redis,
         _db,
     } = c;
     let killed = tokio::time::Instant::now();
@@ -252,7 +308,7 @@ async fn cluster_killed_node_users_go_offline_within_the_ttl() {
     let (_, state) = call(&a, Some(&alice), "GET", &format!("/users/{}/presence", bob.id), None).await;
     assert_eq!(state["online"], false, "{state}");
     drop(a);
-    delete_keys(&redis_url, &prefix).await;
+    delete_keys(&redis, &prefix).await;
 }
 
 /// A `redis-server` of the test's own, on a free port, without persistence.
@@ -351,7 +407,7 @@ async fn send_ok(sock: &Sock, to: &User, text: &str) {
 #[tokio::test]
 async fn cluster_survives_a_redis_restart() {
     let mut redis = OwnRedis::start();
-    let c = Cluster::start(&redis.url(), 30).await;
+    let c = Cluster::start(&Redis::Single(redis.url()), 30).await;
     let (alice, bob) = (register(&c.a, "alice").await, register(&c.a, "bob").await);
     let alice_on_a = Sock::connect(&c.a, &alice).await;
     let mut bob_on_a = Sock::connect(&c.a, &bob).await;

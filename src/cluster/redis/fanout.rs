@@ -3,7 +3,10 @@
 //!
 //! The driver shipped with `socketioxide-redis` holds a plain multiplexed connection: once
 //! Redis restarts, it is dead for good and so are its subscriptions. This one uses a
-//! `ConnectionManager` with automatic resubscription, so fan-out resumes by itself.
+//! `ConnectionManager` with automatic resubscription, so fan-out resumes by itself. On a
+//! Redis Cluster it uses sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`): a channel lives on the
+//! node of its slot, so `PUBSUB SHARDNUMSUB` counts every subscriber (plain `NUMSUB`
+//! counts one node's) and a publish is not broadcast to every node of the cluster.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -11,7 +14,6 @@ use std::time::Duration;
 
 use confab_sdk::async_trait;
 use confab_sdk::realtime::{Emitter, user_room};
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, PushInfo, PushKind, RedisResult, Value as RedisValue};
 use serde_json::Value;
 use socketioxide::SocketIo;
@@ -19,6 +21,7 @@ use socketioxide_core::adapter::errors::BroadcastError;
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use tokio::sync::mpsc;
 
+use super::conn::RedisConn;
 use super::health::RedisHealth;
 use crate::config::kernel::RedisConfig;
 use crate::metrics::Metrics;
@@ -31,7 +34,7 @@ type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
 /// A pub/sub driver for the adapter on a reconnecting RESP3 connection.
 #[derive(Clone)]
 pub struct BusDriver {
-    conn: ConnectionManager,
+    conn: RedisConn,
     handlers: Handlers,
     timeout: Duration,
 }
@@ -48,7 +51,7 @@ pub enum BusError {
 /// Hands a pub/sub message to the adapter's stream for its channel. Never blocks the
 /// connection: a full stream drops the message (the adapter's stream buffer is large).
 fn deliver(handlers: &Handlers, msg: PushInfo) {
-    if !matches!(msg.kind, PushKind::Message) || msg.data.len() < 2 {
+    if !matches!(msg.kind, PushKind::Message | PushKind::SMessage) || msg.data.len() < 2 {
         return;
     }
     let mut data = msg.data.into_iter();
@@ -65,16 +68,10 @@ fn deliver(handlers: &Handlers, msg: PushInfo) {
 }
 
 impl BusDriver {
-    pub(crate) async fn connect(client: redis::Client, config: &RedisConfig, timeout: Duration) -> RedisResult<Self> {
+    pub(crate) async fn connect(config: &RedisConfig, timeout: Duration) -> RedisResult<Self> {
         let handlers: Handlers = Arc::default();
         let sink = handlers.clone();
-        let manager_config = super::manager_config(config)
-            .set_push_sender(move |msg: PushInfo| {
-                deliver(&sink, msg);
-                Ok::<(), std::convert::Infallible>(())
-            })
-            .set_automatic_resubscription();
-        let conn = ConnectionManager::new_with_config(client, manager_config).await?;
+        let conn = RedisConn::connect(config, Some(Box::new(move |msg: PushInfo| deliver(&sink, msg)))).await?;
         Ok(BusDriver {
             conn,
             handlers,
@@ -82,7 +79,7 @@ impl BusDriver {
         })
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -99,8 +96,13 @@ impl Driver for BusDriver {
 
     async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), BusError> {
         let mut conn = self.conn.clone();
-        self.bounded(async move { conn.publish::<_, _, RedisValue>(chan, val).await })
-            .await?;
+        if conn.is_cluster() {
+            self.bounded(async move { conn.spublish::<_, _, RedisValue>(chan, val).await })
+                .await?;
+        } else {
+            self.bounded(async move { conn.publish::<_, _, RedisValue>(chan, val).await })
+                .await?;
+        }
         Ok(())
     }
 
@@ -111,9 +113,15 @@ impl Driver for BusDriver {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(chan.clone(), tx);
-        let mut conn = self.conn.clone();
+        let conn = self.conn.clone();
         let name = chan.clone();
-        if let Err(e) = self.bounded(async move { conn.subscribe(name).await }).await {
+        let subscribed = self.bounded(async move {
+            match conn {
+                RedisConn::Single(mut c) => c.subscribe(name).await,
+                RedisConn::Cluster(mut c) => c.ssubscribe(name).await,
+            }
+        });
+        if let Err(e) = subscribed.await {
             self.handlers.write().unwrap_or_else(|e| e.into_inner()).remove(&chan);
             return Err(e);
         }
@@ -122,15 +130,23 @@ impl Driver for BusDriver {
 
     async fn unsubscribe(&self, chan: String) -> Result<(), BusError> {
         self.handlers.write().unwrap_or_else(|e| e.into_inner()).remove(&chan);
-        let mut conn = self.conn.clone();
-        self.bounded(async move { conn.unsubscribe(chan).await }).await
+        let conn = self.conn.clone();
+        self.bounded(async move {
+            match conn {
+                RedisConn::Single(mut c) => c.unsubscribe(chan).await,
+                RedisConn::Cluster(mut c) => c.sunsubscribe(chan).await,
+            }
+        })
+        .await
     }
 
     async fn num_serv(&self, chan: &str) -> Result<u16, BusError> {
         let mut conn = self.conn.clone();
-        let cmd = redis::cmd("PUBSUB").arg("NUMSUB").arg(chan).to_owned();
-        let (_, count): (String, u16) = self.bounded(async move { cmd.query_async(&mut conn).await }).await?;
-        Ok(count)
+        let kind = if conn.is_cluster() { "SHARDNUMSUB" } else { "NUMSUB" };
+        let cmd = redis::cmd("PUBSUB").arg(kind).arg(chan).to_owned();
+        // A map of channel -> subscribers; on a cluster, the sum over the nodes asked.
+        let counts: HashMap<String, u16> = self.bounded(async move { cmd.query_async(&mut conn).await }).await?;
+        Ok(counts.get(chan).copied().unwrap_or(0))
     }
 }
 

@@ -9,6 +9,7 @@
 //! it can: local deliveries, storage, token checks (see `revocations_fail_open`).
 //! Key layout: `docs/cluster.md`.
 
+mod conn;
 mod fanout;
 mod health;
 mod presence;
@@ -19,11 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use confab_sdk::storage::{StorageError, StorageResult};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisResult};
+use redis::RedisResult;
 
 use crate::config::kernel::RedisConfig;
 
+pub use conn::RedisConn;
 pub use fanout::{BusDriver, RedisEmitter, SioAdapter};
 pub use health::{RedisCheck, RedisHealth};
 pub use presence::RedisPresenceStore;
@@ -34,41 +35,27 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Connections to Redis and what every store shares.
 pub struct RedisCluster {
-    data: ConnectionManager,
+    data: RedisConn,
     bus: BusDriver,
     health: Arc<RedisHealth>,
     prefix: String,
     timeout: Duration,
 }
 
-/// A client that speaks RESP3, whatever the URL says: the adapter's pub/sub needs it.
-fn client(url: &str) -> RedisResult<Client> {
-    let info = url.into_connection_info()?;
-    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-    Client::open(info.set_redis_settings(settings))
-}
-
-/// Reconnects quickly and a few times per attempt; the monitor starts a new attempt every
-/// second while Redis stays away, so a long outage is noticed when it ends.
-pub(crate) fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
-        .set_response_timeout(Some(Duration::from_millis(config.command_timeout_ms)))
-        .set_number_of_retries(2)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500))
-}
-
 impl RedisCluster {
     /// Connects both connections; fails when Redis does not answer within the connect timeout.
     pub async fn connect(config: &RedisConfig) -> Result<Arc<Self>, String> {
-        let fail = |e: &dyn std::fmt::Display| format!("cluster.redis.url: cannot connect to redis: {e}");
-        let client = client(&config.url).map_err(|e| fail(&e))?;
+        let key = if config.cluster_urls.is_empty() {
+            "cluster.redis.url"
+        } else {
+            "cluster.redis.cluster_urls"
+        };
+        let fail = |e: &dyn std::fmt::Display| format!("{key}: cannot connect to redis: {e}");
         let within = Duration::from_millis(config.connect_timeout_ms.saturating_mul(3));
         let timeout = Duration::from_millis(config.command_timeout_ms);
         let connect = async {
-            let data = ConnectionManager::new_with_config(client.clone(), manager_config(config)).await?;
-            let bus = BusDriver::connect(client, config, timeout).await?;
+            let data = RedisConn::connect(config, None).await?;
+            let bus = BusDriver::connect(config, timeout).await?;
             RedisResult::Ok((data, bus))
         };
         let (data, bus) = tokio::time::timeout(within, connect)
@@ -104,7 +91,7 @@ impl RedisCluster {
         format!("{}{rest}", self.prefix)
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> RedisConn {
         self.data.clone()
     }
 
@@ -132,7 +119,7 @@ impl RedisCluster {
     /// time counts like a slow command, an error as an outage. A failed ping also starts
     /// the connections' reconnection.
     async fn probe(&self) {
-        let ping = |mut c: ConnectionManager| async move { redis::cmd("PING").query_async::<String>(&mut c).await };
+        let ping = |mut c: RedisConn| async move { redis::cmd("PING").query_async::<String>(&mut c).await };
         let both = async { tokio::try_join!(ping(self.data.clone()), ping(self.bus.conn())) };
         match tokio::time::timeout(self.timeout, both).await {
             Ok(Ok(_)) => self.health.recovered(),
@@ -156,14 +143,19 @@ async fn monitor(cluster: std::sync::Weak<RedisCluster>) {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    //! A Redis for tests: the one on 127.0.0.1:6379, under a key prefix of its own that
-    //! is deleted afterwards (never FLUSHDB: other tests share it).
+    //! Redis for tests: the one on 127.0.0.1:6379 and, when `CONFAB_TEST_REDIS_CLUSTER`
+    //! lists seed nodes (tests/run.sh starts a three-master cluster), a Redis Cluster. Each
+    //! test works under a key prefix of its own, deleted afterwards (never FLUSHDB: other
+    //! tests share them).
+
+    use std::io::Write;
 
     use super::*;
 
     pub const URL: &str = "redis://127.0.0.1:6379";
+    pub const CLUSTER_VAR: &str = "CONFAB_TEST_REDIS_CLUSTER";
 
-    pub fn config(ttl_secs: u64) -> RedisConfig {
+    fn with_prefix(ttl_secs: u64) -> RedisConfig {
         RedisConfig {
             url: URL.into(),
             key_prefix: format!("confab-test:{}:", confab_sdk::ids::random_token()),
@@ -172,13 +164,29 @@ pub(crate) mod testing {
         }
     }
 
+    /// The single Redis, then the cluster when one is given (else a `skipped:` line on
+    /// stderr, which the test harness does not capture).
+    pub fn configs(ttl_secs: u64) -> Vec<RedisConfig> {
+        let mut all = vec![with_prefix(ttl_secs)];
+        match std::env::var(CLUSTER_VAR) {
+            Ok(urls) if !urls.is_empty() => all.push(RedisConfig {
+                cluster_urls: urls.split(',').map(str::to_owned).collect(),
+                ..with_prefix(ttl_secs)
+            }),
+            _ => {
+                let _ = writeln!(std::io::stderr(), "skipped: redis cluster mode: set {CLUSTER_VAR}");
+            }
+        }
+        all
+    }
+
     pub async fn cluster(config: &RedisConfig) -> Arc<RedisCluster> {
         RedisCluster::connect(config)
             .await
-            .expect("redis on 127.0.0.1:6379 (tests/run.sh starts one)")
+            .expect("redis on 127.0.0.1:6379 or the cluster (tests/run.sh starts them)")
     }
 
-    /// Deletes every key under the prefix.
+    /// Deletes every key under the prefix (on every master of a cluster).
     pub async fn delete_prefix(cluster: &RedisCluster) {
         let mut conn = cluster.conn();
         let pattern = format!("{}*", cluster.prefix);

@@ -1,14 +1,14 @@
 //! Presence in Redis: each node counts its own sockets per user and heart-beats; a user
 //! is online while some live node counts a socket of theirs.
 //!
-//! Keys (under the prefix):
-//! - `presence:nodes`: sorted set, node id -> deadline (ms, Redis time). A node is live
+//! Keys (under the prefix, all with the `{presence}` hash tag, so one Redis Cluster slot):
+//! - `{presence}:nodes`: sorted set, node id -> deadline (ms, Redis time). A node is live
 //!   until its deadline; every heartbeat moves it `heartbeat_ttl_secs` ahead.
-//! - `presence:beats`: hash, node id -> its last heartbeat (ms), the `lastSeen` of users
+//! - `{presence}:beats`: hash, node id -> its last heartbeat (ms), the `lastSeen` of users
 //!   whose node died.
-//! - `presence:node:<node>`: hash, user id -> sockets of that user on that node.
-//! - `presence:user:<user>`: set of the nodes that count sockets of that user.
-//! - `presence:seen`: hash, user id -> when their last socket closed (ms).
+//! - `{presence}:node:<node>`: hash, user id -> sockets of that user on that node.
+//! - `{presence}:user:<user>`: set of the nodes that count sockets of that user.
+//! - `{presence}:seen`: hash, user id -> when their last socket closed (ms).
 //!
 //! A node that dies leaves its entries behind, but they stop counting at its deadline;
 //! the next sweep of any live node removes them and reports those users offline (once:
@@ -31,13 +31,14 @@ use redis::Script;
 
 use super::RedisCluster;
 
-/// Helpers every script starts with. ARGV[1] is always the key prefix.
+/// Helpers every script starts with. ARGV[1] is always the base of the keys, KEYS[1] the
+/// nodes key (which routes the script to its slot on a Redis Cluster).
 const PRELUDE: &str = r"
 local P = ARGV[1]
-local NODES = P .. 'presence:nodes'
-local SEEN = P .. 'presence:seen'
-local function node_key(n) return P .. 'presence:node:' .. n end
-local function user_key(u) return P .. 'presence:user:' .. u end
+local NODES = P .. 'nodes'
+local SEEN = P .. 'seen'
+local function node_key(n) return P .. 'node:' .. n end
+local function user_key(u) return P .. 'user:' .. u end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function live(n)
@@ -89,7 +90,7 @@ const HEARTBEAT: &str = r"
 local node = ARGV[2]
 local was = live(node)
 redis.call('ZADD', NODES, now + tonumber(ARGV[3]), node)
-redis.call('HSET', P .. 'presence:beats', node, ARGV[4])
+redis.call('HSET', P .. 'beats', node, ARGV[4])
 return was and 0 or 1
 ";
 
@@ -132,7 +133,7 @@ return out
 /// entries are removed in the same step, so only one sweeper reports each.
 const REAP: &str = r"
 local out = {}
-local BEATS = P .. 'presence:beats'
+local BEATS = P .. 'beats'
 for _, n in ipairs(redis.call('ZRANGEBYSCORE', NODES, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))) do
   redis.call('ZREM', NODES, n)
   local beat = redis.call('HGET', BEATS, n) or tostring(now)
@@ -180,6 +181,12 @@ pub struct RedisPresenceStore {
     scripts: Scripts,
 }
 
+/// Every presence key starts with this: the `{presence}` hash tag puts them all in one
+/// slot of a Redis Cluster, so each script touches one node (its keys are built in Lua).
+pub(crate) fn key_base(cluster: &RedisCluster) -> String {
+    cluster.key("{presence}:")
+}
+
 fn seen(ms: &str) -> Option<confab_sdk::time::Timestamp> {
     ms.parse::<i64>().ok().map(from_millis)
 }
@@ -212,10 +219,11 @@ impl RedisPresenceStore {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A call of `script` with the key prefix as its first argument.
+    /// A call of `script` with the base of the keys as its first argument.
     fn prepare<'s>(&self, script: &'s Script) -> redis::ScriptInvocation<'s> {
+        let base = key_base(&self.cluster);
         let mut call = script.prepare_invoke();
-        call.arg(self.cluster.key(""));
+        call.key(format!("{base}nodes")).arg(base);
         call
     }
 
@@ -377,62 +385,68 @@ mod tests {
 
     #[tokio::test]
     async fn presence_store_passes_the_contract_across_two_nodes() {
-        let cluster = testing::cluster(&testing::config(30)).await;
-        let (a, b) = (node(&cluster, 30_000).await, node(&cluster, 30_000).await);
-        contract::presence_store(&a, Some(&b), Arc::new(SystemClock)).await;
-        testing::delete_prefix(&cluster).await;
+        for config in testing::configs(30) {
+            let cluster = testing::cluster(&config).await;
+            let (a, b) = (node(&cluster, 30_000).await, node(&cluster, 30_000).await);
+            contract::presence_store(&a, Some(&b), Arc::new(SystemClock)).await;
+            testing::delete_prefix(&cluster).await;
+        }
     }
 
     #[tokio::test]
     async fn a_dead_nodes_users_go_offline_once_its_heartbeat_expires() {
-        let cluster = testing::cluster(&testing::config(1)).await;
-        let (a, b) = (node(&cluster, 1_000).await, node(&cluster, 1_000).await);
-        let (alice, bob) = (
-            "aaaaaaaaaaaaaaaaaaaaaaaa".to_owned(),
-            "bbbbbbbbbbbbbbbbbbbbbbbb".to_owned(),
-        );
-        b.connected(&alice).await.unwrap().expect("alice online");
-        b.connected(&bob).await.unwrap().expect("bob online");
-        a.connected(&bob).await.unwrap();
-        // b dies: it never closes its sockets nor beats again; a keeps beating.
-        let mut offline = Vec::new();
-        for _ in 0..10 {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            offline.extend(a.sweep().await.unwrap());
+        for config in testing::configs(1) {
+            let cluster = testing::cluster(&config).await;
+            let (a, b) = (node(&cluster, 1_000).await, node(&cluster, 1_000).await);
+            let (alice, bob) = (
+                "aaaaaaaaaaaaaaaaaaaaaaaa".to_owned(),
+                "bbbbbbbbbbbbbbbbbbbbbbbb".to_owned(),
+            );
+            b.connected(&alice).await.unwrap().expect("alice online");
+            b.connected(&bob).await.unwrap().expect("bob online");
+            a.connected(&bob).await.unwrap();
+            // b dies: it never closes its sockets nor beats again; a keeps beating.
+            let mut offline = Vec::new();
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                offline.extend(a.sweep().await.unwrap());
+            }
+            assert_eq!(offline.len(), 1, "only alice, reported once: {offline:?}");
+            assert_eq!(offline[0].user_id, alice);
+            assert!(!offline[0].online && offline[0].last_seen.is_some());
+            let states = a.states(&[alice.clone(), bob.clone()]).await.unwrap();
+            assert!(!states[0].online, "alice's only node died");
+            assert!(states[1].online, "bob is still connected to a");
+            let mut conn = cluster.conn();
+            let gone: bool = redis::cmd("EXISTS")
+                .arg(format!("{}node:{}", key_base(&cluster), b.node()))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(!gone, "the dead node's entries are removed");
+            testing::delete_prefix(&cluster).await;
         }
-        assert_eq!(offline.len(), 1, "only alice, reported once: {offline:?}");
-        assert_eq!(offline[0].user_id, alice);
-        assert!(!offline[0].online && offline[0].last_seen.is_some());
-        let states = a.states(&[alice.clone(), bob.clone()]).await.unwrap();
-        assert!(!states[0].online, "alice's only node died");
-        assert!(states[1].online, "bob is still connected to a");
-        let mut conn = cluster.conn();
-        let gone: bool = redis::cmd("EXISTS")
-            .arg(cluster.key(&format!("presence:node:{}", b.node())))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert!(!gone, "the dead node's entries are removed");
-        testing::delete_prefix(&cluster).await;
     }
 
     #[tokio::test]
     async fn counts_lost_by_redis_are_written_back_by_the_next_sweep() {
-        let cluster = testing::cluster(&testing::config(30)).await;
-        let a = node(&cluster, 30_000).await;
-        let alice = "aaaaaaaaaaaaaaaaaaaaaaaa".to_owned();
-        a.connected(&alice).await.unwrap().expect("online");
-        // Redis restarted empty.
-        testing::delete_prefix(&cluster).await;
-        assert!(!a.states(std::slice::from_ref(&alice)).await.unwrap()[0].online);
-        let changes = a.sweep().await.unwrap();
-        assert_eq!(changes, vec![PresenceState::online(&alice, None)]);
-        assert!(a.states(std::slice::from_ref(&alice)).await.unwrap()[0].online);
-        assert!(a.sweep().await.unwrap().is_empty(), "nothing more to report");
-        // Counts stay right after the rewrite.
-        a.connected(&alice).await.unwrap();
-        assert_eq!(a.disconnected(&alice).await.unwrap(), None);
-        assert!(a.disconnected(&alice).await.unwrap().is_some_and(|s| !s.online));
-        testing::delete_prefix(&cluster).await;
+        for config in testing::configs(30) {
+            let cluster = testing::cluster(&config).await;
+            let a = node(&cluster, 30_000).await;
+            let alice = "aaaaaaaaaaaaaaaaaaaaaaaa".to_owned();
+            a.connected(&alice).await.unwrap().expect("online");
+            // Redis restarted empty.
+            testing::delete_prefix(&cluster).await;
+            assert!(!a.states(std::slice::from_ref(&alice)).await.unwrap()[0].online);
+            let changes = a.sweep().await.unwrap();
+            assert_eq!(changes, vec![PresenceState::online(&alice, None)]);
+            assert!(a.states(std::slice::from_ref(&alice)).await.unwrap()[0].online);
+            assert!(a.sweep().await.unwrap().is_empty(), "nothing more to report");
+            // Counts stay right after the rewrite.
+            a.connected(&alice).await.unwrap();
+            assert_eq!(a.disconnected(&alice).await.unwrap(), None);
+            assert!(a.disconnected(&alice).await.unwrap().is_some_and(|s| !s.online));
+            testing::delete_prefix(&cluster).await;
+        }
     }
 }

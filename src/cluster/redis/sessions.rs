@@ -197,43 +197,48 @@ mod tests {
 
     #[tokio::test]
     async fn session_store_passes_the_contract() {
-        let cluster = testing::cluster(&testing::config(30)).await;
-        let store = RedisSessionStore::new(cluster.clone());
-        contract::session_store(&store, sleeper()).await;
-        testing::delete_prefix(&cluster).await;
+        for config in testing::configs(30) {
+            let cluster = testing::cluster(&config).await;
+            let store = RedisSessionStore::new(cluster.clone());
+            contract::session_store(&store, sleeper()).await;
+            testing::delete_prefix(&cluster).await;
+        }
     }
 
     #[tokio::test]
     async fn revocation_store_passes_the_contract() {
-        let cluster = testing::cluster(&testing::config(30)).await;
-        let store = RedisRevocationStore::new(cluster.clone(), Arc::new(SystemClock), true);
-        contract::revocation_store(&store, Arc::new(SystemClock), sleeper()).await;
-        testing::delete_prefix(&cluster).await;
+        for config in testing::configs(30) {
+            let cluster = testing::cluster(&config).await;
+            let store = RedisRevocationStore::new(cluster.clone(), Arc::new(SystemClock), true);
+            contract::revocation_store(&store, Arc::new(SystemClock), sleeper()).await;
+            testing::delete_prefix(&cluster).await;
+        }
     }
 
     #[tokio::test]
     async fn sessions_are_shared_between_nodes_and_expire_by_key_ttl() {
-        let config = testing::config(30);
-        let (a, b) = (testing::cluster(&config).await, testing::cluster(&config).await);
-        let (on_a, on_b) = (RedisSessionStore::new(a.clone()), RedisSessionStore::new(b));
-        let alice = SessionData {
-            user_id: "0123456789abcdef01234567".into(),
-            username: "alice".into(),
-        };
-        let id = on_a.create(alice.clone(), 60, 30).await.unwrap();
-        assert_eq!(on_b.get(&id).await.unwrap(), Some(alice));
-        let mut conn = a.conn();
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg(on_a.key(&id))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert!(
-            (29_000..=30_000).contains(&ttl),
-            "the key expires with the idle timeout: {ttl}"
-        );
-        on_b.delete(&id).await.unwrap();
-        assert_eq!(on_a.get(&id).await.unwrap(), None);
-        testing::delete_prefix(&a).await;
+        for config in testing::configs(30) {
+            let (a, b) = (testing::cluster(&config).await, testing::cluster(&config).await);
+            let (on_a, on_b) = (RedisSessionStore::new(a.clone()), RedisSessionStore::new(b));
+            let alice = SessionData {
+                user_id: "0123456789abcdef01234567".into(),
+                username: "alice".into(),
+            };
+            let id = on_a.create(alice.clone(), 60, 30).await.unwrap();
+            assert_eq!(on_b.get(&id).await.unwrap(), Some(alice));
+            let mut conn = a.conn();
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(on_a.key(&id))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(
+                (29_000..=30_000).contains(&ttl),
+                "the key expires with the idle timeout: {ttl}"
+            );
+            on_b.delete(&id).await.unwrap();
+            assert_eq!(on_a.get(&id).await.unwrap(), None);
+            testing::delete_prefix(&a).await;
+        }
     }
 }
