@@ -14,6 +14,7 @@ use confab_sdk::realtime::SharedEmitter;
 use confab_sdk::services::Services;
 use confab_sdk::storage::{SharedMessageStore, SharedUserStore, StorageError};
 use salvo::conn::tcp::TcpAcceptor;
+use salvo::fuse::FuseConfig;
 use salvo::prelude::*;
 use socketioxide::SocketIo;
 use utoipa::openapi::OpenApi;
@@ -139,6 +140,11 @@ async fn boot_with(
     let sock = &config.server.socket;
     let builder = SocketIo::builder()
         .max_payload(sock.max_payload)
+        // Bounded as they arrive, before the Socket.IO CONNECT: tungstenite's own limits
+        // (64 MiB messages) let an anonymous client hold that much per socket.
+        .ws_max_message_size(sock.max_payload as usize)
+        .ws_max_frame_size(sock.max_payload as usize)
+        .connect_timeout(Duration::from_secs(sock.connect_timeout_secs))
         .max_buffer_size(sock.max_buffer_size)
         .ws_read_buffer_size(sock.ws_read_buffer_size)
         .ping_interval(Duration::from_secs(sock.ping_interval_secs))
@@ -236,7 +242,7 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
             routes: contrib.routes,
             hoops: contrib.hoops,
             checks,
-            metrics,
+            metrics: metrics.clone(),
             draining: draining.clone(),
             socket_layer,
         },
@@ -259,9 +265,22 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
         tracing::warn!(error = %e, "cannot set TCP_NODELAY");
     }
     let acceptor = TcpAcceptor::try_from(listener).map_err(|source| AppError::Bind { addr, source })?;
-    // Salvo's fuse would cut idle keep-alive connections; Socket.IO's own ping already
-    // detects dead peers, and long-lived WebSockets must not be fused.
-    let server = Server::new(acceptor).disable_fuse();
+    // The caps on open connections and the timeouts of every connection (slow headers and
+    // bodies, idle connections). The idle timeout is above the Socket.IO heartbeat, so live
+    // WebSockets and polls held for a ping interval never trip it.
+    let server_cfg = &config.server;
+    let timeouts = FuseConfig::disabled()
+        .with_http1_header_timeout(Duration::from_secs(server_cfg.header_timeout_secs))
+        .with_connection_idle_timeout(Duration::from_secs(server_cfg.idle_timeout_secs))
+        .with_request_body_timeout(Duration::from_secs(server_cfg.body_timeout_secs));
+    let edge = server::edge::Edge::new(
+        server_cfg.max_connections,
+        server_cfg.max_connections_per_ip,
+        Arc::new(server::edge::TrustedProxies::new(&server_cfg.trusted_proxies)),
+        timeouts,
+        metrics.clone(),
+    );
+    let server = Server::new(acceptor).fuse_policy(edge);
     let handle = server.handle();
     tracing::info!(addr = %local, profile = %config.profile.name, "listening");
 

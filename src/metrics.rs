@@ -72,6 +72,10 @@ pub struct Metrics {
     http_requests: Mutex<HashMap<HttpKey, u64>>,
     http_latency: Mutex<HashMap<String, Histogram>>,
     open_sockets: AtomicI64,
+    open_connections: AtomicI64,
+    /// Connections closed on accept: over the total cap, over the per-address cap.
+    refused_total: AtomicU64,
+    refused_per_ip: AtomicU64,
     socket_events: Mutex<HashMap<String, u64>>,
     commit_batch: Histogram,
     commit_latency: Histogram,
@@ -83,6 +87,9 @@ impl Default for Metrics {
             http_requests: Mutex::default(),
             http_latency: Mutex::default(),
             open_sockets: AtomicI64::new(0),
+            open_connections: AtomicI64::new(0),
+            refused_total: AtomicU64::new(0),
+            refused_per_ip: AtomicU64::new(0),
             socket_events: Mutex::default(),
             commit_batch: Histogram::new(BATCH_BUCKETS),
             commit_latency: Histogram::new(LATENCY_BUCKETS),
@@ -123,6 +130,24 @@ impl Metrics {
 
     pub fn socket_closed(&self) {
         self.open_sockets.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_opened(&self) {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// `reason`: `total` or `per_ip`.
+    pub fn connection_refused(&self, reason: &str) {
+        let counter = if reason == "total" {
+            &self.refused_total
+        } else {
+            &self.refused_per_ip
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn open_sockets(&self) -> i64 {
@@ -184,6 +209,18 @@ impl Metrics {
             out,
             "# HELP confab_open_sockets Socket.IO connections open on this node.\n# TYPE confab_open_sockets gauge\nconfab_open_sockets {}",
             self.open_sockets()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP confab_open_connections TCP connections open on this node.\n# TYPE confab_open_connections gauge\nconfab_open_connections {}",
+            self.open_connections.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP confab_connections_refused_total Connections closed on accept, by the cap they hit.\n# TYPE confab_connections_refused_total counter\n\
+             confab_connections_refused_total{{reason=\"total\"}} {}\nconfab_connections_refused_total{{reason=\"per_ip\"}} {}",
+            self.refused_total.load(Ordering::Relaxed),
+            self.refused_per_ip.load(Ordering::Relaxed)
         );
         out.push_str("# HELP confab_socket_events_total Socket.IO events received, by name.\n# TYPE confab_socket_events_total counter\n");
         let events: BTreeMap<String, u64> = self

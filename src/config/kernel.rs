@@ -23,6 +23,20 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// Serve `/metrics` in the Prometheus text format.
     pub metrics: bool,
+    /// Open TCP connections (HTTP and sockets together); more are closed on accept.
+    pub max_connections: usize,
+    /// Open TCP connections per client address (IPv6: per /64); trusted proxies are
+    /// counted in the total only.
+    pub max_connections_per_ip: usize,
+    /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
+    /// Time allowed for a request head to arrive (slow-header attacks).
+    pub header_timeout_secs: u64,
+    /// A connection on which nothing was read or written for this long is closed. Above
+    /// the Socket.IO ping interval plus timeout, so live sockets and held polls never trip it.
+    pub idle_timeout_secs: u64,
+    /// Longest gap between the frames of one request body.
+    pub body_timeout_secs: u64,
     pub cors: CorsConfig,
     pub socket: SocketConfig,
 }
@@ -35,6 +49,12 @@ impl Default for ServerConfig {
             body_limit: 64 * 1024,
             shutdown_timeout_secs: 10,
             metrics: true,
+            max_connections: 16_384,
+            max_connections_per_ip: 12_288,
+            trusted_proxies: Vec::new(),
+            header_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            body_timeout_secs: 30,
             cors: CorsConfig::default(),
             socket: SocketConfig::default(),
         }
@@ -59,8 +79,46 @@ impl Section for ServerConfig {
         if self.shutdown_timeout_secs == 0 {
             p.push(problem("shutdown_timeout_secs", "expected at least 1 second"));
         }
-        if self.socket.max_payload < 1024 {
-            p.push(problem("socket.max_payload", "expected at least 1024 bytes"));
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            p.push(problem("max_connections", "expected 1 to 1000000 connections"));
+        }
+        if !(1..=self.max_connections.max(1)).contains(&self.max_connections_per_ip) {
+            p.push(problem(
+                "max_connections_per_ip",
+                "expected 1 connection up to max_connections",
+            ));
+        }
+        for (i, net) in self.trusted_proxies.iter().enumerate() {
+            if crate::server::edge::parse_net(net).is_none() {
+                p.push(problem(
+                    &format!("trusted_proxies[{i}]"),
+                    format!("expected a CIDR (10.0.0.0/8) or an IP address, got {net:?}"),
+                ));
+            }
+        }
+        if !(1..=300).contains(&self.header_timeout_secs) {
+            p.push(problem("header_timeout_secs", "expected 1 to 300 seconds"));
+        }
+        if !(1..=3600).contains(&self.body_timeout_secs) {
+            p.push(problem("body_timeout_secs", "expected 1 to 3600 seconds"));
+        }
+        let heartbeat = self
+            .socket
+            .ping_interval_secs
+            .saturating_add(self.socket.ping_timeout_secs);
+        if self.idle_timeout_secs <= heartbeat || self.idle_timeout_secs > 86_400 {
+            p.push(problem(
+                "idle_timeout_secs",
+                format!(
+                    "expected more than socket.ping_interval_secs + socket.ping_timeout_secs ({heartbeat}) and at most 86400 seconds"
+                ),
+            ));
+        }
+        if !(1024..=16 << 20).contains(&self.socket.max_payload) {
+            p.push(problem("socket.max_payload", "expected 1024 to 16777216 bytes"));
+        }
+        if !(1..=300).contains(&self.socket.connect_timeout_secs) {
+            p.push(problem("socket.connect_timeout_secs", "expected 1 to 300 seconds"));
         }
         if !(256..=1 << 20).contains(&self.socket.ws_read_buffer_size) {
             p.push(problem("socket.ws_read_buffer_size", "expected 256 to 1048576 bytes"));
@@ -104,9 +162,11 @@ impl Default for CorsConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SocketConfig {
-    /// Largest Socket.IO packet accepted from a client over long-polling, in bytes
-    /// (WebSocket messages are bounded by tungstenite's defaults; docs/kernel.md).
+    /// Largest message a client may send, in bytes: a long-polling request body, and a
+    /// WebSocket message and frame (bounded as they arrive, before authentication).
     pub max_payload: u64,
+    /// Time from opening a connection to completing the Socket.IO CONNECT.
+    pub connect_timeout_secs: u64,
     /// Packets buffered per socket before emits to it are dropped (slow clients).
     pub max_buffer_size: usize,
     pub ping_interval_secs: u64,
@@ -122,6 +182,7 @@ impl Default for SocketConfig {
     fn default() -> Self {
         SocketConfig {
             max_payload: 64 * 1024,
+            connect_timeout_secs: 10,
             max_buffer_size: 128,
             ping_interval_secs: 25,
             ping_timeout_secs: 20,

@@ -2,6 +2,7 @@
 //! path on the same port.
 
 pub mod compact;
+pub mod edge;
 pub mod middleware;
 pub mod routes;
 pub mod socket;
@@ -61,6 +62,9 @@ pub fn service(config: &Config, parts: HttpParts) -> Service {
     }
     router = router.push(plugin_routes);
     Service::new(router)
+        .hoop(edge::ClientAddress(Arc::new(edge::TrustedProxies::new(
+            &config.server.trusted_proxies,
+        ))))
         .hoop(middleware::RequestContext {
             metrics: config.server.metrics.then(|| parts.metrics.clone()),
             body_limit: config.server.body_limit,

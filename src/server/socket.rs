@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use confab_sdk::auth::Principal;
 use confab_sdk::error::{ApiError, ErrorCode};
+use confab_sdk::net::ClientIp;
 use confab_sdk::realtime::{
     Ack, ConnectMiddleware, Emitter, EventGuard, EventHandler, Handshake, SocketCtx, SocketHook, SocketOps, user_room,
 };
@@ -108,9 +109,11 @@ pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHo
                 Ok(v @ Value::Object(_)) => v,
                 _ => Value::Object(Default::default()),
             };
+            let parts = s.req_parts();
             let handshake = Arc::new(Handshake {
                 auth,
-                headers: s.req_parts().headers.clone(),
+                headers: parts.headers.clone(),
+                client_ip: parts.extensions.get::<ClientIp>().map(|c| c.0),
             });
             let mut principal = None;
             for m in &host.middleware {

@@ -109,7 +109,11 @@ async fn ratelimit_ignores_forwarded_for_from_an_untrusted_peer() {
     );
 
     // Behind a trusted proxy, the forwarded address is the client.
-    let s = Server::start(&toml(r#"trusted_proxies = ["127.0.0.0/8"]"#, LOGIN_RULES)).await;
+    let behind_proxy = format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n{}",
+        toml("", LOGIN_RULES)
+    );
+    let s = Server::start(&behind_proxy).await;
     for _ in 0..4 {
         assert_eq!(register_as(&s, "198.51.100.1").await, 201);
     }

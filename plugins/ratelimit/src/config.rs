@@ -5,13 +5,14 @@ use std::collections::HashSet;
 
 use confab_sdk::config::{ConfigProblem, RunProfile, Section};
 use confab_sdk::ratelimit::Rate;
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
-    /// Peers whose `X-Forwarded-For` is believed (CIDRs or single addresses).
+    /// Moved to `server.trusted_proxies` (the kernel resolves the client address for
+    /// every plugin); still read so that a config setting it gets a message saying so.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
     /// A socket refused this many times the rule's burst in a row is disconnected; 0 never.
     pub disconnect_factor: u32,
@@ -174,13 +175,11 @@ fn check_targets(at: &str, targets: &[String], key: &str, p: &mut Vec<ConfigProb
 impl Section for RateLimitConfig {
     fn validate(&self, _: &RunProfile) -> Vec<ConfigProblem> {
         let mut p = Vec::new();
-        for (i, cidr) in self.trusted_proxies.iter().enumerate() {
-            if parse_net(cidr).is_none() {
-                p.push(problem(
-                    format!("trusted_proxies[{i}]"),
-                    format!("{cidr:?} is not an IP address or CIDR (10.0.0.0/8, ::1)"),
-                ));
-            }
+        if !self.trusted_proxies.is_empty() {
+            p.push(problem(
+                "trusted_proxies".into(),
+                "moved to server.trusted_proxies: the kernel resolves the client address once, for every plugin and its connection caps",
+            ));
         }
         let mut names = HashSet::new();
         for (i, r) in self.rules.iter().enumerate() {
@@ -211,14 +210,6 @@ impl Section for RateLimitConfig {
     }
 }
 
-/// A CIDR, or a single address as its /32 or /128.
-pub fn parse_net(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-}
-
 #[cfg(test)]
 mod tests {
     use confab_sdk::config::parse_section;
@@ -239,7 +230,7 @@ mod tests {
         let c = parse(json!({})).unwrap();
         assert_eq!(c.rules.len(), 6);
         let bad = parse(json!({
-            "trusted_proxies": ["10.0.0.0/8", "nope"],
+            "trusted_proxies": ["10.0.0.0/8"],
             "rules": [
                 {"name": "a", "targets": ["event:typing"], "key": "ip", "rate": "1/s", "burst": 1},
                 {"name": "a", "targets": ["GET /x"], "key": "user", "rate": "1/week", "burst": 1},
@@ -251,7 +242,7 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "ratelimit.trusted_proxies[1]",
+                "ratelimit.trusted_proxies",
                 "ratelimit.rules[0].targets[0]",
                 "ratelimit.rules[1].name",
                 "ratelimit.rules[1].rate",
@@ -275,6 +266,5 @@ mod tests {
         );
         assert_eq!(Target::parse("event:typing").unwrap(), Target::Event("typing".into()));
         assert!(Target::parse("route:/x").is_err());
-        assert!(parse_net("::1").is_some() && parse_net("10.1.0.0/16").is_some());
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use confab_sdk::ApiError;
 use confab_sdk::error::ErrorCode;
+use confab_sdk::net::{ClientIp, limit_key};
 use confab_sdk::ratelimit::Decision;
 use confab_sdk::salvo::http::{HeaderValue, ParseError};
 use confab_sdk::salvo::prelude::*;
@@ -62,11 +63,12 @@ impl Handler for Hoop {
         let mut user: Option<Option<String>> = None;
         for &idx in idxs {
             let who = match limiter.rules[idx].key {
-                KeyKind::Ip => {
-                    let peer = req.remote_addr().clone().into_std().map(|a| a.ip());
-                    let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-                    limiter.client_ip(peer, xff).map(|ip| ip.to_string())
-                }
+                // The kernel resolved the client (server.trusted_proxies); the peer stands
+                // in where no kernel ran (in-process handler tests).
+                KeyKind::Ip => ClientIp::of(req)
+                    .map(|c| c.limit_key())
+                    .or_else(|| req.remote_addr().clone().into_std().map(|a| limit_key(a.ip())))
+                    .map(|ip| ip.to_string()),
                 KeyKind::Username => match username(req).await {
                     Ok(name) => name.map(|u| format!("n:{u}")),
                     Err(e) => {

@@ -1,7 +1,6 @@
 //! The compiled rules and quotas, and one check of one of them against the store.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use confab_sdk::ApiError;
@@ -12,9 +11,8 @@ use confab_sdk::ratelimit::{Decision, Rate, SharedRateLimitStore};
 use confab_sdk::serde_json::{Map, Value, json};
 use confab_sdk::utoipa::openapi::OpenApi;
 use confab_sdk::utoipa::openapi::extensions::Extensions;
-use ipnet::IpNet;
 
-use crate::config::{KeyKind, RateLimitConfig, Target, parse_net};
+use crate::config::{KeyKind, RateLimitConfig, Target};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -39,7 +37,6 @@ pub(crate) struct Limiter {
     pub events: HashMap<String, Arc<[usize]>>,
     pub store: SharedRateLimitStore,
     pub auth: Option<SharedAuthenticator>,
-    pub trusted: Vec<IpNet>,
     pub disconnect_factor: u32,
     pub strikes: crate::socket::Strikes,
     clock: SharedClock,
@@ -60,7 +57,6 @@ impl Limiter {
             events: HashMap::new(),
             store,
             auth,
-            trusted: config.trusted_proxies.iter().filter_map(|s| parse_net(s)).collect(),
             disconnect_factor: config.disconnect_factor,
             strikes: Default::default(),
             clock,
@@ -158,29 +154,6 @@ impl Limiter {
         e
     }
 
-    /// The client's address: the peer, or when the peer is a trusted proxy the last
-    /// address of `X-Forwarded-For` that is not one (the one the nearest proxy saw).
-    pub fn client_ip(&self, peer: Option<IpAddr>, forwarded: Option<&str>) -> Option<IpAddr> {
-        let peer = peer.map(|p| p.to_canonical())?;
-        if !self.trusts(peer) {
-            return Some(peer);
-        }
-        let Some(list) = forwarded else { return Some(peer) };
-        let mut client = peer;
-        for hop in list.rsplit(',') {
-            let Ok(ip) = hop.trim().parse::<IpAddr>() else { break };
-            client = ip.to_canonical();
-            if !self.trusts(client) {
-                break;
-            }
-        }
-        Some(client)
-    }
-
-    fn trusts(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|n| n.contains(&ip))
-    }
-
     /// An `x-rate-limits` extension (`"POST /path"` or `"event:name"` → the limits); the
     /// kernel adds a 429 response to every operation it names.
     pub fn openapi(&self) -> OpenApi {
@@ -221,33 +194,19 @@ mod tests {
         }
     }
 
-    fn limiter(trusted: &[&str]) -> Limiter {
-        let config = RateLimitConfig {
-            trusted_proxies: trusted.iter().map(|s| (*s).to_owned()).collect(),
-            ..RateLimitConfig::default()
-        };
-        Limiter::new(&config, Arc::new(NoStore), Arc::new(SystemClock), None).unwrap()
-    }
-
-    #[test]
-    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
-        let ip = |s: &str| s.parse::<IpAddr>().ok();
-        let l = limiter(&["10.0.0.0/8", "::1"]);
-        let xff = Some("6.6.6.6, 1.2.3.4, 10.0.0.7");
-        assert_eq!(l.client_ip(ip("8.8.8.8"), xff), ip("8.8.8.8"), "untrusted peer: forged");
-        assert_eq!(
-            l.client_ip(ip("10.0.0.1"), xff),
-            ip("1.2.3.4"),
-            "the hop the proxies saw"
-        );
-        assert_eq!(l.client_ip(ip("::1"), Some("garbage")), ip("::1"));
-        assert_eq!(l.client_ip(ip("::ffff:10.0.0.2"), Some("5.5.5.5")), ip("5.5.5.5"));
-        assert_eq!(l.client_ip(ip("10.0.0.1"), None), ip("10.0.0.1"));
+    fn limiter() -> Limiter {
+        Limiter::new(
+            &RateLimitConfig::default(),
+            Arc::new(NoStore),
+            Arc::new(SystemClock),
+            None,
+        )
+        .unwrap()
     }
 
     #[tokio::test]
     async fn a_store_that_cannot_answer_admits() {
-        let l = limiter(&[]);
+        let l = limiter();
         assert!(l.check(0, "x").await.is_none());
         assert!(l.for_route("POST", "chats/{userId}/send").is_some());
         assert!(l.for_route("GET", "chats/{userId}/send").is_none());

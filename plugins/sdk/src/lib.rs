@@ -14,6 +14,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod net;
 pub mod plugin;
 pub mod ratelimit;
 pub mod realtime;

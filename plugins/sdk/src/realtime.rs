@@ -95,6 +95,8 @@ pub struct Handshake {
     /// The `auth` object of the Socket.IO handshake (`{}` when absent).
     pub auth: Value,
     pub headers: HeaderMap,
+    /// The client's address as the kernel resolved it (see [`crate::net::ClientIp`]).
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 /// Connect middleware: refuse the socket (the client gets `connect_error` with the
