@@ -7,6 +7,7 @@ mod chat_socket;
 mod chat_support;
 mod cluster;
 mod docs;
+mod edge;
 mod kernel;
 mod kernel_socket;
 mod presence;

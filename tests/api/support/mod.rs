@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod raw;
 pub mod storage;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_confab");

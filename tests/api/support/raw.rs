@@ -1,0 +1,141 @@
+//! Clients below Socket.IO, for the edge tests and the fuzzer: a raw TCP connection that
+//! performs the WebSocket upgrade by hand (so it can send frames no library would), and
+//! a WebSocket speaking Engine.IO/Socket.IO packets as text.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WS_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
+
+/// A TCP connection from a chosen loopback address (127.0.0.x counts as another client).
+pub async fn tcp_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(to).await
+}
+
+/// Writes a WebSocket upgrade request for the Socket.IO path and reads the answer's head.
+/// Returns the status line.
+pub async fn upgrade(tcp: &mut TcpStream, addr: SocketAddr) -> std::io::Result<String> {
+    let req = format!(
+        "GET {WS_PATH} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if tcp.read(&mut byte).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    Ok(head.lines().next().unwrap_or_default().to_owned())
+}
+
+/// The header of a masked client text frame announcing `len` payload bytes (the payload
+/// itself is not written).
+pub fn text_frame_header(len: u64) -> Vec<u8> {
+    let mut h = vec![0x81];
+    if len < 126 {
+        h.push(0x80 | len as u8);
+    } else if len <= u16::MAX as u64 {
+        h.push(0x80 | 126);
+        h.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        h.push(0x80 | 127);
+        h.extend_from_slice(&len.to_be_bytes());
+    }
+    h.extend_from_slice(&[0, 0, 0, 0]); // a zero mask: the payload goes as written
+    h
+}
+
+/// True once the peer has closed the connection (EOF or reset), reading and dropping
+/// whatever arrives before; false if it is still open after `within`.
+pub async fn closed_within(tcp: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket to the Socket.IO endpoint, past the Engine.IO open packet. The client side
+/// accepts large messages so that what the server sends is never the client's limit.
+pub async fn ws(addr: SocketAddr) -> Ws {
+    let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(format!("ws://{addr}{WS_PATH}"), Some(config), false)
+            .await
+            .expect("websocket");
+    let open = next_text(&mut ws, Duration::from_secs(5))
+        .await
+        .expect("engine.io open");
+    assert!(open.starts_with('0'), "engine.io open packet: {open}");
+    ws
+}
+
+/// The next text message, answering Engine.IO pings on the way; `None` when the socket
+/// closed or nothing came within `within`.
+pub async fn next_text(ws: &mut Ws, within: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                if t.as_str() == "2" {
+                    let _ = ws.send(Message::text("3")).await;
+                    continue;
+                }
+                return Some(t.as_str().to_owned());
+            }
+            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// Sends the Socket.IO CONNECT with a token and waits for the answer packet.
+pub async fn sio_connect(ws: &mut Ws, token: &str) -> String {
+    let packet = format!("40{}", serde_json::json!({ "token": token }));
+    ws.send(Message::text(packet)).await.expect("send connect");
+    next_text(ws, Duration::from_secs(5)).await.expect("connect answer")
+}
+
+/// True once the server has closed the WebSocket (or the connection under it).
+pub async fn ws_closed_within(ws: &mut Ws, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return false,
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {
+                let _ = ws.send(Message::text("3")).await;
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// The resident set size of a process, in KiB (Linux).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
