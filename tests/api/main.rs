@@ -8,6 +8,7 @@ mod chat_support;
 mod cluster;
 mod docs;
 mod edge;
+mod fuzz;
 mod kernel;
 mod kernel_socket;
 mod presence;

@@ -212,6 +212,11 @@ impl Server {
         self.logs.try_iter().collect()
     }
 
+    /// The exit status if the server has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
@@ -258,6 +263,13 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
         return None;
     }
     fields.get("addr")?.as_str()?.parse().ok()
+}
+
+/// Prints a line where a reader of the test command sees it, pass or fail: the test
+/// harness captures `println!`, not writes to the process's stderr.
+pub fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// A unique name for users created by one test.

@@ -3,7 +3,6 @@
 //! starts). The same tests run on both; the few about SQLite itself ask `sqlite_only`.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::Write;
 use std::path::Path;
 
 pub const STORAGE_VAR: &str = "CONFAB_TEST_STORAGE";
@@ -37,10 +36,9 @@ pub fn database_for(sqlite: &Path) -> String {
     format!("confab_t_{:016x}", h.finish())
 }
 
-/// Prints `skipped: <why>` where a reader of the test command sees it: the test harness
-/// captures `println!`, not writes to the process's stderr.
+/// Prints `skipped: <why>` where a reader of the test command sees it.
 pub fn skip(why: &str) {
-    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+    super::note(&format!("skipped: {why}"));
 }
 
 /// False (with a `skipped:` line) when the servers run on MongoDB: for tests about the
