@@ -191,14 +191,17 @@ async fn connection_caps_refuse_and_recover() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("confab_connections_refused_total{reason=\"per_ip\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("confab_connections_refused_total{reason=\"total\"} 1"),
-        "{metrics}"
-    );
+    let refused = |reason: &str| -> u64 {
+        let prefix = format!("confab_connections_refused_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(refused("per_ip"), 1, "{metrics}");
+    // The harness client's own reconnects may hit the total cap too, never zero times.
+    assert!(refused("total") >= 1, "{metrics}");
 }
 
 #[tokio::test]

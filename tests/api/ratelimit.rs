@@ -399,3 +399,40 @@ async fn ratelimit_socket_limits_on_redis_are_shared_and_keep_the_order() {
         let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn ratelimit_default_rules_bound_reads_but_let_a_reconnect_page_through_sync() {
+    // The built-in rules, untouched.
+    let s = Server::start(TOML).await;
+    let (alice, bob) = (register(&s, "alice").await, register(&s, "bob").await);
+    let sock = Sock::connect(&s, &alice).await;
+    // A reconnecting client pages through thousands of missed messages, 500 a page: the
+    // `reads` burst admits 100 pages at once.
+    for page in 0..100 {
+        let ack = sock.ack("sync", json!({"afterPos": page * 500, "limit": 500})).await;
+        assert_eq!(ack["ok"], true, "sync page {page}: {ack}");
+    }
+    // A client hammering reads past that is refused soon (the bucket refills at 20/s
+    // meanwhile), with the code, on the socket and on REST alike.
+    let mut refused = None;
+    for _ in 0..200 {
+        let ack = sock.ack("fetch_history", json!({"withUser": bob.id})).await;
+        if ack["ok"] == false {
+            refused = Some(ack);
+            break;
+        }
+    }
+    let no = refused.expect("reads past the burst are refused");
+    assert_eq!(no["error"]["code"], "rate_limited", "{no}");
+    // Concurrently, so the bucket cannot refill between them.
+    let path = format!("/chats/{}/conversations", alice.id);
+    let calls = (0..150).map(|_| call(&s, Some(&alice), "GET", &path, None));
+    let answers = futures_util::future::join_all(calls).await;
+    let limited: Vec<_> = answers.iter().filter(|(status, _)| *status == 429).collect();
+    assert!(!limited.is_empty(), "REST reads share the budget");
+    assert_eq!(limited[0].1["code"], "rate_limited", "{}", limited[0].1);
+    // Presence lookups have their own budget.
+    let (status, _) = call(&s, Some(&alice), "GET", &format!("/users/{}/presence", bob.id), None).await;
+    assert_eq!(status, 200);
+    sock.close().await;
+}

@@ -62,6 +62,19 @@ fn rule(name: &str, targets: &[&str], key: &str, rate: &str, burst: u32) -> Rule
 const LOGIN: &str = "route:POST /auth/login";
 const REGISTER: &str = "route:POST /auth/register";
 const SEND: &str = "route:POST /chats/{userId}/send";
+const READS: &[&str] = &[
+    "route:GET /chats/{userId}/with/{withUser}",
+    "route:GET /chats/{userId}/conversations",
+    "route:GET /auth/me",
+    "event:fetch_history",
+    "event:sync",
+];
+const RECEIPTS: &[&str] = &["route:POST /chats/{userId}/read", "event:mark_read"];
+const PRESENCE: &[&str] = &[
+    "route:GET /users/{id}/presence",
+    "event:subscribe_presence",
+    "event:unsubscribe_presence",
+];
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
@@ -76,6 +89,12 @@ impl Default for RateLimitConfig {
                 rule("register_username", &[REGISTER], "username", "10/min", 10),
                 rule("send", &[SEND, "event:send_message"], "user", "20/s", 250),
                 rule("typing", &["event:typing"], "user", "10/s", 20),
+                // Everything else that reads or writes storage or cluster state costs too.
+                // A reconnecting client pages through `sync` at 500 messages a page: the
+                // burst lets 100 pages (50,000 missed messages) through at once.
+                rule("reads", READS, "user", "20/s", 100),
+                rule("read_receipts", RECEIPTS, "user", "10/s", 50),
+                rule("presence", PRESENCE, "user", "10/s", 50),
             ],
             quotas: vec![QuotaConfig {
                 name: "messages_per_day".into(),
@@ -228,7 +247,7 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_problems_are_named_by_key() {
         let c = parse(json!({})).unwrap();
-        assert_eq!(c.rules.len(), 6);
+        assert_eq!(c.rules.len(), 9);
         let bad = parse(json!({
             "trusted_proxies": ["10.0.0.0/8"],
             "rules": [
