@@ -69,6 +69,18 @@ impl<A: Adapter> FromMessageParts<A> for AckInfo<A> {
     }
 }
 
+/// A refused handshake. socketioxide's CONNECT_ERROR carries only `{message}`, so the
+/// code leads the message (`token_expired: token expired`) where clients read it
+/// (`err.message` in socket.io-client); DESIGN §4 lists the codes.
+#[derive(Debug)]
+struct Refusal(ApiError);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.handshake_code(), self.0.message)
+    }
+}
+
 /// One socket, whatever the adapter.
 struct AdapterSocket<A: Adapter>(SocketRef<A>);
 
@@ -117,7 +129,7 @@ pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHo
             });
             let mut principal = None;
             for m in &host.middleware {
-                if let Some(p) = m(handshake.clone()).await? {
+                if let Some(p) = m(handshake.clone()).await.map_err(Refusal)? {
                     principal = Some(Arc::new(p));
                 }
             }
@@ -134,7 +146,7 @@ pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHo
             }
             s.extensions.insert(state);
             register_handlers(&s, &host);
-            Ok::<(), ApiError>(())
+            Ok::<(), Refusal>(())
         }
     };
     let connect = move |s: SocketRef<A>| {

@@ -70,6 +70,7 @@ async fn assert_refused(builder: ClientBuilder, message: &str) {
             let _ = c.disconnect().await;
             panic!("connected, expected connect_error {message:?}");
         }
+        // The code leads the message, as DESIGN §4 says (`<code>: <why>`).
         Outcome::Refused(msg) => assert!(msg.contains(message), "expected {message:?} in {msg:?}"),
     }
 }
@@ -106,17 +107,17 @@ async fn refused_handshakes_get_connect_error_with_the_reason() {
     let s = Server::start("").await;
     let acc = register(&s, &bare(), &unique("sock")).await;
 
-    assert_refused(client(&s), "authentication required").await;
-    assert_refused(client(&s).auth(json!({"token": "garbage"})), "invalid token").await;
-    assert_refused(client(&s).auth(json!({"token": 42})), "invalid token").await;
+    assert_refused(client(&s), "unauthorized: authentication required").await;
+    assert_refused(client(&s).auth(json!({"token": "garbage"})), "unauthorized: invalid token").await;
+    assert_refused(client(&s).auth(json!({"token": 42})), "unauthorized: invalid token").await;
     assert_refused(
         client(&s).opening_header("Authorization", "Bearer a.b.c"),
-        "invalid token",
+        "unauthorized: invalid token",
     )
     .await;
     assert_refused(
         client(&s).opening_header("Cookie", "confab.sid=0123456789abcdef0123456789abcdef"),
-        "session expired or invalid",
+        "unauthorized: session expired or invalid",
     )
     .await;
 
@@ -129,7 +130,7 @@ async fn refused_handshakes_get_connect_error_with_the_reason() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_refused(client(&s).auth(json!({"token": acc.token})), "token revoked").await;
+    assert_refused(client(&s).auth(json!({"token": acc.token})), "unauthorized: token revoked").await;
     assert_refused(
         client(&s).opening_header("Cookie", acc.cookie.clone()),
         "session expired or invalid",
@@ -145,5 +146,5 @@ async fn expired_tokens_are_refused_at_the_handshake() {
     let s = Server::start_with(opts).await;
     let acc = register(&s, &bare(), &unique("sock")).await;
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    assert_refused(client(&s).auth(json!({"token": acc.token})), "token expired").await;
+    assert_refused(client(&s).auth(json!({"token": acc.token})), "token_expired: token expired").await;
 }

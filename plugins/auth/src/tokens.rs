@@ -44,7 +44,12 @@ impl TokenError {
 
 impl From<TokenError> for ApiError {
     fn from(e: TokenError) -> Self {
-        ApiError::unauthorized(e.message())
+        let mut err = ApiError::unauthorized(e.message());
+        if e == TokenError::Expired {
+            // The client should refresh and retry, not log in again.
+            err.reason = Some("token_expired");
+        }
+        err
     }
 }
 

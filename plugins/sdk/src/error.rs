@@ -66,6 +66,11 @@ pub struct ApiError {
     pub retry_after_ms: Option<u64>,
     #[serde(skip)]
     pub status: Option<StatusCode>,
+    /// A finer code where a client must act differently than `code` says: a Socket.IO
+    /// handshake refusal leads its `connect_error` message with it (`token_expired`:
+    /// refresh, then reconnect; DESIGN §4).
+    #[serde(skip)]
+    pub reason: Option<&'static str>,
 }
 
 impl ApiError {
@@ -76,7 +81,14 @@ impl ApiError {
             field: None,
             retry_after_ms: None,
             status: None,
+            reason: None,
         }
+    }
+
+    /// The code a Socket.IO `connect_error` message starts with: the finer reason if
+    /// there is one, else the code.
+    pub fn handshake_code(&self) -> &'static str {
+        self.reason.unwrap_or(self.code.as_str())
     }
     pub fn validation(field: &str, message: impl std::fmt::Display) -> Self {
         let mut e = Self::new(ErrorCode::ValidationFailed, format!("{field}: {message}"));
