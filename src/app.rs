@@ -12,7 +12,7 @@ use confab_sdk::health::HealthCheck;
 use confab_sdk::plugin::{Contributions, DynPlugin};
 use confab_sdk::realtime::SharedEmitter;
 use confab_sdk::services::Services;
-use confab_sdk::storage::{SharedMessageStore, SharedUserStore, StorageError};
+use confab_sdk::storage::{DeploymentSecret, SharedMessageStore, SharedUserStore, StorageError};
 use salvo::conn::tcp::TcpAcceptor;
 use salvo::fuse::FuseConfig;
 use salvo::prelude::*;
@@ -136,6 +136,13 @@ async fn boot_with(
     };
     let users = store.users();
     let messages = store.messages();
+    let secret = match users.deployment_secret().await {
+        Ok(s) => DeploymentSecret(s),
+        Err(e) => {
+            store.close().await;
+            return Err(AppError::Other(format!("storage: {e}")));
+        }
+    };
 
     let sock = &config.server.socket;
     let builder = SocketIo::builder()
@@ -171,6 +178,7 @@ async fn boot_with(
         services.provide(cluster.ratelimit, "kernel"),
         services.provide(emitter, "kernel"),
         services.provide(document.clone(), "kernel"),
+        services.provide(secret, "kernel"),
     ];
     if provided.iter().any(Result::is_err) {
         return Err(AppError::Other("a kernel service was provided twice".into()));

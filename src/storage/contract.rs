@@ -899,6 +899,11 @@ async fn ping(s: Stores) {
 }
 
 async fn survives_reopen(backend: &impl ContractBackend, s: Stores) {
+    let secret = s.users.deployment_secret().await.expect("deployment_secret");
+    assert!(
+        secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()),
+        "256 bits in hex"
+    );
     let (a, b) = (new_user(&s, "keep_a").await, new_user(&s, "keep_b").await);
     s.users
         .set_password_hash(&a.id, "kept-hash")
@@ -935,6 +940,11 @@ async fn survives_reopen(backend: &impl ContractBackend, s: Stores) {
     );
 
     let (users, messages) = backend.open().await;
+    assert_eq!(
+        users.deployment_secret().await.expect("deployment_secret"),
+        secret,
+        "the deployment secret survives a reopen"
+    );
     let r = Stores { users, messages };
     let user = r.users.user_by_id(&a.id).await.expect("user_by_id").expect("user kept");
     assert_eq!(

@@ -163,7 +163,7 @@ async fn register_returns_201_with_token_user_and_session_cookie() {
     let header = jwt_part(token, 0);
     assert_eq!(
         (header["alg"].as_str(), header["kid"].as_str()),
-        (Some("HS256"), Some("default"))
+        (Some("HS256"), Some("generated"))
     );
     let claims = jwt_part(token, 1);
     assert_eq!(claims["sub"], id);
@@ -609,4 +609,59 @@ async fn openapi_documents_the_auth_routes() {
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(schemes["bearerAuth"]["scheme"], "bearer");
     assert_eq!(schemes["cookieAuth"]["name"], "confab.sid");
+}
+
+/// A token signed with `secret` for `user`, as a forger would make it.
+fn sign(secret: &str, kid: &str, user: &Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({"sub": user["id"], "username": user["username"], "iat": now, "exp": now + 600,
+        "jti": unique("forged"), "iss": "confab", "aud": "confab"});
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_fresh_deployment_generates_its_secret_and_keeps_it() {
+    const OLD_BUILT_IN: &str = "confab-development-secret-do-not-use-in-production";
+    let dir = tempfile::TempDir::new().unwrap();
+    let s = Server::start_with(StartOptions::new("").data_dir(dir.path())).await;
+    if crate::support::storage::sqlite_only("generated secret: the file beside the database") {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir.path().join("confab.secret")).expect("confab.secret beside confab.db");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "owner-only");
+    }
+    let acc = register(&s, &bare(), &unique("gen")).await;
+    assert_eq!(jwt_part(&acc.token, 0)["kid"], "generated");
+    // Nobody can forge with the secret earlier releases printed in their source.
+    for kid in ["default", "generated"] {
+        assert_unauthorized(
+            &me_with_token(&s, &sign(OLD_BUILT_IN, kid, &acc.user)).await,
+            "invalid token",
+        );
+    }
+    assert_eq!(s.stop().await.code(), Some(0));
+
+    // The second boot keeps the secret: the token still works.
+    let s = Server::start_with(StartOptions::new("").data_dir(dir.path())).await;
+    let (status, me) = me_with_token(&s, &acc.token).await;
+    assert_eq!((status, &me), (200, &acc.user));
+    assert_eq!(s.stop().await.code(), Some(0));
+
+    // Configuring the old string is refused outright, in development too.
+    let out = run_cli(
+        &["config", "check", "--config", "confab.toml"],
+        &format!("[auth.jwt]\nsecret = \"{OLD_BUILT_IN}\"\n"),
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("auth.jwt.secret"), "{text}");
 }

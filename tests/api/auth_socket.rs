@@ -108,7 +108,11 @@ async fn refused_handshakes_get_connect_error_with_the_reason() {
     let acc = register(&s, &bare(), &unique("sock")).await;
 
     assert_refused(client(&s), "unauthorized: authentication required").await;
-    assert_refused(client(&s).auth(json!({"token": "garbage"})), "unauthorized: invalid token").await;
+    assert_refused(
+        client(&s).auth(json!({"token": "garbage"})),
+        "unauthorized: invalid token",
+    )
+    .await;
     assert_refused(client(&s).auth(json!({"token": 42})), "unauthorized: invalid token").await;
     assert_refused(
         client(&s).opening_header("Authorization", "Bearer a.b.c"),
@@ -130,7 +134,11 @@ async fn refused_handshakes_get_connect_error_with_the_reason() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_refused(client(&s).auth(json!({"token": acc.token})), "unauthorized: token revoked").await;
+    assert_refused(
+        client(&s).auth(json!({"token": acc.token})),
+        "unauthorized: token revoked",
+    )
+    .await;
     assert_refused(
         client(&s).opening_header("Cookie", acc.cookie.clone()),
         "session expired or invalid",
@@ -146,5 +154,9 @@ async fn expired_tokens_are_refused_at_the_handshake() {
     let s = Server::start_with(opts).await;
     let acc = register(&s, &bare(), &unique("sock")).await;
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    assert_refused(client(&s).auth(json!({"token": acc.token})), "token_expired: token expired").await;
+    assert_refused(
+        client(&s).auth(json!({"token": acc.token})),
+        "token_expired: token expired",
+    )
+    .await;
 }

@@ -52,6 +52,9 @@ impl UserStore for Users {
         }
         Ok(())
     }
+    async fn deployment_secret(&self) -> StorageResult<String> {
+        Ok("ab".repeat(32))
+    }
 }
 
 #[derive(Default)]
@@ -153,7 +156,7 @@ async fn main() {
         revocations: Arc::new(Revocations::default()),
         clock: Arc::new(SystemClock),
     };
-    let svc = Arc::new(AuthService::new(&config, stores, false).unwrap());
+    let svc = Arc::new(AuthService::new(&config, stores, false, Some("bench-secret")).unwrap());
     let a = &config.password.argon2;
     println!(
         "argon2id m={} KiB t={} p={}; hash concurrency {}; {concurrency} client tasks",

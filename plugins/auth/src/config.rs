@@ -3,8 +3,11 @@
 use confab_sdk::config::{ConfigProblem, RunProfile, Section};
 use serde::{Deserialize, Serialize};
 
-/// The built-in signing secret. Development only: the production profile refuses it.
-pub const DEFAULT_SECRET: &str = "confab-development-secret-do-not-use-in-production";
+/// The signing secret that earlier releases built in. It is public (it was in the
+/// source), so it is refused in every profile and tokens signed with it never verify.
+pub const OLD_BUILT_IN_SECRET: &str = "confab-development-secret-do-not-use-in-production";
+/// The `kid` of tokens signed with the deployment secret (no secret configured).
+pub const GENERATED_KID: &str = "generated";
 /// Shortest secret the production profile accepts (HS256 wants at least 256 bits).
 pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
 /// The `kid` of `auth.jwt.secret` when `auth.jwt.keys` is empty.
@@ -21,7 +24,8 @@ pub struct AuthConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtConfig {
-    /// HS256 secret used when `keys` is empty (kid `default`). Env: `JWT_SECRET`.
+    /// HS256 secret used when `keys` is empty (kid `default`). Env: `JWT_SECRET`. Empty:
+    /// the deployment secret the storage generates and keeps (not in production).
     pub secret: String,
     /// Rotation: the first key signs, every key verifies (chosen by `kid`).
     pub keys: Vec<JwtKey>,
@@ -36,7 +40,7 @@ pub struct JwtConfig {
 impl Default for JwtConfig {
     fn default() -> Self {
         JwtConfig {
-            secret: DEFAULT_SECRET.to_owned(),
+            secret: String::new(),
             keys: Vec::new(),
             ttl_secs: 3600,
             leeway_secs: 5,
@@ -120,20 +124,31 @@ impl Default for SessionConfig {
 
 impl AuthConfig {
     /// The keys in effect: `jwt.keys`, or `jwt.secret` as kid `default`.
-    pub fn effective_keys(&self) -> Vec<JwtKey> {
-        if self.jwt.keys.is_empty() {
-            vec![JwtKey {
+    /// The signing and verifying keys: `keys`, else `secret`, else the deployment
+    /// secret (`generated`, what the storage keeps).
+    pub fn effective_keys(&self, generated: Option<&str>) -> Vec<JwtKey> {
+        if !self.jwt.keys.is_empty() {
+            return self.jwt.keys.clone();
+        }
+        if !self.jwt.secret.is_empty() {
+            return vec![JwtKey {
                 kid: DEFAULT_KID.to_owned(),
                 secret: self.jwt.secret.clone(),
-            }]
-        } else {
-            self.jwt.keys.clone()
+            }];
         }
+        generated
+            .map(|g| {
+                vec![JwtKey {
+                    kid: GENERATED_KID.to_owned(),
+                    secret: g.to_owned(),
+                }]
+            })
+            .unwrap_or_default()
     }
 
-    /// Whether the built-in development secret would sign or verify tokens.
-    pub fn uses_default_secret(&self) -> bool {
-        self.effective_keys().iter().any(|k| k.secret == DEFAULT_SECRET)
+    /// Whether tokens are signed with the storage's deployment secret.
+    pub fn uses_generated_secret(&self) -> bool {
+        self.jwt.keys.is_empty() && self.jwt.secret.is_empty()
     }
 }
 
@@ -146,12 +161,15 @@ fn problem(key: impl Into<String>, message: impl Into<String>) -> ConfigProblem 
 
 /// Checks one signing secret; `key` is its config key.
 fn check_secret(key: &str, secret: &str, profile: &RunProfile, out: &mut Vec<ConfigProblem>) {
-    if secret.is_empty() {
-        out.push(problem(key, "must not be empty"));
-    } else if profile.is_production() && secret == DEFAULT_SECRET {
+    if secret == OLD_BUILT_IN_SECRET {
         out.push(problem(
             key,
-            "is the built-in development secret; the production profile needs your own (set JWT_SECRET or CONFAB_AUTH__JWT__SECRET)",
+            "is the development secret of earlier releases, which is public; remove it (a secret is then generated and kept with the storage) or set your own",
+        ));
+    } else if secret.is_empty() && profile.is_production() {
+        out.push(problem(
+            key,
+            format!("the production profile needs an explicit secret of {MIN_PRODUCTION_SECRET_BYTES} bytes or more (set JWT_SECRET or CONFAB_AUTH__JWT__SECRET)"),
         ));
     } else if profile.is_production() && secret.len() < MIN_PRODUCTION_SECRET_BYTES {
         out.push(problem(
@@ -175,6 +193,7 @@ impl Section for AuthConfig {
     fn validate(&self, profile: &RunProfile) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         let jwt = &self.jwt;
+        // An empty secret outside production means: use the generated deployment secret.
         if jwt.keys.is_empty() {
             check_secret("jwt.secret", &jwt.secret, profile, &mut out);
         }
@@ -186,6 +205,9 @@ impl Section for AuthConfig {
                     format!("jwt.keys[{i}].kid"),
                     format!("`{}` is used by an earlier key", k.kid),
                 ));
+            }
+            if k.secret.is_empty() {
+                out.push(problem(format!("jwt.keys[{i}].secret"), "must not be empty"));
             }
             check_secret(&format!("jwt.keys[{i}].secret"), &k.secret, profile, &mut out);
         }
@@ -271,7 +293,7 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].key, "auth.jwt.secret");
         assert!(
-            problems[0].message.contains("built-in development secret"),
+            problems[0].message.contains("explicit secret"),
             "{problems:?}"
         );
     }
@@ -322,15 +344,33 @@ mod tests {
     }
 
     #[test]
-    fn effective_keys_fall_back_to_the_secret() {
-        let c = AuthConfig::default();
+    fn effective_keys_fall_back_to_the_secret_then_the_generated_one() {
+        let mut c = AuthConfig::default();
+        assert!(c.uses_generated_secret());
         assert_eq!(
-            c.effective_keys(),
+            c.effective_keys(Some("g")),
             vec![JwtKey {
-                kid: "default".into(),
-                secret: DEFAULT_SECRET.into()
+                kid: "generated".into(),
+                secret: "g".into()
             }]
         );
-        assert!(c.uses_default_secret());
+        c.jwt.secret = "configured".into();
+        assert!(!c.uses_generated_secret());
+        assert_eq!(c.effective_keys(Some("g"))[0].kid, "default");
+    }
+
+    #[test]
+    fn the_old_built_in_secret_is_refused_in_every_profile() {
+        for name in ["development", "production"] {
+            let profile = RunProfile { name: name.into() };
+            let given = serde_json::json!({"jwt": {"secret": OLD_BUILT_IN_SECRET}});
+            let problems = parse_section::<AuthConfig>("auth", &given, &profile).unwrap_err();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == "auth.jwt.secret" && p.message.contains("public")),
+                "{name}: {problems:?}"
+            );
+        }
     }
 }

@@ -9,7 +9,7 @@ use confab_sdk::auth::{Authenticator, SharedAuthenticator};
 use confab_sdk::clock::SharedClock;
 use confab_sdk::cluster::{SharedRevocationStore, SharedSessionStore};
 use confab_sdk::realtime::Handshake;
-use confab_sdk::storage::SharedUserStore;
+use confab_sdk::storage::{DeploymentSecret, SharedUserStore};
 use confab_sdk::{BuildError, Plugin, Registrar};
 
 pub mod config;
@@ -31,20 +31,22 @@ impl Plugin for AuthPlugin {
     const NAME: &'static str = "auth";
 
     fn build(&self, config: AuthConfig, reg: &mut Registrar<'_>) -> Result<(), BuildError> {
-        if config.uses_default_secret() {
-            // Config validation refuses this under the production profile.
-            tracing::warn!(
-                "auth: tokens are signed with the built-in development secret; set auth.jwt.secret (or JWT_SECRET) before exposing this server"
-            );
-        }
         let stores = service::Stores {
             users: reg.require::<SharedUserStore>()?,
             sessions: reg.require::<SharedSessionStore>()?,
             revocations: reg.require::<SharedRevocationStore>()?,
             clock: reg.require::<SharedClock>()?,
         };
+        // No secret configured (refused in production): the storage's deployment secret.
+        let generated = if config.uses_generated_secret() {
+            let secret = reg.require::<DeploymentSecret>()?;
+            tracing::info!("auth: tokens are signed with the deployment secret kept with the storage");
+            Some(secret.0)
+        } else {
+            None
+        };
         let secure_cookie = reg.profile().is_production();
-        let svc = Arc::new(AuthService::new(&config, stores, secure_cookie).map_err(BuildError)?);
+        let svc = Arc::new(AuthService::new(&config, stores, secure_cookie, generated.as_deref()).map_err(BuildError)?);
 
         reg.provide::<SharedAuthenticator>(svc.clone())?;
         reg.route(routes::router(svc.clone()));
@@ -80,6 +82,7 @@ mod tests {
             .unwrap();
         s.provide::<SharedClock>(Arc::new(OffsetClock::new(0)), "kernel")
             .unwrap();
+        s.provide(DeploymentSecret("ab".repeat(32)), "kernel").unwrap();
         s
     }
 

@@ -86,10 +86,16 @@ pub struct Stores {
 
 impl AuthService {
     /// `secure_cookie`: the profile's say on top of `auth.session.secure`.
-    pub fn new(config: &AuthConfig, stores: Stores, secure_cookie: bool) -> Result<Self, String> {
+    /// `generated`: the deployment secret, which signs when no secret is configured.
+    pub fn new(
+        config: &AuthConfig,
+        stores: Stores,
+        secure_cookie: bool,
+        generated: Option<&str>,
+    ) -> Result<Self, String> {
         let tokens = TokenService::new(
             TokenSettings {
-                keys: config.effective_keys(),
+                keys: config.effective_keys(generated),
                 ttl_secs: config.jwt.ttl_secs,
                 leeway_secs: config.jwt.leeway_secs,
                 issuer: config.jwt.issuer.clone(),
@@ -354,6 +360,9 @@ pub(crate) mod tests {
             u.password_hash = hash.to_owned();
             Ok(())
         }
+        async fn deployment_secret(&self) -> StorageResult<String> {
+            Ok("ab".repeat(32))
+        }
     }
 
     #[derive(Default)]
@@ -421,7 +430,7 @@ pub(crate) mod tests {
             revocations: revocations.clone(),
             clock: clock.clone(),
         };
-        let svc = Arc::new(AuthService::new(&config, stores, false).unwrap());
+        let svc = Arc::new(AuthService::new(&config, stores, false, None).unwrap());
         Fixture {
             svc,
             users,
@@ -552,7 +561,7 @@ pub(crate) mod tests {
                 revocations: f.revocations.clone(),
                 clock: f.clock.clone(),
             };
-            AuthService::new(&stronger, stores, false).unwrap()
+            AuthService::new(&stronger, stores, false, None).unwrap()
         };
         svc2.login(LoginRequest {
             username: "legacy".into(),

@@ -161,6 +161,21 @@ pub trait UserStore: Send + Sync + 'static {
     /// Case-insensitive lookup.
     async fn user_by_username(&self, username: &str) -> StorageResult<Option<UserRecord>>;
     async fn set_password_hash(&self, id: &str, hash: &str) -> StorageResult<()>;
+    /// This deployment's random secret (256 bits, hex): created by the first caller and
+    /// kept with the storage (owner-only), so every node sharing the storage, and every
+    /// restart, gets the same one, and two nodes asking at once agree.
+    async fn deployment_secret(&self) -> StorageResult<String>;
+}
+
+/// The deployment secret, read by the kernel at boot (see
+/// [`UserStore::deployment_secret`]): what signs tokens when no JWT secret is configured.
+#[derive(Clone)]
+pub struct DeploymentSecret(pub String);
+
+impl std::fmt::Debug for DeploymentSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeploymentSecret(***)")
+    }
 }
 
 #[async_trait]

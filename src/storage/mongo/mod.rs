@@ -479,6 +479,35 @@ impl UserStore for MongoStore {
         found.as_ref().map(q::user_from_doc).transpose()
     }
 
+    /// In the `settings` collection (`{_id: "deployment_secret", value}`): the first insert
+    /// wins, a node that loses the race reads the winner's.
+    async fn deployment_secret(&self) -> StorageResult<String> {
+        let settings = self.shared.cols.db.collection::<Document>(q::SETTINGS);
+        let filter = doc! {"_id": q::DEPLOYMENT_SECRET};
+        let read = || async {
+            let found = settings.find_one(filter.clone()).await.map_err(backend)?;
+            Ok::<_, StorageError>(found.and_then(|d| d.get_str("value").ok().map(str::to_owned)))
+        };
+        if let Some(secret) = read().await? {
+            return Ok(secret);
+        }
+        let bytes: [u8; 32] = rand::random();
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        match settings
+            .insert_one(doc! {"_id": q::DEPLOYMENT_SECRET, "value": &secret})
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(database = %self.shared.cols.db.name(), "generated the deployment secret");
+                Ok(secret)
+            }
+            Err(e) if is_duplicate_key(&e) => read()
+                .await?
+                .ok_or_else(|| StorageError::Backend("deployment secret vanished".into())),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     async fn set_password_hash(&self, id: &str, hash: &str) -> StorageResult<()> {
         self.check_open()?;
         let not_found = || StorageError::NotFound("user not found".into());

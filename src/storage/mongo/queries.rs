@@ -14,6 +14,9 @@ use mongodb::options::IndexOptions;
 pub const USERS: &str = "users";
 pub const MESSAGES: &str = "chatmessages";
 pub const CONVERSATIONS: &str = "conversations";
+/// Deployment-wide values (the deployment secret); keep access to it as tight as the users'.
+pub const SETTINGS: &str = "settings";
+pub const DEPLOYMENT_SECRET: &str = "deployment_secret";
 
 /// An id given by a caller, as an ObjectId; `None` when it cannot name any document.
 pub fn oid(id: &str) -> Option<ObjectId> {

@@ -7,6 +7,7 @@ mod config;
 mod reader;
 mod rows;
 mod schema;
+mod secret;
 mod writer;
 
 use std::path::Path;
@@ -43,6 +44,8 @@ pub struct SqliteStore {
     /// Dropping the sender stops the checkpointer.
     checkpointer: Mutex<Option<(std_mpsc::Sender<()>, JoinHandle<()>)>>,
     readers: Arc<ReaderPool>,
+    /// The database file, beside which the deployment secret lives.
+    path: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -103,6 +106,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(Some((stop, checkpointer))),
             readers: Arc::new(ReaderPool::new(conns.readers)),
+            path: cfg.path.clone().into(),
         }))
     }
 
@@ -255,6 +259,13 @@ impl UserStore for SqliteStore {
             hash: hash.to_owned(),
         });
         self.write(Command::SetPasswordHash(job), reply).await
+    }
+
+    async fn deployment_secret(&self) -> StorageResult<String> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || secret::load_or_create(&path))
+            .await
+            .map_err(|e| StorageError::Backend(format!("deployment secret task failed: {e}")))?
     }
 }
 
