@@ -280,7 +280,8 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     let timeouts = FuseConfig::disabled()
         .with_http1_header_timeout(Duration::from_secs(server_cfg.header_timeout_secs))
         .with_connection_idle_timeout(Duration::from_secs(server_cfg.idle_timeout_secs))
-        .with_request_body_timeout(Duration::from_secs(server_cfg.body_timeout_secs));
+        .with_request_body_timeout(Duration::from_secs(server_cfg.body_timeout_secs))
+        .with_write_stall_timeout(Duration::from_secs(server_cfg.write_stall_timeout_secs));
     let edge = server::edge::Edge::new(
         server_cfg.max_connections,
         server_cfg.max_connections_per_ip,

@@ -37,6 +37,10 @@ pub struct ServerConfig {
     pub idle_timeout_secs: u64,
     /// Longest gap between the frames of one request body.
     pub body_timeout_secs: u64,
+    /// A write to a connection that stays pending this long fails and closes it: a
+    /// client that stops reading (a full TCP window) is cut at the transport, sockets
+    /// whose Socket.IO buffer is full included.
+    pub write_stall_timeout_secs: u64,
     pub cors: CorsConfig,
     pub socket: SocketConfig,
 }
@@ -55,6 +59,7 @@ impl Default for ServerConfig {
             header_timeout_secs: 10,
             idle_timeout_secs: 120,
             body_timeout_secs: 30,
+            write_stall_timeout_secs: 20,
             cors: CorsConfig::default(),
             socket: SocketConfig::default(),
         }
@@ -101,6 +106,9 @@ impl Section for ServerConfig {
         }
         if !(1..=3600).contains(&self.body_timeout_secs) {
             p.push(problem("body_timeout_secs", "expected 1 to 3600 seconds"));
+        }
+        if !(1..=3600).contains(&self.write_stall_timeout_secs) {
+            p.push(problem("write_stall_timeout_secs", "expected 1 to 3600 seconds"));
         }
         let heartbeat = self
             .socket

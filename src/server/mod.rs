@@ -3,6 +3,7 @@
 
 pub mod compact;
 pub mod edge;
+pub mod lifecycle;
 pub mod middleware;
 pub mod routes;
 pub mod socket;

@@ -23,6 +23,7 @@ use socketioxide::socket::Socket;
 use socketioxide_core::adapter::DefinedAdapter;
 use tokio::sync::oneshot;
 
+use super::lifecycle::{self, Credential};
 use crate::metrics::Metrics;
 
 /// What the plugins contributed to sockets, shared by every socket.
@@ -40,7 +41,8 @@ pub struct SocketHost {
 /// Per-socket state, kept in the socket's extensions.
 #[derive(Clone)]
 struct SocketState {
-    principal: Option<Arc<Principal>>,
+    /// Who is on the socket, for as long as their credential lives (`lifecycle`).
+    credential: Arc<Credential>,
     in_flight: Arc<AtomicUsize>,
     /// Completes once the last event that had to wait for a guard has run its handler's
     /// synchronous part; later events wait for it, so a slow guard keeps the order.
@@ -101,12 +103,17 @@ impl<A: Adapter> SocketOps for AdapterSocket<A> {
         tracing::info!(socket = %self.0.id, reason, "disconnecting socket");
         let _ = self.0.clone().disconnect();
     }
+    fn rebind(&self, principal: Principal) {
+        if let Some(state) = self.0.extensions.get::<SocketState>() {
+            state.credential.bind(&self.0, principal);
+        }
+    }
 }
 
 fn ctx<A: Adapter>(s: &SocketRef<A>, state: &SocketState) -> SocketCtx {
     SocketCtx {
         socket: Arc::new(AdapterSocket(s.clone())),
-        principal: state.principal.clone(),
+        principal: state.credential.current(),
     }
 }
 
@@ -130,19 +137,20 @@ pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHo
             let mut principal = None;
             for m in &host.middleware {
                 if let Some(p) = m(handshake.clone()).await.map_err(Refusal)? {
-                    principal = Some(Arc::new(p));
+                    principal = Some(p);
                 }
             }
             let state = SocketState {
-                principal,
+                credential: Arc::default(),
                 in_flight: Arc::new(AtomicUsize::new(0)),
                 tail: Arc::default(),
             };
             // Everything an event needs is set up here, before socketioxide answers the
             // handshake: its connect handler is spawned after the answer, and a client may
             // emit the moment it is connected.
-            if let Some(p) = &state.principal {
+            if let Some(p) = principal {
                 s.join(user_room(&p.user_id));
+                state.credential.bind(&s, p);
             }
             s.extensions.insert(state);
             register_handlers(&s, &host);
@@ -178,6 +186,7 @@ fn register_handlers<A: Adapter>(s: &SocketRef<A>, host: &Arc<SocketHost>) {
         async move {
             host.metrics.socket_closed();
             if let Some(state) = s.extensions.get::<SocketState>() {
+                state.credential.release();
                 let c = ctx(&s, &state);
                 for hook in &host.on_disconnect {
                     hook(c.clone()).await;
@@ -293,6 +302,13 @@ fn dispatch<A: Adapter>(
     .boxed()
 }
 
+/// Ends this node's sockets in `room` (see `lifecycle::end`).
+pub fn end_local<A: Adapter>(io: &SocketIo<A>, room: &str, code: &str, message: &str) {
+    for s in io.local().to(room.to_owned()).sockets() {
+        lifecycle::end(&s, code, message);
+    }
+}
+
 /// One event's slot in its socket's in-flight count, given back on drop.
 struct InFlight(Arc<AtomicUsize>);
 
@@ -317,6 +333,9 @@ impl<A: Adapter> Emitter for AdapterEmitter<A> {
         if let Err(e) = self.io.to(room.to_owned()).emit(event, data).await {
             tracing::debug!(room, event, error = %e, "emit failed");
         }
+    }
+    async fn end_room(&self, room: &str, code: &str, message: &str) {
+        end_local(&self.io, room, code, message);
     }
     fn local_sockets(&self) -> usize {
         self.metrics.open_sockets().max(0) as usize

@@ -292,10 +292,7 @@ mod tests {
         let problems = parse_section::<AuthConfig>("auth", &json!({}), &prod()).unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].key, "auth.jwt.secret");
-        assert!(
-            problems[0].message.contains("explicit secret"),
-            "{problems:?}"
-        );
+        assert!(problems[0].message.contains("explicit secret"), "{problems:?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use confab_sdk::auth::{Authenticator, SharedAuthenticator};
 use confab_sdk::clock::SharedClock;
 use confab_sdk::cluster::{SharedRevocationStore, SharedSessionStore};
-use confab_sdk::realtime::Handshake;
+use confab_sdk::realtime::{Handshake, SharedEmitter};
 use confab_sdk::storage::{DeploymentSecret, SharedUserStore};
 use confab_sdk::{BuildError, Plugin, Registrar};
 
@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod password;
 pub mod routes;
 pub mod service;
+pub mod socket;
 pub mod tokens;
 pub mod validate;
 
@@ -46,7 +47,12 @@ impl Plugin for AuthPlugin {
             None
         };
         let secure_cookie = reg.profile().is_production();
-        let svc = Arc::new(AuthService::new(&config, stores, secure_cookie, generated.as_deref()).map_err(BuildError)?);
+        let emitter = reg.require::<SharedEmitter>()?;
+        let svc = Arc::new(
+            AuthService::new(&config, stores, secure_cookie, generated.as_deref())
+                .map_err(BuildError)?
+                .with_emitter(emitter),
+        );
 
         reg.provide::<SharedAuthenticator>(svc.clone())?;
         reg.route(routes::router(svc.clone()));
@@ -55,6 +61,7 @@ impl Plugin for AuthPlugin {
             let auth = socket_auth.clone();
             Box::pin(async move { auth.authenticate_socket(&hs.auth, &hs.headers).await.map(Some) })
         }));
+        reg.on_event("refresh_token", socket::refresh_token(svc.clone()))?;
         reg.openapi(openapi::document(&svc.cookie.name));
         Ok(())
     }
@@ -83,7 +90,21 @@ mod tests {
         s.provide::<SharedClock>(Arc::new(OffsetClock::new(0)), "kernel")
             .unwrap();
         s.provide(DeploymentSecret("ab".repeat(32)), "kernel").unwrap();
+        s.provide::<SharedEmitter>(Arc::new(NoSockets), "kernel").unwrap();
         s
+    }
+
+    /// No sockets anywhere: building needs an emitter, these tests emit nothing.
+    struct NoSockets;
+
+    #[confab_sdk::async_trait]
+    impl confab_sdk::realtime::Emitter for NoSockets {
+        async fn to_user(&self, _: &str, _: &str, _: &serde_json::Value) {}
+        async fn to_room(&self, _: &str, _: &str, _: &serde_json::Value) {}
+        async fn end_room(&self, _: &str, _: &str, _: &str) {}
+        fn local_sockets(&self) -> usize {
+            0
+        }
     }
 
     #[test]
@@ -98,6 +119,7 @@ mod tests {
         DynPlugin::build(&AuthPlugin, &section, &mut reg).unwrap();
         assert_eq!(out.routes.len(), 1);
         assert_eq!(out.connect_middleware.len(), 1);
+        assert_eq!(out.events.len(), 1, "refresh_token");
         assert_eq!(out.openapi.len(), 1);
         assert!(services.get::<SharedAuthenticator>().is_some());
     }

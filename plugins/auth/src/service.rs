@@ -1,9 +1,10 @@
 //! The auth service: accounts, sessions, tokens, and the [`Authenticator`] other plugins use.
 
-use confab_sdk::auth::{Authenticator, Principal};
+use confab_sdk::auth::{Authenticator, Principal, ended, session_room, token_room};
 use confab_sdk::clock::SharedClock;
 use confab_sdk::cluster::{SessionData, SharedRevocationStore, SharedSessionStore};
 use confab_sdk::http::{bearer_token, cookie};
+use confab_sdk::realtime::SharedEmitter;
 use confab_sdk::salvo::http::HeaderMap;
 use confab_sdk::storage::{NewUser, PublicUser, SharedUserStore, StorageError, UserRecord};
 use confab_sdk::{ApiError, async_trait};
@@ -75,6 +76,8 @@ pub struct AuthService {
     session_idle_secs: u64,
     password_min_chars: usize,
     password_max_bytes: usize,
+    /// Ends the sockets of a credential that ended (absent in unit tests).
+    emitter: Option<SharedEmitter>,
 }
 
 pub struct Stores {
@@ -118,7 +121,14 @@ impl AuthService {
             session_idle_secs: config.session.idle_secs,
             password_min_chars: config.password.min_length,
             password_max_bytes: config.password.max_bytes,
+            emitter: None,
         })
+    }
+
+    /// Lets logout end the sockets of the credentials it ends.
+    pub fn with_emitter(mut self, emitter: SharedEmitter) -> Self {
+        self.emitter = Some(emitter);
+        self
     }
 
     pub async fn register(&self, req: RegisterRequest) -> Result<SignedIn, ApiError> {
@@ -225,11 +235,31 @@ impl AuthService {
             self.revocations
                 .revoke(&claims.jti, claims.exp.saturating_add(self.tokens.leeway_secs()))
                 .await?;
+            self.end_sockets(&token_room(&claims.jti)).await;
         }
         if let Some(id) = cookie(headers, &self.cookie.name).filter(|id| is_session_id(id)) {
             self.sessions.delete(id).await?;
+            self.end_sockets(&session_room(id)).await;
         }
         Ok(())
+    }
+
+    /// The sockets a logged-out credential opened end too, on every node.
+    async fn end_sockets(&self, room: &str) {
+        if let Some(emitter) = &self.emitter {
+            emitter.end_room(room, ended::LOGGED_OUT, "logged out").await;
+        }
+    }
+
+    /// `refresh_token {token}` on a socket: the socket lives on with `token`, which must be
+    /// valid and of the same user. Answers the new expiry (unix seconds, the JWT's `exp`).
+    pub async fn rebind_socket(&self, current: &Principal, token: &str) -> Result<(i64, Principal), ApiError> {
+        let next = self.by_token(token).await?;
+        if next.user_id != current.user_id {
+            return Err(ApiError::forbidden("the token belongs to another user"));
+        }
+        let exp = next.token.as_ref().map_or(0, |(_, exp)| *exp);
+        Ok((exp, next))
     }
 
     async fn by_token(&self, token: &str) -> Result<Principal, ApiError> {
@@ -241,6 +271,7 @@ impl AuthService {
             user_id: claims.sub,
             username: claims.username,
             session_id: None,
+            expires_at: Some(claims.exp.saturating_add(self.tokens.leeway_secs())),
             token: Some((claims.jti, claims.exp)),
         })
     }
@@ -255,6 +286,7 @@ impl AuthService {
                 username: s.username,
                 session_id: Some(id.to_owned()),
                 token: None,
+                expires_at: None,
             }),
             None => Err(ApiError::unauthorized(BAD_SESSION)),
         }

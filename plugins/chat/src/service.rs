@@ -295,6 +295,7 @@ mod tests {
                 .push((user_id.to_owned(), event.to_owned(), data.clone()));
         }
         async fn to_room(&self, _: &str, _: &str, _: &Value) {}
+        async fn end_room(&self, _: &str, _: &str, _: &str) {}
         fn local_sockets(&self) -> usize {
             0
         }

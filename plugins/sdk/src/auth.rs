@@ -17,6 +17,40 @@ pub struct Principal {
     pub session_id: Option<String>,
     /// The JWT id and expiry (unix seconds), if it used a token.
     pub token: Option<(String, i64)>,
+    /// When the credential stops being accepted (unix seconds; a token's `exp` plus the
+    /// leeway): a socket opened with it is ended then, unless it was rebound to a newer
+    /// credential first (`refresh_token`). `None`: until revoked (a session).
+    pub expires_at: Option<i64>,
+}
+
+/// Rooms of the sockets a credential opened, one per thing that can be revoked: the
+/// token (`cred:jti:<jti>`) and the session (`cred:sid:<id>`). The kernel joins a socket
+/// to its principal's rooms; ending a room ends exactly those sockets, on every node.
+pub fn credential_rooms(p: &Principal) -> Vec<String> {
+    let mut rooms = Vec::with_capacity(2);
+    if let Some((jti, _)) = &p.token {
+        rooms.push(token_room(jti));
+    }
+    if let Some(sid) = &p.session_id {
+        rooms.push(session_room(sid));
+    }
+    rooms
+}
+
+pub fn token_room(jti: &str) -> String {
+    format!("cred:jti:{jti}")
+}
+
+pub fn session_room(session_id: &str) -> String {
+    format!("cred:sid:{session_id}")
+}
+
+/// Why a socket was ended (`session_ended {code, message}`, DESIGN §4).
+pub mod ended {
+    pub const EVENT: &str = "session_ended";
+    pub const LOGGED_OUT: &str = "logged_out";
+    pub const REVOKED: &str = "revoked";
+    pub const TOKEN_EXPIRED: &str = "token_expired";
 }
 
 #[async_trait]

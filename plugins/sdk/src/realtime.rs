@@ -26,6 +26,9 @@ pub trait SocketOps: Send + Sync + 'static {
     fn join(&self, room: &str);
     fn leave(&self, room: &str);
     fn disconnect(&self, reason: &str);
+    /// The socket now lives as long as `principal` (same user, a newer credential): it
+    /// leaves the old credential's rooms, joins the new one's, and its expiry moves.
+    fn rebind(&self, principal: Principal);
 }
 
 /// What an event handler gets: the socket and who is on it.
@@ -111,6 +114,9 @@ pub trait Emitter: Send + Sync + 'static {
     async fn to_user(&self, user_id: &str, event: &str, data: &Value);
     /// Emits to every socket in `room`.
     async fn to_room(&self, room: &str, event: &str, data: &Value);
+    /// Ends every socket in `room`, on every node: `session_ended {code, message}` first,
+    /// then the socket is closed, at the transport where it cannot take a packet.
+    async fn end_room(&self, room: &str, code: &str, message: &str);
     /// How many sockets are open on this node.
     fn local_sockets(&self) -> usize;
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use confab_sdk::async_trait;
+use confab_sdk::auth::ended;
 use confab_sdk::realtime::{Emitter, user_room};
 use redis::{AsyncCommands, PushInfo, PushKind, RedisResult, Value as RedisValue};
 use serde_json::Value;
@@ -180,6 +181,23 @@ impl Emitter for RedisEmitter {
         }
         if let Err(e) = self.io.local().to(room.to_owned()).emit(event, data).await {
             tracing::debug!(room, event, error = %e, "local emit failed");
+        }
+    }
+
+    /// `session_ended` through the adapter (every node, this one included), then this
+    /// node's sockets are ended directly, then the adapter disconnects the other nodes'.
+    async fn end_room(&self, room: &str, code: &str, message: &str) {
+        let data = serde_json::json!({"code": code, "message": message});
+        if self.health.is_up()
+            && let Err(e) = self.io.to(room.to_owned()).emit(ended::EVENT, &data).await
+        {
+            tracing::warn!(room, error = %e, "session_ended did not reach every node");
+        }
+        crate::server::socket::end_local(&self.io, room, code, message);
+        if self.health.is_up()
+            && let Err(e) = self.io.to(room.to_owned()).disconnect().await
+        {
+            tracing::warn!(room, error = %e, "sockets of an ended credential on other nodes were not disconnected");
         }
     }
 

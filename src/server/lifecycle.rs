@@ -1,0 +1,90 @@
+//! A socket lives as long as its credential. Each socket joins the rooms of the
+//! credential it came with (`credential_rooms`: its token, its session), so revoking one
+//! ends exactly its sockets on every node (`Emitter::end_room`), and a timer ends it when
+//! its token expires (the JWT's `exp` plus the leeway) unless `refresh_token` rebound it
+//! to a newer token first.
+//!
+//! Ending a socket sends `session_ended {code, message}`, then disconnects it. A socket
+//! whose buffer is full cannot take the disconnect (socketioxide refuses it); its
+//! connection is then closed by the transport's write-stall timeout
+//! (`server.write_stall_timeout_secs`), since a client that reads nothing stalls the
+//! server's writes (docs/kernel.md).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use confab_sdk::auth::{Principal, credential_rooms, ended};
+use serde_json::json;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
+use tokio::task::AbortHandle;
+
+/// The credential of one socket, in its extensions.
+#[derive(Default)]
+pub struct Credential {
+    principal: Mutex<Option<Arc<Principal>>>,
+    expiry: Mutex<Option<AbortHandle>>,
+}
+
+impl Credential {
+    pub fn current(&self) -> Option<Arc<Principal>> {
+        self.principal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Binds the socket to `principal`: its rooms, its expiry. Leaves the rooms of the
+    /// credential it replaces.
+    pub fn bind<A: Adapter>(&self, s: &SocketRef<A>, principal: Principal) {
+        let old = self
+            .principal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(Arc::new(principal.clone()));
+        if let Some(old) = old {
+            for room in credential_rooms(&old) {
+                s.leave(room);
+            }
+        }
+        for room in credential_rooms(&principal) {
+            s.join(room);
+        }
+        let timer = principal.expires_at.map(|at| expire_at(s.clone(), at));
+        let previous = std::mem::replace(&mut *self.expiry.lock().unwrap_or_else(|e| e.into_inner()), timer);
+        if let Some(previous) = previous {
+            previous.abort();
+        }
+    }
+
+    /// The socket is gone: its timer goes too (it holds a reference to the socket).
+    pub fn release(&self) {
+        if let Some(timer) = self.expiry.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            timer.abort();
+        }
+    }
+}
+
+/// Ends the socket at `at` (unix seconds).
+fn expire_at<A: Adapter>(s: SocketRef<A>, at: i64) -> AbortHandle {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let wait = Duration::from_millis(at.saturating_mul(1000).saturating_sub(now_ms).max(0) as u64);
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        end(
+            &s,
+            ended::TOKEN_EXPIRED,
+            "token expired: refresh it (refresh_token) before it expires, or reconnect with a new one",
+        );
+    })
+    .abort_handle()
+}
+
+/// Sends `session_ended` and disconnects the socket.
+pub fn end<A: Adapter>(s: &SocketRef<A>, code: &str, message: &str) {
+    tracing::info!(socket = %s.id, code, "ending socket: its credential ended");
+    let _ = s.emit(ended::EVENT, &json!({"code": code, "message": message}));
+    if s.clone().disconnect().is_err() {
+        // A full buffer: the write-stall timeout closes the connection under it.
+        tracing::warn!(socket = %s.id, code, "socket buffer full: left to the write-stall timeout");
+    }
+}
