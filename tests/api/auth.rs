@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Server, StartOptions, run_cli, unique};
 
-const PASSWORD: &str = "correct horse battery";
+pub const PASSWORD: &str = "correct horse battery";
 
 pub async fn json(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();

@@ -474,3 +474,40 @@ async fn cluster_survives_a_redis_restart() {
     }
     c.cleanup().await;
 }
+
+#[tokio::test]
+async fn cluster_logout_on_one_node_ends_the_sockets_on_the_other() {
+    use crate::support::raw::{emit_ack, next_event, next_text, sio_connect, ws};
+    for redis in every_redis("two-node logout") {
+        let c = Cluster::start(&redis, 30).await;
+        let acct = register_with_cookie(&c.a, &bare(), &unique("dana")).await;
+        let mut on_b = ws(c.b.addr).await;
+        assert!(sio_connect(&mut on_b, &acct.token).await.starts_with("40"));
+        let r = bare()
+            .post(c.a.url("/auth/logout"))
+            .bearer_auth(&acct.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        let ended = next_event(&mut on_b, "session_ended", Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|| panic!("{redis:?}: no session_ended on node B within 2 s"));
+        assert_eq!(ended["code"], "logged_out", "{ended}");
+        // Then node B's socket ends: the namespace DISCONNECT arrives (or the connection
+        // closes), and nothing it sends is served any more.
+        let mut disconnected = false;
+        while let Some(t) = next_text(&mut on_b, Duration::from_secs(2)).await {
+            if t.starts_with("41") {
+                disconnected = true;
+                break;
+            }
+        }
+        let served = emit_ack(&mut on_b, 7, "sync", json!({"limit": 1})).await;
+        assert!(
+            served.is_none(),
+            "{redis:?}: an ended socket is not served (disconnect packet: {disconnected})"
+        );
+        c.cleanup().await;
+    }
+}

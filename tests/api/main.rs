@@ -13,6 +13,7 @@ mod kernel;
 mod kernel_socket;
 mod presence;
 mod ratelimit;
+mod sessions;
 mod storage;
 mod storage_mongo;
 mod support;

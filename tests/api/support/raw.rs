@@ -77,11 +77,23 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A WebSocket to the Socket.IO endpoint, past the Engine.IO open packet. The client side
 /// accepts large messages so that what the server sends is never the client's limit.
 pub async fn ws(addr: SocketAddr) -> Ws {
+    ws_with(addr, &[]).await
+}
+
+/// [`ws`] with extra request headers (a session cookie, an Origin).
+pub async fn ws_with(addr: SocketAddr, headers: &[(&str, &str)]) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(format!("ws://{addr}{WS_PATH}"), Some(config), false)
-            .await
-            .expect("websocket");
+    let mut req = format!("ws://{addr}{WS_PATH}").into_client_request().expect("request");
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            v.parse().expect("header value"),
+        );
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false)
+        .await
+        .expect("websocket");
     let open = next_text(&mut ws, Duration::from_secs(5))
         .await
         .expect("engine.io open");
@@ -113,6 +125,49 @@ pub async fn sio_connect(ws: &mut Ws, token: &str) -> String {
     let packet = format!("40{}", serde_json::json!({ "token": token }));
     ws.send(Message::text(packet)).await.expect("send connect");
     next_text(ws, Duration::from_secs(5)).await.expect("connect answer")
+}
+
+/// Sends the Socket.IO CONNECT without credentials in `auth` (headers carry them).
+pub async fn sio_connect_bare(ws: &mut Ws) -> String {
+    ws.send(Message::text("40")).await.expect("send connect");
+    next_text(ws, Duration::from_secs(5)).await.expect("connect answer")
+}
+
+/// The next Socket.IO event `name` as its payload, skipping others; `None` if the socket
+/// closed or nothing came within `within`.
+pub async fn next_event(ws: &mut Ws, name: &str, within: Duration) -> Option<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let text = next_text(ws, left).await?;
+        if let Some(body) = text.strip_prefix("42")
+            && let Ok(serde_json::Value::Array(mut parts)) = serde_json::from_str::<serde_json::Value>(body)
+            && parts.first().and_then(|v| v.as_str()) == Some(name)
+        {
+            return Some(if parts.len() > 1 {
+                parts.swap_remove(1)
+            } else {
+                serde_json::Value::Null
+            });
+        }
+    }
+}
+
+/// Emits `event` with ack id `id` and returns the ack's first argument.
+pub async fn emit_ack(ws: &mut Ws, id: u32, event: &str, data: serde_json::Value) -> Option<serde_json::Value> {
+    let packet = format!("42{id}{}", serde_json::json!([event, data]));
+    ws.send(Message::text(packet)).await.ok()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let prefix = format!("43{id}");
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let text = next_text(ws, left).await?;
+        if let Some(body) = text.strip_prefix(&prefix)
+            && let Ok(serde_json::Value::Array(mut parts)) = serde_json::from_str::<serde_json::Value>(body)
+        {
+            return parts.drain(..).next();
+        }
+    }
 }
 
 /// True once the server has closed the WebSocket (or the connection under it).

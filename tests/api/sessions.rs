@@ -1,0 +1,145 @@
+//! A socket lives as long as its credential: logout ends the sockets of the token and
+//! the session it ends (with `session_ended` first), a token's expiry ends its sockets,
+//! and `refresh_token` keeps a socket alive on a newer token of the same user.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::auth::{Account, bare, register};
+use crate::support::raw::{Ws, emit_ack, next_event, next_text, sio_connect, sio_connect_bare, ws, ws_with};
+use crate::support::{Server, StartOptions, unique};
+
+const CHEAP: &str = "[auth.password.argon2]\nmemory_kib = 1024\niterations = 1\n";
+
+/// True once the socket is ended: the namespace DISCONNECT arrives or the connection closes.
+async fn ended_within(ws: &mut Ws, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match next_text(ws, left).await {
+            None => return tokio::time::Instant::now() < deadline,
+            Some(t) if t == "41" || t.starts_with("41{") => return true,
+            Some(_) => {}
+        }
+    }
+}
+
+async fn login(s: &Server, username: &str) -> String {
+    let r = bare()
+        .post(s.url("/auth/login"))
+        .json(&json!({"username": username, "password": crate::auth::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+}
+
+async fn token_socket(s: &Server, token: &str) -> Ws {
+    let mut w = ws(s.addr).await;
+    let answer = sio_connect(&mut w, token).await;
+    assert!(answer.starts_with("40"), "{answer}");
+    w
+}
+
+async fn logout(s: &Server, acc: &Account, token: Option<&str>) {
+    let mut req = bare().post(s.url("/auth/logout")).header("cookie", &acc.cookie);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    assert_eq!(req.send().await.unwrap().status().as_u16(), 204);
+}
+
+/// `session_ended` with `code`, then the socket ends, within `within`.
+async fn assert_ended(ws: &mut Ws, code: &str, within: Duration) {
+    let started = Instant::now();
+    let ended = next_event(ws, "session_ended", within)
+        .await
+        .unwrap_or_else(|| panic!("no session_ended within {within:?}"));
+    assert_eq!(ended["code"], code, "{ended}");
+    assert!(ended["message"].is_string(), "{ended}");
+    assert!(
+        ended_within(ws, within).await,
+        "the socket is closed after session_ended"
+    );
+    crate::support::note(&format!("sessions: {code} ended a socket in {:?}", started.elapsed()));
+}
+
+#[tokio::test]
+async fn logout_ends_the_sockets_of_what_it_ends_and_no_others() {
+    let s = Server::start(CHEAP).await;
+    let acc = register(&s, &bare(), &unique("out")).await;
+    let username = acc.username.clone();
+    let mut by_token = token_socket(&s, &acc.token).await;
+    let mut by_cookie = ws_with(s.addr, &[("cookie", &acc.cookie)]).await;
+    assert!(sio_connect_bare(&mut by_cookie).await.starts_with("40"));
+    // Another login of the same user: another token, another session.
+    let other_token = login(&s, &username).await;
+    let mut other = token_socket(&s, &other_token).await;
+
+    let asked = Instant::now();
+    logout(&s, &acc, Some(&acc.token)).await;
+    assert_ended(&mut by_token, "logged_out", Duration::from_secs(2)).await;
+    assert_ended(&mut by_cookie, "logged_out", Duration::from_secs(2)).await;
+    assert!(asked.elapsed() < Duration::from_secs(3), "{:?}", asked.elapsed());
+    // The other login's socket is untouched and works.
+    let ack = emit_ack(&mut other, 1, "sync", json!({"limit": 1})).await.expect("ack");
+    assert_eq!(ack["ok"], true, "{ack}");
+}
+
+#[tokio::test]
+async fn an_expiring_token_ends_its_socket_unless_refreshed_in_time() {
+    let opts = StartOptions::new(CHEAP)
+        .env("CONFAB_AUTH__JWT__TTL_SECS", "3")
+        .env("CONFAB_AUTH__JWT__LEEWAY_SECS", "0");
+    let s = Server::start_with(opts).await;
+    let acc = register(&s, &bare(), &unique("exp")).await;
+    let stranger = register(&s, &bare(), &unique("str")).await;
+    let mut expiring = token_socket(&s, &acc.token).await;
+    let second = login(&s, &acc.username).await;
+    let mut refreshed = token_socket(&s, &second).await;
+
+    // A token of another user is refused and changes nothing.
+    let no = emit_ack(&mut refreshed, 1, "refresh_token", json!({"token": stranger.token}))
+        .await
+        .expect("ack");
+    assert_eq!(
+        (no["ok"].as_bool(), no["error"]["code"].as_str()),
+        (Some(false), Some("forbidden")),
+        "{no}"
+    );
+    let no = emit_ack(&mut refreshed, 2, "refresh_token", json!({"token": "garbage"}))
+        .await
+        .expect("ack");
+    assert_eq!(no["error"]["code"], "unauthorized", "{no}");
+
+    // A fresh token of the same user, in time: the socket lives on with it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let third = login(&s, &acc.username).await;
+    let ok = emit_ack(&mut refreshed, 3, "refresh_token", json!({"token": third}))
+        .await
+        .expect("ack");
+    assert_eq!(ok["ok"], true, "{ok}");
+    let exp = ok["exp"].as_i64().expect("exp in unix seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now + 1..=now + 4).contains(&exp), "exp {exp}, now {now}");
+
+    // The first token expires: its socket ends, once the time has come.
+    let started = Instant::now();
+    assert_ended(&mut expiring, "token_expired", Duration::from_secs(5)).await;
+    assert!(started.elapsed() >= Duration::from_millis(500), "not before the expiry");
+    // The refreshed socket outlives its first token (which expired with the other).
+    let ack = emit_ack(&mut refreshed, 4, "sync", json!({"limit": 1}))
+        .await
+        .expect("ack");
+    assert_eq!(ack["ok"], true, "the refreshed socket is still served: {ack}");
+    // And ends with the token it was rebound to.
+    assert_ended(&mut refreshed, "token_expired", Duration::from_secs(5)).await;
+}
