@@ -94,7 +94,7 @@ async fn logout_ends_the_sockets_of_what_it_ends_and_no_others() {
 #[tokio::test]
 async fn an_expiring_token_ends_its_socket_unless_refreshed_in_time() {
     let opts = StartOptions::new(CHEAP)
-        .env("CONFAB_AUTH__JWT__TTL_SECS", "3")
+        .env("CONFAB_AUTH__JWT__TTL_SECS", "4")
         .env("CONFAB_AUTH__JWT__LEEWAY_SECS", "0");
     let s = Server::start_with(opts).await;
     let acc = register(&s, &bare(), &unique("exp")).await;
@@ -129,7 +129,7 @@ async fn an_expiring_token_ends_its_socket_unless_refreshed_in_time() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    assert!((now + 1..=now + 4).contains(&exp), "exp {exp}, now {now}");
+    assert!((now + 2..=now + 5).contains(&exp), "exp {exp}, now {now}");
 
     // The first token expires: its socket ends, once the time has come.
     let started = Instant::now();

@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
 
-export async function startServer() {
+/** Starts a server; `extraEnv` adds settings (`CONFAB_AUTH__JWT__TTL_SECS`, ...). */
+export async function startServer(extraEnv = {}) {
   const bin = process.env.CONFAB_BIN;
   if (!bin) throw new Error("CONFAB_BIN must point at the confab binary");
   const dir = mkdtempSync(join(tmpdir(), "confab-e2e-"));
@@ -20,6 +21,7 @@ export async function startServer() {
     CONFAB_SERVER__PORT: "0",
     CONFAB_STORAGE__SQLITE__PATH: join(dir, "confab.db"),
   });
+  Object.assign(env, extraEnv);
   if (storage === "mongodb") {
     // CONFAB_TEST_STORAGE=mongodb: a database of its own on the server tests/run.sh started.
     if (!mongoUri) throw new Error("CONFAB_TEST_STORAGE=mongodb needs CONFAB_TEST_MONGO_URI");
@@ -62,6 +64,16 @@ export async function startServer() {
       return code;
     },
   };
+}
+
+export async function login(base, username) {
+  const res = await fetch(`${base}/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username, password: "correct horse battery" }),
+  });
+  if (res.status !== 200) throw new Error(`login ${username}: ${res.status} ${await res.text()}`);
+  return res.json();
 }
 
 export async function register(base, username) {
