@@ -9,6 +9,7 @@ use confab_sdk::async_trait;
 use confab_sdk::clock::{SharedClock, SystemClock};
 use confab_sdk::docs::ApiDocument;
 use confab_sdk::health::HealthCheck;
+use confab_sdk::http::CookieOrigins;
 use confab_sdk::plugin::{Contributions, DynPlugin};
 use confab_sdk::realtime::SharedEmitter;
 use confab_sdk::services::Services;
@@ -179,6 +180,7 @@ async fn boot_with(
         services.provide(emitter, "kernel"),
         services.provide(document.clone(), "kernel"),
         services.provide(secret, "kernel"),
+        services.provide(cookie_origins(config), "kernel"),
     ];
     if provided.iter().any(Result::is_err) {
         return Err(AppError::Other("a kernel service was provided twice".into()));
@@ -196,6 +198,12 @@ async fn boot_with(
         document: assembled,
         metrics,
     })
+}
+
+/// `server.cors.allowed_origins` without the wildcard: the origins that may use cookies.
+fn cookie_origins(config: &Config) -> CookieOrigins {
+    let listed = config.server.cors.allowed_origins.iter().filter(|o| o.as_str() != "*");
+    CookieOrigins(Arc::new(listed.cloned().collect()))
 }
 
 /// The OpenAPI document of this configuration, built without serving: plugins are built

@@ -143,3 +143,47 @@ async fn an_expiring_token_ends_its_socket_unless_refreshed_in_time() {
     // And ends with the token it was rebound to.
     assert_ended(&mut refreshed, "token_expired", Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn cookies_work_only_from_the_servers_own_or_a_listed_origin() {
+    let toml = format!("[server.cors]\nallowed_origins = [\"*\", \"https://app.example.com\"]\n{CHEAP}");
+    let s = Server::start(&toml).await;
+    let acc = register(&s, &bare(), &unique("orig")).await;
+    let own = format!("http://{}", s.addr);
+    let handshake = |origin: Option<&'static str>| {
+        let (addr, cookie) = (s.addr, acc.cookie.clone());
+        let own = own.clone();
+        async move {
+            let origin = origin.map_or(own, str::to_owned);
+            let mut w = ws_with(addr, &[("cookie", &cookie), ("origin", &origin)]).await;
+            sio_connect_bare(&mut w).await
+        }
+    };
+    // A sibling site, even with `*` in the CORS list: refused with the code first.
+    let refused = handshake(Some("https://evil.example.net")).await;
+    assert!(
+        refused.starts_with("44") && refused.contains("forbidden: "),
+        "{refused}"
+    );
+    assert!(handshake(None).await.starts_with("40"), "the server's own origin");
+    assert!(
+        handshake(Some("https://app.example.com")).await.starts_with("40"),
+        "a listed origin"
+    );
+    // No Origin header at all (not a browser page): accepted.
+    let mut plain = ws_with(s.addr, &[("cookie", &acc.cookie)]).await;
+    assert!(sio_connect_bare(&mut plain).await.starts_with("40"));
+
+    // REST: a cookie from a foreign origin is refused, a token from anywhere is fine.
+    let me = |origin: &'static str, token: Option<&str>| {
+        let mut req = bare().get(s.url("/auth/me")).header("origin", origin);
+        req = match token {
+            Some(t) => req.bearer_auth(t),
+            None => req.header("cookie", &acc.cookie),
+        };
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(me("https://evil.example.net", None).await, 403);
+    assert_eq!(me("https://app.example.com", None).await, 200);
+    assert_eq!(me("https://evil.example.net", Some(&acc.token)).await, 200);
+}

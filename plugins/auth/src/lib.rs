@@ -8,6 +8,7 @@ use std::sync::Arc;
 use confab_sdk::auth::{Authenticator, SharedAuthenticator};
 use confab_sdk::clock::SharedClock;
 use confab_sdk::cluster::{SharedRevocationStore, SharedSessionStore};
+use confab_sdk::http::CookieOrigins;
 use confab_sdk::realtime::{Handshake, SharedEmitter};
 use confab_sdk::storage::{DeploymentSecret, SharedUserStore};
 use confab_sdk::{BuildError, Plugin, Registrar};
@@ -51,7 +52,8 @@ impl Plugin for AuthPlugin {
         let svc = Arc::new(
             AuthService::new(&config, stores, secure_cookie, generated.as_deref())
                 .map_err(BuildError)?
-                .with_emitter(emitter),
+                .with_emitter(emitter)
+                .with_cookie_origins(reg.service::<CookieOrigins>().unwrap_or_default()),
         );
 
         reg.provide::<SharedAuthenticator>(svc.clone())?;

@@ -3,7 +3,7 @@
 use confab_sdk::auth::{Authenticator, Principal, ended, session_room, token_room};
 use confab_sdk::clock::SharedClock;
 use confab_sdk::cluster::{SessionData, SharedRevocationStore, SharedSessionStore};
-use confab_sdk::http::{bearer_token, cookie};
+use confab_sdk::http::{CookieOrigins, bearer_token, cookie};
 use confab_sdk::realtime::SharedEmitter;
 use confab_sdk::salvo::http::HeaderMap;
 use confab_sdk::storage::{NewUser, PublicUser, SharedUserStore, StorageError, UserRecord};
@@ -78,6 +78,8 @@ pub struct AuthService {
     password_max_bytes: usize,
     /// Ends the sockets of a credential that ended (absent in unit tests).
     emitter: Option<SharedEmitter>,
+    /// Browser origins besides the server's own that may use the cookie.
+    cookie_origins: CookieOrigins,
 }
 
 pub struct Stores {
@@ -122,7 +124,14 @@ impl AuthService {
             password_min_chars: config.password.min_length,
             password_max_bytes: config.password.max_bytes,
             emitter: None,
+            cookie_origins: CookieOrigins::default(),
         })
+    }
+
+    /// The origins, besides the server's own, whose requests may use the cookie.
+    pub fn with_cookie_origins(mut self, origins: CookieOrigins) -> Self {
+        self.cookie_origins = origins;
+        self
     }
 
     /// Lets logout end the sockets of the credentials it ends.
@@ -308,6 +317,12 @@ impl Authenticator for AuthService {
             return self.by_token(token).await;
         }
         if let Some(id) = cookie(headers, &self.cookie.name) {
+            // A page of another site must not ride on the browser's cookie.
+            if !self.cookie_origins.allows(headers) {
+                return Err(ApiError::forbidden(
+                    "this origin may not use the session cookie: use a token, or list the origin in server.cors.allowed_origins",
+                ));
+            }
             return self.by_session(id).await;
         }
         Err(ApiError::unauthorized(NO_CREDENTIALS))

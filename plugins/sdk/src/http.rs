@@ -124,3 +124,29 @@ mod tests {
         assert_eq!(cookie(&h, "b"), None);
     }
 }
+
+/// Browser origins allowed to use cookie authentication besides the server's own: the
+/// kernel's `server.cors.allowed_origins` without `*` (a wildcard never vouches for a
+/// cookie). Provided by the kernel.
+#[derive(Clone, Debug, Default)]
+pub struct CookieOrigins(pub std::sync::Arc<Vec<String>>);
+
+impl CookieOrigins {
+    /// Whether a cookie may authenticate this request: no `Origin` (not a browser's
+    /// cross-site request), the server's own origin (the `Host` it was sent to), or a
+    /// listed one. Token authentication does not ask: a page cannot attach a token it
+    /// does not have.
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok()) else {
+            return true;
+        };
+        if self.0.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+            return true;
+        }
+        let own = headers.get("host").and_then(|v| v.to_str().ok());
+        let authority = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        matches!((own, authority), (Some(h), Some(a)) if h.eq_ignore_ascii_case(a))
+    }
+}
