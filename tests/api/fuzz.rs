@@ -131,11 +131,7 @@ fn junk_packet(rng: &mut StdRng, token: &str) -> String {
         9 => {
             let s = format!("42[\"{event}\",{{\"message\":\"héllo 你好 🙂\"}}]");
             let cut = rng.random_range(1..s.len());
-            s.char_indices()
-                .map(|(i, _)| i)
-                .filter(|&i| i <= cut)
-                .last()
-                .map_or(s.clone(), |i| s[..i].to_owned())
+            s[..s.floor_char_boundary(cut)].to_owned()
         }
         // Event packets with nonsense payload shapes, every event.
         _ => {
