@@ -417,12 +417,9 @@ async fn cluster_survives_a_redis_restart() {
 
     redis.kill();
     let body = wait_ready(&c.a, 503).await;
-    assert!(
-        body["checks"]["redis"]
-            .as_str()
-            .is_some_and(|m| m.contains("unavailable")),
-        "{body}"
-    );
+    // Which check fails, not why: the reason (with the backend's address) is only logged.
+    assert_eq!(body["checks"]["redis"], "failing", "{body}");
+    assert!(!body.to_string().contains("127.0.0.1"), "no backend address leaks: {body}");
     wait_ready(&c.b, 503).await;
 
     // What does not need Redis still works: storage, local delivery, token checks.
