@@ -18,8 +18,26 @@ apt_install() {
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >&2
 }
 
+# A free port below 55536 whose neighbour 10,000 above is free too: a Redis Cluster node
+# also listens on its port + 10,000 (the cluster bus).
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 - <<'PY'
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while True:
+    p = random.randrange(20000, 45000)
+    if free(p) and free(p + 10000):
+        print(p)
+        break
+PY
 }
 
 # wait_for WHAT COMMAND...: retries COMMAND for up to 30 s.
