@@ -299,6 +299,10 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     );
     let server = Server::new(acceptor).fuse_policy(edge);
     let handle = server.handle();
+    let metrics_listener = match (&server_cfg.metrics_addr, server_cfg.metrics) {
+        (addr, true) if !addr.is_empty() => Some(serve_metrics(addr, metrics.clone()).await?),
+        _ => None,
+    };
     tracing::info!(addr = %local, profile = %config.profile.name, "listening");
 
     // The whole shutdown fits in the deadline: sockets and HTTP get at most two fifths
@@ -326,6 +330,9 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     });
     let served = server.try_serve(service).await;
     stopper.abort();
+    if let Some(m) = metrics_listener {
+        m.abort();
+    }
     // In-flight requests are done; now finish queued storage writes.
     let left = signalled
         .get()
@@ -336,6 +343,28 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     served.map_err(|e| AppError::Other(format!("server: {e}")))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `/metrics` on a listener of its own (`server.metrics_addr`), e.g. loopback only.
+async fn serve_metrics(addr: &str, metrics: Arc<Metrics>) -> Result<tokio::task::JoinHandle<()>, AppError> {
+    let bind = |source| AppError::Bind {
+        addr: addr.to_owned(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+    let local = listener.local_addr().map_err(bind)?;
+    let acceptor = TcpAcceptor::try_from(listener).map_err(bind)?;
+    tracing::info!(addr = %local, "metrics listening");
+    let service = server::metrics_service(metrics);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = Server::new(acceptor)
+            .fuse_config(FuseConfig::default())
+            .try_serve(service)
+            .await
+        {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    }))
 }
 
 async fn wait_for_signal() {

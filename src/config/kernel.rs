@@ -23,6 +23,9 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// Serve `/metrics` in the Prometheus text format.
     pub metrics: bool,
+    /// Serve `/metrics` on this address of its own (`127.0.0.1:9464`) instead of the
+    /// public port; empty: on the public port.
+    pub metrics_addr: String,
     /// Open TCP connections (HTTP and sockets together); more are closed on accept.
     pub max_connections: usize,
     /// Open TCP connections per client address (IPv6: per /64); trusted proxies are
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             body_limit: 64 * 1024,
             shutdown_timeout_secs: 10,
             metrics: true,
+            metrics_addr: String::new(),
             max_connections: 16_384,
             max_connections_per_ip: 12_288,
             trusted_proxies: Vec::new(),
@@ -83,6 +87,15 @@ impl Section for ServerConfig {
         }
         if self.shutdown_timeout_secs == 0 {
             p.push(problem("shutdown_timeout_secs", "expected at least 1 second"));
+        }
+        if !self.metrics_addr.is_empty() && self.metrics_addr.parse::<std::net::SocketAddr>().is_err() {
+            p.push(problem(
+                "metrics_addr",
+                format!(
+                    "expected an address such as 127.0.0.1:9464, got {:?}",
+                    self.metrics_addr
+                ),
+            ));
         }
         if !(1..=1_000_000).contains(&self.max_connections) {
             p.push(problem("max_connections", "expected 1 to 1000000 connections"));

@@ -41,7 +41,8 @@ pub fn service(config: &Config, parts: HttpParts) -> Service {
             checks: parts.checks,
             draining: parts.draining,
         }));
-    if config.server.metrics {
+    // With `metrics_addr`, /metrics is served there only (`metrics_service`).
+    if config.server.metrics && config.server.metrics_addr.is_empty() {
         router = router.push(Router::with_path("metrics").get(routes::MetricsRoute(parts.metrics.clone())));
     }
     // One arm per cluster adapter: the layer's type depends on it.
@@ -74,6 +75,12 @@ pub fn service(config: &Config, parts: HttpParts) -> Service {
             hsts: config.profile.is_production(),
         })
         .hoop(middleware::Cors::new(&config.server))
+        .catcher(Catcher::new(routes::json_errors))
+}
+
+/// `/metrics` alone, for the listener of `server.metrics_addr`.
+pub fn metrics_service(metrics: Arc<Metrics>) -> Service {
+    Service::new(Router::new().push(Router::with_path("metrics").get(routes::MetricsRoute(metrics))))
         .catcher(Catcher::new(routes::json_errors))
 }
 

@@ -283,6 +283,29 @@ async fn metrics_count_requests_and_can_be_switched_off() {
     drop(s);
     let s = Server::start("[server]\nmetrics = false\n").await;
     assert_eq!(s.http.get(s.url("/metrics")).send().await.unwrap().status(), 404);
+    drop(s);
+
+    // On a listener of its own (as the production profile does on loopback): not on the
+    // public port any more.
+    let s = Server::start("[server]\nmetrics_addr = \"127.0.0.1:0\"\n").await;
+    assert_eq!(s.http.get(s.url("/metrics")).send().await.unwrap().status(), 404);
+    let addr = s
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "metrics listening")
+        .and_then(|v| v["fields"]["addr"].as_str().map(str::to_owned))
+        .expect("the metrics listener logs its address");
+    let text = s
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("confab_open_sockets"), "{text}");
 }
 
 #[tokio::test]
