@@ -318,6 +318,7 @@ mod tests {
         SessionData {
             user_id: format!("u{n}"),
             username: format!("user{n}"),
+            token: None,
         }
     }
 

@@ -155,6 +155,8 @@ pub mod contract {
         SessionData {
             user_id: "0123456789abcdef01234567".into(),
             username: "alice".into(),
+            // The contract keeps the login's token with the session.
+            token: Some(("0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(), 1_900_000_000)),
         }
     }
 

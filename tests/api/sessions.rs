@@ -187,3 +187,22 @@ async fn cookies_work_only_from_the_servers_own_or_a_listed_origin() {
     assert_eq!(me("https://app.example.com", None).await, 200);
     assert_eq!(me("https://evil.example.net", Some(&acc.token)).await, 200);
 }
+
+#[tokio::test]
+async fn a_cookie_logout_also_ends_the_token_of_the_same_login() {
+    let s = Server::start(CHEAP).await;
+    let acc = register(&s, &bare(), &unique("both")).await;
+    let mut by_token = token_socket(&s, &acc.token).await;
+    // Only the cookie is presented, as a browser would.
+    logout(&s, &acc, None).await;
+    assert_ended(&mut by_token, "logged_out", Duration::from_secs(2)).await;
+    let r = bare()
+        .get(s.url("/auth/me"))
+        .bearer_auth(&acc.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["message"], "token revoked", "{body}");
+}

@@ -30,17 +30,53 @@ pub fn document(cookie_name: &str) -> utoipa::openapi::OpenApi {
         "cookieAuth",
         SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(cookie_name))),
     );
-    // How sockets authenticate, for the AsyncAPI document's handshake.
-    doc.extensions = Some(utoipa::openapi::extensions::Extensions::from_iter([(
-        confab_sdk::docs::SOCKET_HANDSHAKE,
-        serde_json::json!({
-            "auth": {"type": "object", "properties": {"token": {"type": "string",
-                "description": "A JWT from /auth/register or /auth/login (a `Bearer ` prefix is accepted)."}}},
-            "security": ["bearerAuth", "cookieAuth"],
-            "description": "Authenticate with `auth.token`, an `Authorization: Bearer` header or the session cookie.",
-        }),
-    )]));
+    // How sockets authenticate, for the AsyncAPI document's handshake, and the events of
+    // a socket's credential.
+    doc.extensions = Some(utoipa::openapi::extensions::Extensions::from_iter([
+        (
+            confab_sdk::docs::SOCKET_HANDSHAKE,
+            serde_json::json!({
+                "auth": {"type": "object", "properties": {"token": {"type": "string",
+                    "description": "A JWT from /auth/register or /auth/login (a `Bearer ` prefix is accepted)."}}},
+                "security": ["bearerAuth", "cookieAuth"],
+                "description": "Authenticate with `auth.token`, an `Authorization: Bearer` header or the session cookie \
+                                (the cookie only without an Origin, from the server's own origin or a listed one). \
+                                A refusal's connect_error message starts with its code: `token_expired: ...`, \
+                                `unauthorized: ...`, `forbidden: ...`, `rate_limited: ...`, `unavailable: ...`.",
+            }),
+        ),
+        ("x-socket-events", socket_events()),
+    ]));
     doc
+}
+
+fn socket_events() -> serde_json::Value {
+    let ended = serde_json::json!({"type": "object", "required": ["code", "message"], "properties": {
+        "code": {"type": "string", "enum": ["logged_out", "revoked", "token_expired"]},
+        "message": {"type": "string"}}});
+    serde_json::json!({
+        "refresh_token": {
+            "direction": "client-to-server",
+            "summary": "Renew the socket's credential without reconnecting: with a valid token of the same user, \
+                        the socket lives as long as that token. Requires an ack.",
+            "payload": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
+            "ack": {
+                "success": {"type": "object", "required": ["ok", "exp"], "properties": {
+                    "ok": {"const": true},
+                    "exp": {"type": "integer", "description": "The new expiry, Unix seconds (the JWT's exp)."}}},
+                "failure": {"type": "object", "required": ["ok", "error"], "properties": {
+                    "ok": {"const": false}, "error": {"$ref": "#/components/schemas/Error"}}},
+            },
+            "emits": [],
+            "errors": ["unauthorized", "forbidden", "validation_failed", "unavailable"],
+        },
+        "session_ended": {
+            "direction": "server-to-client",
+            "summary": "The socket's credential ended (logout, revocation, expiry): sent just before the server \
+                        disconnects the socket. On `token_expired`, get a new token and reconnect.",
+            "payload": ended,
+        },
+    })
 }
 
 #[cfg(test)]

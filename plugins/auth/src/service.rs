@@ -211,6 +211,11 @@ impl AuthService {
         let data = SessionData {
             user_id: user.id.clone(),
             username: user.username.clone(),
+            // A cookie logout revokes the token of the same login too.
+            token: Some((
+                issued.claims.jti.clone(),
+                issued.claims.exp.saturating_add(self.tokens.leeway_secs()),
+            )),
         };
         let session_id = self
             .sessions
@@ -247,6 +252,10 @@ impl AuthService {
             self.end_sockets(&token_room(&claims.jti)).await;
         }
         if let Some(id) = cookie(headers, &self.cookie.name).filter(|id| is_session_id(id)) {
+            if let Some((jti, until)) = self.sessions.get(id).await?.and_then(|s| s.token) {
+                self.revocations.revoke(&jti, until).await?;
+                self.end_sockets(&token_room(&jti)).await;
+            }
             self.sessions.delete(id).await?;
             self.end_sockets(&session_room(id)).await;
         }

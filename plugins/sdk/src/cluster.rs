@@ -13,6 +13,9 @@ use crate::time::Timestamp;
 pub struct SessionData {
     pub user_id: String,
     pub username: String,
+    /// The token minted by the same login (its `jti`, and until when it is accepted, in
+    /// unix seconds): a logout by cookie revokes it too.
+    pub token: Option<(String, i64)>,
 }
 
 /// Server-side sessions with an absolute lifetime and an idle timeout.
