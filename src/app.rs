@@ -175,6 +175,7 @@ async fn boot_with(
         services.provide(clock, "kernel"),
         services.provide(cluster.sessions, "kernel"),
         services.provide(cluster.revocations, "kernel"),
+        services.provide(cluster.refresh, "kernel"),
         services.provide(cluster.presence, "kernel"),
         services.provide(cluster.ratelimit, "kernel"),
         services.provide(emitter, "kernel"),

@@ -314,6 +314,13 @@ mod tests {
         contract::revocation_store(&store, c.clone(), advancer(&c)).await;
     }
 
+    #[tokio::test]
+    async fn refresh_store_passes_the_contract() {
+        let c = clock();
+        let store = crate::cluster::refresh_local::LocalRefreshStore::new(c.clone());
+        contract::refresh_store(&store, None, advancer(&c)).await;
+    }
+
     fn data(n: usize) -> SessionData {
         SessionData {
             user_id: format!("u{n}"),

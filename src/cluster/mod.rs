@@ -5,12 +5,13 @@
 pub mod local;
 pub mod ratelimit;
 pub mod redis;
+pub mod refresh_local;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use confab_sdk::clock::SharedClock;
-use confab_sdk::cluster::{SharedPresenceStore, SharedRevocationStore, SharedSessionStore};
+use confab_sdk::cluster::{SharedPresenceStore, SharedRefreshStore, SharedRevocationStore, SharedSessionStore};
 use confab_sdk::health::HealthCheck;
 use confab_sdk::ratelimit::SharedRateLimitStore;
 use confab_sdk::realtime::SharedEmitter;
@@ -21,8 +22,10 @@ use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
 use self::local::{LocalPresenceStore, LocalRevocationStore, LocalSessionStore};
 use self::ratelimit::{LocalRateLimitStore, RedisRateLimitStore};
 use self::redis::{
-    RedisCheck, RedisCluster, RedisEmitter, RedisPresenceStore, RedisRevocationStore, RedisSessionStore, SioAdapter,
+    RedisCheck, RedisCluster, RedisEmitter, RedisPresenceStore, RedisRefreshStore, RedisRevocationStore,
+    RedisSessionStore, SioAdapter,
 };
+use self::refresh_local::LocalRefreshStore;
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
 use crate::server::socket::{AdapterEmitter, SocketHost};
@@ -66,6 +69,7 @@ impl ClusterIo {
 pub struct Cluster {
     pub sessions: SharedSessionStore,
     pub revocations: SharedRevocationStore,
+    pub refresh: SharedRefreshStore,
     pub presence: SharedPresenceStore,
     pub ratelimit: SharedRateLimitStore,
     pub emitter: SharedEmitter,
@@ -89,6 +93,7 @@ pub async fn start(
         return Ok(Cluster {
             sessions: Arc::new(LocalSessionStore::new(clock.clone())),
             revocations: Arc::new(LocalRevocationStore::new(clock.clone())),
+            refresh: Arc::new(LocalRefreshStore::new(clock.clone())),
             presence: Arc::new(LocalPresenceStore::new(clock.clone())),
             ratelimit: Arc::new(LocalRateLimitStore::new(clock)),
             emitter: Arc::new(AdapterEmitter {
@@ -117,6 +122,7 @@ pub async fn start(
     tracing::info!(key_prefix = %cfg.key_prefix, heartbeat_ttl_secs = cfg.heartbeat_ttl_secs, "cluster ready (redis)");
     Ok(Cluster {
         sessions: Arc::new(RedisSessionStore::new(cluster.clone())),
+        refresh: Arc::new(RedisRefreshStore::new(cluster.clone())),
         revocations: Arc::new(RedisRevocationStore::new(
             cluster.clone(),
             clock,
@@ -144,7 +150,10 @@ pub mod contract {
     use std::sync::Arc;
 
     use confab_sdk::clock::SharedClock;
-    use confab_sdk::cluster::{PresenceState, PresenceStore, RevocationStore, SessionData, SessionStore};
+    use confab_sdk::cluster::{
+        PresenceState, PresenceStore, RefreshStore, RevocationStore, Rotation, SessionData, SessionStore,
+        new_refresh_token,
+    };
     use confab_sdk::futures_util::future::BoxFuture;
     use confab_sdk::ratelimit::{Rate, RateLimitStore};
 
@@ -204,6 +213,71 @@ pub mod contract {
             store.get(&abs).await.unwrap(),
             None,
             "expired after the absolute lifetime"
+        );
+    }
+
+    fn next_of(r: Rotation) -> String {
+        match r {
+            Rotation::Rotated { next, .. } => next,
+            other => panic!("expected a rotation, got {other:?}"),
+        }
+    }
+
+    /// Rotation, the grace (on `other`, a second node, if given), reuse detection that
+    /// revokes the family, explicit revocation, and the absolute lifetime.
+    pub async fn refresh_store(store: &dyn RefreshStore, other: Option<&dyn RefreshStore>, advance: Advance) {
+        let other = other.unwrap_or(store);
+        let (first, grant) = store.issue("u1", "alice", 60).await.unwrap();
+        assert_eq!((grant.user_id.as_str(), grant.username.as_str()), ("u1", "alice"));
+        assert!(first.starts_with(&format!("{}.", grant.family)), "{first}");
+        let second = match store.rotate(&first, 1).await.unwrap() {
+            Rotation::Rotated { next, grant: g } => {
+                assert_eq!(g, grant);
+                next
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_ne!(second, first, "every use rotates");
+        // Two tabs at once: within the grace the same successor, from any node.
+        assert_eq!(next_of(other.rotate(&first, 1).await.unwrap()), second);
+        let third = next_of(other.rotate(&second, 1).await.unwrap());
+        assert_eq!(store.rotate("garbage", 1).await.unwrap(), Rotation::Invalid);
+        let forged = new_refresh_token(&grant.family);
+        assert_eq!(
+            store.rotate(&forged, 1).await.unwrap(),
+            Rotation::Invalid,
+            "an unknown secret"
+        );
+
+        // After the grace, the spent token again: theft. The family ends.
+        advance(1_500).await;
+        assert_eq!(
+            store.rotate(&first, 1).await.unwrap(),
+            Rotation::Reused {
+                family: grant.family.clone()
+            }
+        );
+        assert_eq!(
+            other.rotate(&third, 1).await.unwrap(),
+            Rotation::Invalid,
+            "the family is revoked"
+        );
+
+        let (live, g) = store.issue("u2", "bob", 60).await.unwrap();
+        store.revoke_family(&g.family).await.unwrap();
+        assert_eq!(
+            other.rotate(&live, 1).await.unwrap(),
+            Rotation::Invalid,
+            "revoked explicitly"
+        );
+        store.revoke_family("no-such-family").await.unwrap();
+
+        let (short, _) = store.issue("u3", "carol", 1).await.unwrap();
+        advance(1_500).await;
+        assert_eq!(
+            store.rotate(&short, 1).await.unwrap(),
+            Rotation::Invalid,
+            "past the absolute lifetime"
         );
     }
 

@@ -35,6 +35,61 @@ pub trait RevocationStore: Send + Sync + 'static {
     async fn is_revoked(&self, jti: &str) -> StorageResult<bool>;
 }
 
+/// Who a refresh token family belongs to. One family per login: every token rotated from
+/// the login's first one belongs to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshGrant {
+    pub family: String,
+    pub user_id: String,
+    pub username: String,
+}
+
+/// What spending a refresh token gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live and is spent now; `next` replaces it. Presented again within
+    /// the grace, it answers the same `next` (two tabs refreshing at once).
+    Rotated { next: String, grant: RefreshGrant },
+    /// Presented again after the grace: a stolen token is being replayed, or the client
+    /// lost its successor. The whole family is revoked now; the caller ends what it
+    /// issued from it.
+    Reused { family: String },
+    /// Unknown, malformed, expired, or of a revoked family.
+    Invalid,
+}
+
+/// Refresh tokens: opaque (`<family>.<secret>`), kept hashed, rotated on every use, with
+/// the family's absolute lifetime from its first token.
+#[async_trait]
+pub trait RefreshStore: Send + Sync + 'static {
+    /// A new family's first token, valid for `ttl_secs`.
+    async fn issue(&self, user_id: &str, username: &str, ttl_secs: u64) -> StorageResult<(String, RefreshGrant)>;
+    /// Spends `token` (see [`Rotation`]); `grace_secs` at least 1.
+    async fn rotate(&self, token: &str, grace_secs: u64) -> StorageResult<Rotation>;
+    /// Ends a family: none of its tokens rotates any more.
+    async fn revoke_family(&self, family: &str) -> StorageResult<()>;
+}
+
+pub type SharedRefreshStore = Arc<dyn RefreshStore>;
+
+/// A refresh token's family and the SHA-256 (hex) of its secret part, which is what the
+/// stores keep; `None` for anything not shaped like a token.
+pub fn refresh_parts(token: &str) -> Option<(&str, String)> {
+    use sha2::Digest;
+    let (family, secret) = token.split_once('.')?;
+    let hex = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(family) || !hex(secret) {
+        return None;
+    }
+    let digest = sha2::Sha256::digest(secret.as_bytes());
+    Some((family, digest.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+/// A fresh token of `family`.
+pub fn new_refresh_token(family: &str) -> String {
+    format!("{family}.{}", crate::ids::random_token())
+}
+
 pub type SharedSessionStore = Arc<dyn SessionStore>;
 pub type SharedRevocationStore = Arc<dyn RevocationStore>;
 

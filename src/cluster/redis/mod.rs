@@ -13,6 +13,7 @@ mod conn;
 mod fanout;
 mod health;
 mod presence;
+mod refresh;
 mod sessions;
 
 use std::future::Future;
@@ -28,6 +29,7 @@ pub use conn::RedisConn;
 pub use fanout::{BusDriver, RedisEmitter, SioAdapter};
 pub use health::{RedisCheck, RedisHealth};
 pub use presence::RedisPresenceStore;
+pub use refresh::RedisRefreshStore;
 pub use sessions::{RedisRevocationStore, RedisSessionStore};
 
 /// How often the monitor pings Redis.
