@@ -425,9 +425,18 @@ async fn logout_kills_the_cookie_and_the_token() {
 }
 
 #[tokio::test]
-async fn logout_with_the_cookie_alone_ends_that_session_only() {
+async fn logout_with_the_cookie_alone_ends_that_session_and_its_logins_token_only() {
     let s = Server::start("").await;
     let acc = register(&s, &bare(), &unique("one")).await;
+    let other = {
+        let r = bare()
+            .post(s.url("/auth/login"))
+            .json(&json!({"username": acc.username, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        json(r).await.1["token"].as_str().unwrap().to_owned()
+    };
     let r = bare()
         .post(s.url("/auth/logout"))
         .header("cookie", &acc.cookie)
@@ -436,11 +445,9 @@ async fn logout_with_the_cookie_alone_ends_that_session_only() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_unauthorized(&me_with_cookie(&s, &acc.cookie).await, "session expired or invalid");
-    assert_eq!(
-        me_with_token(&s, &acc.token).await.0,
-        200,
-        "a token not presented is not revoked"
-    );
+    // The token minted by the same login goes with its session; another login's stays.
+    assert_unauthorized(&me_with_token(&s, &acc.token).await, "token revoked");
+    assert_eq!(me_with_token(&s, &other).await.0, 200, "another login is untouched");
 }
 
 #[tokio::test]
