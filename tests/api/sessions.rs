@@ -206,3 +206,104 @@ async fn a_cookie_logout_also_ends_the_token_of_the_same_login() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["message"], "token revoked", "{body}");
 }
+
+async fn refresh(s: &Server, token: &str) -> (u16, Value) {
+    let r = bare()
+        .post(s.url("/auth/refresh"))
+        .json(&json!({"refreshToken": token}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn me_status(s: &Server, token: &str) -> u16 {
+    bare()
+        .get(s.url("/auth/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// register's refresh token (the `Account` helper keeps only the access token).
+async fn register_with_refresh(s: &Server, name: &str) -> Value {
+    let r = bare()
+        .post(s.url("/auth/register"))
+        .json(&json!({"username": name, "password": crate::auth::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_replay_after_the_grace_revokes_the_login() {
+    let toml = format!("[auth.refresh]\ngrace_secs = 1\n{CHEAP}");
+    let s = Server::start(&toml).await;
+    let first = register_with_refresh(&s, &unique("rot")).await;
+    let r1 = first["refreshToken"]
+        .as_str()
+        .expect("register answers a refreshToken")
+        .to_owned();
+
+    let (status, second) = refresh(&s, &r1).await;
+    assert_eq!(status, 200, "{second}");
+    let (t2, r2) = (
+        second["token"].as_str().unwrap(),
+        second["refreshToken"].as_str().unwrap(),
+    );
+    assert_ne!(r2, r1, "every use rotates");
+    assert_eq!(second["user"], first["user"]);
+    assert_eq!(me_status(&s, t2).await, 200);
+    // Two tabs at once: the same spent token within the grace gets the same successor.
+    let (status, again) = refresh(&s, &r1).await;
+    assert_eq!((status, again["refreshToken"].as_str()), (200, Some(r2)), "{again}");
+    let (status, body) = refresh(&s, "garbage").await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "{body}");
+    let (status, body) = bare()
+        .post(s.url("/auth/refresh"))
+        .json(&json!({}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(status, 400, "{:?}", body.text().await);
+
+    // Move on once more, with a socket on the newest token.
+    let (status, third) = refresh(&s, r2).await;
+    assert_eq!(status, 200, "{third}");
+    let t3 = third["token"].as_str().unwrap().to_owned();
+    let r3 = third["refreshToken"].as_str().unwrap().to_owned();
+    let mut sock = token_socket(&s, &t3).await;
+
+    // After the grace, the first token again: a replay. The whole login ends.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, body) = refresh(&s, &r1).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("already used"), "{body}");
+    assert_ended(&mut sock, "revoked", Duration::from_secs(2)).await;
+    assert_eq!(me_status(&s, &t3).await, 401, "the login's tokens are revoked");
+    assert_eq!(me_status(&s, t2).await, 401);
+    assert_eq!(refresh(&s, &r3).await.0, 401, "and its refresh tokens");
+}
+
+#[tokio::test]
+async fn logout_revokes_the_refresh_tokens_of_its_login() {
+    let s = Server::start(CHEAP).await;
+    let first = register_with_refresh(&s, &unique("lo")).await;
+    let token = first["token"].as_str().unwrap();
+    let r = bare()
+        .post(s.url("/auth/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let (status, body) = refresh(&s, first["refreshToken"].as_str().unwrap()).await;
+    assert_eq!(status, 401, "{body}");
+}

@@ -66,16 +66,6 @@ export async function startServer(extraEnv = {}) {
   };
 }
 
-export async function login(base, username) {
-  const res = await fetch(`${base}/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username, password: "correct horse battery" }),
-  });
-  if (res.status !== 200) throw new Error(`login ${username}: ${res.status} ${await res.text()}`);
-  return res.json();
-}
-
 export async function register(base, username) {
   const res = await fetch(`${base}/auth/register`, {
     method: "POST",

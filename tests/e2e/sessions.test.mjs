@@ -6,7 +6,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
-import { login, register, startServer } from "./server.mjs";
+import { register, startServer } from "./server.mjs";
 
 // JWT times are whole seconds: a token lives between TTL_SECS - 1 and TTL_SECS.
 const TTL_SECS = 4;
@@ -52,8 +52,9 @@ test("logout ends the socket with session_ended, and the client does not come ba
 });
 
 test("a client that refreshes in time outlives two lifetimes of its token and reconnects with the current one", async () => {
-  const username = name("live");
-  let current = (await register(server.base, username)).token;
+  const first = await register(server.base, name("live"));
+  let current = first.token;
+  let refreshToken = first.refreshToken;
   const s = io(server.base, {
     // A callback: asked again at every (re)connect, so a reconnect presents the token
     // the client holds now, not the one it started with.
@@ -70,7 +71,16 @@ test("a client that refreshes in time outlives two lifetimes of its token and re
   const started = Date.now();
   while (Date.now() - started < 2.3 * TTL_SECS * 1000) {
     await sleep((TTL_SECS - 1) * 500);
-    current = (await login(server.base, username)).token;
+    // POST /auth/refresh spends the refresh token and answers a new pair.
+    const res = await fetch(`${server.base}/auth/refresh`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ refreshToken }),
+    });
+    assert.equal(res.status, 200);
+    const pair = await res.json();
+    assert.notEqual(pair.refreshToken, refreshToken, "refresh tokens rotate");
+    ({ token: current, refreshToken } = pair);
     const ack = await s.timeout(3000).emitWithAck("refresh_token", { token: current });
     assert.equal(ack.ok, true, JSON.stringify(ack));
     assert.ok(ack.exp * 1000 > Date.now(), "exp is in the future (unix seconds)");

@@ -76,6 +76,33 @@ impl SessionStore for Sessions {
     }
 }
 
+/// Logins issue a refresh family; the bench never refreshes.
+struct Refresh;
+
+#[async_trait]
+impl confab_sdk::cluster::RefreshStore for Refresh {
+    async fn issue(
+        &self,
+        user_id: &str,
+        username: &str,
+        _: u64,
+    ) -> StorageResult<(String, confab_sdk::cluster::RefreshGrant)> {
+        let family = confab_sdk::ids::random_token();
+        let grant = confab_sdk::cluster::RefreshGrant {
+            family: family.clone(),
+            user_id: user_id.into(),
+            username: username.into(),
+        };
+        Ok((confab_sdk::cluster::new_refresh_token(&family), grant))
+    }
+    async fn rotate(&self, _: &str, _: u64) -> StorageResult<confab_sdk::cluster::Rotation> {
+        Ok(confab_sdk::cluster::Rotation::Invalid)
+    }
+    async fn revoke_family(&self, _: &str) -> StorageResult<()> {
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 struct Revocations(Mutex<HashMap<String, i64>>);
 
@@ -154,6 +181,7 @@ async fn main() {
         users: Arc::new(Users::default()),
         sessions: Arc::new(Sessions::default()),
         revocations: Arc::new(Revocations::default()),
+        refresh: Arc::new(Refresh),
         clock: Arc::new(SystemClock),
     };
     let svc = Arc::new(AuthService::new(&config, stores, false, Some("bench-secret")).unwrap());

@@ -18,7 +18,28 @@ pub const DEFAULT_KID: &str = "default";
 pub struct AuthConfig {
     pub jwt: JwtConfig,
     pub password: PasswordConfig,
+    pub refresh: RefreshConfig,
     pub session: SessionConfig,
+}
+
+/// Refresh tokens (`POST /auth/refresh`): one family per login, rotated on every use.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshConfig {
+    /// Absolute lifetime of a login's refresh tokens, from the login.
+    pub ttl_secs: u64,
+    /// A spent refresh token presented again within this answers the same successor
+    /// (two tabs refreshing at once); later, it revokes its whole family.
+    pub grace_secs: u64,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        RefreshConfig {
+            ttl_secs: 30 * 24 * 3600,
+            grace_secs: 10,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -213,6 +234,12 @@ impl Section for AuthConfig {
         }
         if !(1..=366 * 24 * 3600).contains(&jwt.ttl_secs) {
             out.push(problem("jwt.ttl_secs", "must be between 1 and 31622400 (a year)"));
+        }
+        if !(60..=366 * 24 * 3600).contains(&self.refresh.ttl_secs) {
+            out.push(problem("refresh.ttl_secs", "must be between 60 and 31622400 (a year)"));
+        }
+        if !(1..=300).contains(&self.refresh.grace_secs) {
+            out.push(problem("refresh.grace_secs", "must be between 1 and 300"));
         }
         if jwt.leeway_secs > 300 {
             out.push(problem("jwt.leeway_secs", "must be at most 300"));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use confab_sdk::auth::{Authenticator, SharedAuthenticator};
 use confab_sdk::clock::SharedClock;
-use confab_sdk::cluster::{SharedRevocationStore, SharedSessionStore};
+use confab_sdk::cluster::{SharedRefreshStore, SharedRevocationStore, SharedSessionStore};
 use confab_sdk::http::CookieOrigins;
 use confab_sdk::realtime::{Handshake, SharedEmitter};
 use confab_sdk::storage::{DeploymentSecret, SharedUserStore};
@@ -37,6 +37,7 @@ impl Plugin for AuthPlugin {
             users: reg.require::<SharedUserStore>()?,
             sessions: reg.require::<SharedSessionStore>()?,
             revocations: reg.require::<SharedRevocationStore>()?,
+            refresh: reg.require::<SharedRefreshStore>()?,
             clock: reg.require::<SharedClock>()?,
         };
         // No secret configured (refused in production): the storage's deployment secret.
@@ -79,7 +80,7 @@ mod tests {
     use confab_sdk::services::Services;
 
     use super::*;
-    use crate::service::tests::{MemRevocations, MemSessions, MemUsers};
+    use crate::service::tests::{MemRefresh, MemRevocations, MemSessions, MemUsers};
 
     fn services() -> Services {
         let mut s = Services::default();
@@ -89,6 +90,7 @@ mod tests {
             .unwrap();
         s.provide::<SharedRevocationStore>(Arc::new(MemRevocations::default()), "kernel")
             .unwrap();
+        s.provide::<SharedRefreshStore>(Arc::new(MemRefresh), "kernel").unwrap();
         s.provide::<SharedClock>(Arc::new(OffsetClock::new(0)), "kernel")
             .unwrap();
         s.provide(DeploymentSecret("ab".repeat(32)), "kernel").unwrap();

@@ -7,7 +7,7 @@ use crate::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(routes::register, routes::login, routes::me, routes::logout),
+    paths(routes::register, routes::login, routes::refresh, routes::me, routes::logout),
     tags((name = "auth", description = "Accounts, sessions and tokens"))
 )]
 struct AuthApi;

@@ -12,7 +12,7 @@ use confab_sdk::salvo::http::{HeaderValue, StatusCode};
 use confab_sdk::salvo::prelude::*;
 use confab_sdk::storage::PublicUser;
 
-use crate::service::{AuthResponse, AuthService, LoginRequest, RegisterRequest, SignedIn};
+use crate::service::{AuthResponse, AuthService, LoginRequest, RefreshRequest, RegisterRequest, SignedIn};
 
 /// Puts the service into the depot for the handlers below.
 struct Inject(Arc<AuthService>);
@@ -29,6 +29,7 @@ pub fn router(svc: Arc<AuthService>) -> Router {
         .hoop(Inject(svc))
         .push(Router::with_path("register").post(register))
         .push(Router::with_path("login").post(login))
+        .push(Router::with_path("refresh").post(refresh))
         .push(Router::with_path("me").get(me))
         .push(Router::with_path("logout").post(logout))
 }
@@ -123,6 +124,40 @@ pub async fn login(req: &mut Request, depot: &mut Depot, res: &mut Response) {
         let body: LoginRequest = json_body(req).await?;
         let out = svc.login(body).await?;
         signed_in(&svc, res, StatusCode::OK, out)
+    }
+    .await;
+    if let Err(e) = result {
+        fail(res, e);
+    }
+}
+
+/// Trade a refresh token for a new token and refresh token.
+///
+/// The refresh token is spent: presented again within `auth.refresh.grace_secs` it
+/// answers the same new pair's refresh token; later, it is taken for a stolen token and
+/// revokes its whole login (its tokens, its refresh tokens, and the sockets they opened).
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "auth",
+    operation_id = "refresh",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new token and refresh token", body = AuthResponse),
+        (status = 400, description = "`refreshToken` is missing", body = ApiError),
+        (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = ApiError),
+        (status = 413, description = "The body is too large", body = ApiError),
+    )
+)]
+#[handler]
+pub async fn refresh(req: &mut Request, depot: &mut Depot, res: &mut Response) {
+    let result = async {
+        let svc = service(depot)?;
+        let body: RefreshRequest = json_body(req).await?;
+        let out = svc.refresh(body).await?;
+        no_store(res);
+        res.render(Json(out));
+        Ok::<_, ApiError>(())
     }
     .await;
     if let Err(e) = result {

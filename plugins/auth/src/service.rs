@@ -1,8 +1,8 @@
 //! The auth service: accounts, sessions, tokens, and the [`Authenticator`] other plugins use.
 
-use confab_sdk::auth::{Authenticator, Principal, ended, session_room, token_room};
+use confab_sdk::auth::{Authenticator, Principal, ended, family_room, session_room, token_room};
 use confab_sdk::clock::SharedClock;
-use confab_sdk::cluster::{SessionData, SharedRevocationStore, SharedSessionStore};
+use confab_sdk::cluster::{Rotation, SessionData, SharedRefreshStore, SharedRevocationStore, SharedSessionStore};
 use confab_sdk::http::{CookieOrigins, bearer_token, cookie};
 use confab_sdk::realtime::SharedEmitter;
 use confab_sdk::salvo::http::HeaderMap;
@@ -56,8 +56,22 @@ pub struct LoginRequest {
 pub struct AuthResponse {
     /// JWT (HS256) for `Authorization: Bearer` or the Socket.IO handshake's `auth.token`.
     pub token: String,
+    /// Opaque; `POST /auth/refresh` trades it for a new pair, once (it rotates).
+    #[serde(rename = "refreshToken")]
+    pub refresh_token: String,
     pub user: PublicUser,
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    /// The refresh token of the last answer of register, login or refresh.
+    #[serde(rename = "refreshToken")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub refresh_token: String,
+}
+
+pub const BAD_REFRESH: &str = "invalid or expired refresh token";
+pub const REUSED_REFRESH: &str = "refresh token already used: the login is revoked, log in again";
 
 /// What register and login produce: the body and the new session's id for the cookie.
 pub struct SignedIn {
@@ -69,6 +83,9 @@ pub struct AuthService {
     users: SharedUserStore,
     sessions: SharedSessionStore,
     revocations: SharedRevocationStore,
+    refresh: SharedRefreshStore,
+    refresh_ttl_secs: u64,
+    refresh_grace_secs: u64,
     tokens: TokenService,
     hasher: Hasher,
     pub cookie: CookieSettings,
@@ -86,6 +103,7 @@ pub struct Stores {
     pub users: SharedUserStore,
     pub sessions: SharedSessionStore,
     pub revocations: SharedRevocationStore,
+    pub refresh: SharedRefreshStore,
     pub clock: SharedClock,
 }
 
@@ -112,6 +130,9 @@ impl AuthService {
             users: stores.users,
             sessions: stores.sessions,
             revocations: stores.revocations,
+            refresh: stores.refresh,
+            refresh_ttl_secs: config.refresh.ttl_secs,
+            refresh_grace_secs: config.refresh.grace_secs,
             tokens,
             hasher: Hasher::new(&config.password)?,
             cookie: CookieSettings {
@@ -207,7 +228,11 @@ impl AuthService {
     }
 
     async fn sign_in(&self, user: &UserRecord) -> Result<SignedIn, ApiError> {
-        let issued = self.tokens.issue(&user.id, &user.username)?;
+        let (refresh_token, grant) = self
+            .refresh
+            .issue(&user.id, &user.username, self.refresh_ttl_secs)
+            .await?;
+        let issued = self.tokens.issue(&user.id, &user.username, Some(&grant.family))?;
         let data = SessionData {
             user_id: user.id.clone(),
             username: user.username.clone(),
@@ -224,6 +249,7 @@ impl AuthService {
         Ok(SignedIn {
             body: AuthResponse {
                 token: issued.token,
+                refresh_token,
                 user: PublicUser::from(user),
             },
             session_id,
@@ -250,6 +276,10 @@ impl AuthService {
                 .revoke(&claims.jti, claims.exp.saturating_add(self.tokens.leeway_secs()))
                 .await?;
             self.end_sockets(&token_room(&claims.jti)).await;
+            // The login it came from ends with it: its refresh tokens and their tokens.
+            if let Some(family) = &claims.fam {
+                self.revoke_family(family, ended::LOGGED_OUT, "logged out").await?;
+            }
         }
         if let Some(id) = cookie(headers, &self.cookie.name).filter(|id| is_session_id(id)) {
             if let Some((jti, until)) = self.sessions.get(id).await?.and_then(|s| s.token) {
@@ -260,6 +290,62 @@ impl AuthService {
             self.end_sockets(&session_room(id)).await;
         }
         Ok(())
+    }
+
+    /// `POST /auth/refresh`: a new pair for a live refresh token, which is spent. A spent
+    /// one presented again after the grace revokes its family: its access tokens, its
+    /// refresh tokens, and the sockets they opened.
+    pub async fn refresh(&self, req: RefreshRequest) -> Result<AuthResponse, ApiError> {
+        let token = req.refresh_token.trim();
+        if token.is_empty() || token.len() > 256 {
+            return Err(ApiError::validation(
+                "refreshToken",
+                "refreshToken: expected the refresh token",
+            ));
+        }
+        match self.refresh.rotate(token, self.refresh_grace_secs).await? {
+            Rotation::Rotated { next, grant } => {
+                let Some(user) = self.users.user_by_id(&grant.user_id).await? else {
+                    return Err(ApiError::unauthorized("the account no longer exists"));
+                };
+                let issued = self.tokens.issue(&user.id, &user.username, Some(&grant.family))?;
+                Ok(AuthResponse {
+                    token: issued.token,
+                    refresh_token: next,
+                    user: PublicUser::from(&user),
+                })
+            }
+            Rotation::Reused { family } => {
+                tracing::warn!(family = %family, "a spent refresh token was presented again: revoking its login");
+                self.revoke_family(
+                    &family,
+                    ended::REVOKED,
+                    "the login was revoked: a refresh token was reused",
+                )
+                .await?;
+                Err(ApiError::unauthorized(REUSED_REFRESH))
+            }
+            Rotation::Invalid => Err(ApiError::unauthorized(BAD_REFRESH)),
+        }
+    }
+
+    /// Ends a login's refresh family: no more refreshes, its access tokens refused (for as
+    /// long as any of them could live), its sockets ended.
+    async fn revoke_family(&self, family: &str, code: &str, message: &str) -> Result<(), ApiError> {
+        self.refresh.revoke_family(family).await?;
+        let now = self.clock_secs();
+        let until = now
+            .saturating_add(self.tokens.ttl_secs())
+            .saturating_add(self.tokens.leeway_secs());
+        self.revocations.revoke(&family_revocation(family), until).await?;
+        if let Some(emitter) = &self.emitter {
+            emitter.end_room(&family_room(family), code, message).await;
+        }
+        Ok(())
+    }
+
+    fn clock_secs(&self) -> i64 {
+        self.tokens.now_secs()
     }
 
     /// The sockets a logged-out credential opened end too, on every node.
@@ -285,12 +371,18 @@ impl AuthService {
         if self.revocations.is_revoked(&claims.jti).await? {
             return Err(ApiError::unauthorized(REVOKED));
         }
+        if let Some(family) = &claims.fam
+            && self.revocations.is_revoked(&family_revocation(family)).await?
+        {
+            return Err(ApiError::unauthorized(REVOKED));
+        }
         Ok(Principal {
             user_id: claims.sub,
             username: claims.username,
             session_id: None,
             expires_at: Some(claims.exp.saturating_add(self.tokens.leeway_secs())),
             token: Some((claims.jti, claims.exp)),
+            family: claims.fam,
         })
     }
 
@@ -305,10 +397,16 @@ impl AuthService {
                 session_id: Some(id.to_owned()),
                 token: None,
                 expires_at: None,
+                family: None,
             }),
             None => Err(ApiError::unauthorized(BAD_SESSION)),
         }
     }
+}
+
+/// The revocation entry that refuses every access token of a refresh family.
+fn family_revocation(family: &str) -> String {
+    format!("fam:{family}")
 }
 
 fn taken() -> ApiError {
@@ -365,7 +463,7 @@ pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use confab_sdk::clock::{Clock, OffsetClock};
-    use confab_sdk::cluster::{RevocationStore, SessionStore};
+    use confab_sdk::cluster::{RefreshGrant, RevocationStore, SessionStore};
     use confab_sdk::storage::{StorageResult, UserStore};
     use confab_sdk::time::Timestamp;
 
@@ -454,6 +552,28 @@ pub(crate) mod tests {
         }
     }
 
+    /// Refresh tokens that always rotate (the kernel's stores pass the real contract).
+    pub struct MemRefresh;
+
+    #[async_trait]
+    impl confab_sdk::cluster::RefreshStore for MemRefresh {
+        async fn issue(&self, user_id: &str, username: &str, _: u64) -> StorageResult<(String, RefreshGrant)> {
+            let family = confab_sdk::ids::random_token();
+            let grant = RefreshGrant {
+                family: family.clone(),
+                user_id: user_id.into(),
+                username: username.into(),
+            };
+            Ok((confab_sdk::cluster::new_refresh_token(&family), grant))
+        }
+        async fn rotate(&self, _: &str, _: u64) -> StorageResult<Rotation> {
+            Ok(Rotation::Invalid)
+        }
+        async fn revoke_family(&self, _: &str) -> StorageResult<()> {
+            Ok(())
+        }
+    }
+
     pub struct Fixture {
         pub svc: Arc<AuthService>,
         pub users: Arc<MemUsers>,
@@ -484,6 +604,7 @@ pub(crate) mod tests {
             users: users.clone(),
             sessions: Arc::new(MemSessions::default()),
             revocations: revocations.clone(),
+            refresh: Arc::new(MemRefresh),
             clock: clock.clone(),
         };
         let svc = Arc::new(AuthService::new(&config, stores, false, None).unwrap());
@@ -615,6 +736,7 @@ pub(crate) mod tests {
                 users: f.users.clone(),
                 sessions: Arc::new(MemSessions::default()),
                 revocations: f.revocations.clone(),
+                refresh: Arc::new(MemRefresh),
                 clock: f.clock.clone(),
             };
             AuthService::new(&stronger, stores, false, None).unwrap()

@@ -24,6 +24,9 @@ pub struct Claims {
     pub jti: String,
     pub iss: String,
     pub aud: String,
+    /// The refresh token family the token was issued from (one per login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
 }
 
 /// Why a token was refused. The messages are what clients see.
@@ -107,11 +110,20 @@ impl TokenService {
         })
     }
 
+    /// Now, by the clock service, in unix seconds.
+    pub fn now_secs(&self) -> i64 {
+        self.clock.now_millis().div_euclid(1000)
+    }
+
+    pub fn ttl_secs(&self) -> i64 {
+        self.ttl_secs
+    }
+
     pub fn leeway_secs(&self) -> i64 {
         self.leeway_secs
     }
 
-    pub fn issue(&self, user_id: &str, username: &str) -> Result<Issued, ApiError> {
+    pub fn issue(&self, user_id: &str, username: &str, family: Option<&str>) -> Result<Issued, ApiError> {
         let iat = self.clock.now_millis().div_euclid(1000);
         let claims = Claims {
             sub: user_id.to_owned(),
@@ -121,6 +133,7 @@ impl TokenService {
             jti: confab_sdk::ids::random_token(),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            fam: family.map(str::to_owned),
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.signing_kid.clone());
@@ -190,7 +203,7 @@ mod tests {
     fn issues_tokens_with_the_expected_claims_and_kid() {
         let c = clock();
         let s = service(vec![key("k1", "secret-one")], c.clone());
-        let issued = s.issue("0123456789abcdef01234567", "alice").unwrap();
+        let issued = s.issue("0123456789abcdef01234567", "alice", None).unwrap();
         let header = jsonwebtoken::decode_header(&issued.token).unwrap();
         assert_eq!(header.alg, Algorithm::HS256);
         assert_eq!(header.kid.as_deref(), Some("k1"));
@@ -203,7 +216,7 @@ mod tests {
         assert_eq!(claims.jti.len(), 32);
         assert_ne!(
             claims.jti,
-            s.issue("x", "y").unwrap().claims.jti,
+            s.issue("x", "y", None).unwrap().claims.jti,
             "every token has its own jti"
         );
     }
@@ -212,7 +225,7 @@ mod tests {
     fn expiry_follows_the_clock_with_leeway() {
         let c = clock();
         let s = service(vec![key("k1", "secret-one")], c.clone());
-        let issued = s.issue("u", "alice").unwrap();
+        let issued = s.issue("u", "alice", None).unwrap();
         // Still valid within exp + leeway.
         let until_exp = issued.claims.exp * 1000 - c.now_millis();
         c.advance(until_exp + 1_000);
@@ -225,10 +238,10 @@ mod tests {
     fn rotation_old_keys_verify_new_key_signs() {
         let c = clock();
         let before = service(vec![key("old", "secret-old")], c.clone());
-        let old_token = before.issue("u", "alice").unwrap().token;
+        let old_token = before.issue("u", "alice", None).unwrap().token;
         let after = service(vec![key("new", "secret-new"), key("old", "secret-old")], c.clone());
         assert!(after.verify(&old_token).is_ok());
-        let new_token = after.issue("u", "alice").unwrap().token;
+        let new_token = after.issue("u", "alice", None).unwrap().token;
         assert_eq!(
             jsonwebtoken::decode_header(&new_token).unwrap().kid.as_deref(),
             Some("new")
@@ -247,7 +260,7 @@ mod tests {
     fn refuses_foreign_malformed_and_other_algorithm_tokens() {
         let c = clock();
         let s = service(vec![key("k1", "secret-one")], c);
-        let claims = s.issue("u", "alice").unwrap().claims;
+        let claims = s.issue("u", "alice", None).unwrap().claims;
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some("k1".into());
 

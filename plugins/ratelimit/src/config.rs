@@ -87,6 +87,7 @@ impl Default for RateLimitConfig {
                 rule("login_username", &[LOGIN], "username", "10/min", 10),
                 rule("register_ip", &[REGISTER], "ip", "30/min", 60),
                 rule("register_username", &[REGISTER], "username", "10/min", 10),
+                rule("refresh_ip", &["route:POST /auth/refresh"], "ip", "1/s", 60),
                 rule("send", &[SEND, "event:send_message"], "user", "20/s", 250),
                 rule("typing", &["event:typing"], "user", "10/s", 20),
                 // Everything else that reads or writes storage or cluster state costs too.
@@ -247,7 +248,7 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_problems_are_named_by_key() {
         let c = parse(json!({})).unwrap();
-        assert_eq!(c.rules.len(), 9);
+        assert_eq!(c.rules.len(), 10);
         let bad = parse(json!({
             "trusted_proxies": ["10.0.0.0/8"],
             "rules": [

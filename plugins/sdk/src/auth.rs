@@ -21,10 +21,13 @@ pub struct Principal {
     /// leeway): a socket opened with it is ended then, unless it was rebound to a newer
     /// credential first (`refresh_token`). `None`: until revoked (a session).
     pub expires_at: Option<i64>,
+    /// The refresh token family of the login the token came from.
+    pub family: Option<String>,
 }
 
 /// Rooms of the sockets a credential opened, one per thing that can be revoked: the
-/// token (`cred:jti:<jti>`) and the session (`cred:sid:<id>`). The kernel joins a socket
+/// token (`cred:jti:<jti>`), the session (`cred:sid:<id>`) and the login's refresh token
+/// family (`cred:fam:<family>`). The kernel joins a socket
 /// to its principal's rooms; ending a room ends exactly those sockets, on every node.
 pub fn credential_rooms(p: &Principal) -> Vec<String> {
     let mut rooms = Vec::with_capacity(2);
@@ -34,7 +37,14 @@ pub fn credential_rooms(p: &Principal) -> Vec<String> {
     if let Some(sid) = &p.session_id {
         rooms.push(session_room(sid));
     }
+    if let Some(family) = &p.family {
+        rooms.push(family_room(family));
+    }
     rooms
+}
+
+pub fn family_room(family: &str) -> String {
+    format!("cred:fam:{family}")
 }
 
 pub fn token_room(jti: &str) -> String {
