@@ -413,30 +413,28 @@ async fn logout_kills_the_cookie_and_the_token() {
     );
 
     // Logging in again works, with a new token.
+    let token = login_token(&s, &acc.username).await;
+    assert_eq!(me_with_token(&s, &token).await.0, 200);
+}
+
+/// A fresh token from `POST /auth/login` (asserting 200).
+pub async fn login_token(s: &Server, username: &str) -> String {
     let r = bare()
         .post(s.url("/auth/login"))
-        .json(&json!({"username": acc.username, "password": PASSWORD}))
+        .json(&json!({"username": username, "password": PASSWORD}))
         .send()
         .await
         .unwrap();
     let (status, body) = json(r).await;
-    assert_eq!(status, 200);
-    assert_eq!(me_with_token(&s, body["token"].as_str().unwrap()).await.0, 200);
+    assert_eq!(status, 200, "login {username}: {body}");
+    body["token"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
 async fn logout_with_the_cookie_alone_ends_that_session_and_its_logins_token_only() {
     let s = Server::start("").await;
     let acc = register(&s, &bare(), &unique("one")).await;
-    let other = {
-        let r = bare()
-            .post(s.url("/auth/login"))
-            .json(&json!({"username": acc.username, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        json(r).await.1["token"].as_str().unwrap().to_owned()
-    };
+    let other = login_token(&s, &acc.username).await;
     let r = bare()
         .post(s.url("/auth/logout"))
         .header("cookie", &acc.cookie)

@@ -132,15 +132,7 @@ async fn a_socket_without_connect_is_closed_after_the_timeout() {
 /// `confab_open_connections`, read over the harness client's pooled connection (which
 /// is one of them).
 async fn open_connections(s: &Server) -> usize {
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.get_text("/metrics").await;
     text.lines()
         .find_map(|l| l.strip_prefix("confab_open_connections "))
         .and_then(|n| n.trim().parse().ok())
@@ -182,15 +174,7 @@ async fn connection_caps_refuse_and_recover() {
         !closed_within(&mut again, Duration::from_millis(300)).await,
         "accepted again"
     );
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.get_text("/metrics").await;
     let refused = |reason: &str| -> u64 {
         let prefix = format!("confab_connections_refused_total{{reason=\"{reason}\"}} ");
         metrics

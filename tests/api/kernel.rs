@@ -296,10 +296,7 @@ async fn metrics_count_requests_and_can_be_switched_off() {
         .find(|v| v["fields"]["message"] == "metrics listening")
         .and_then(|v| v["fields"]["addr"].as_str().map(str::to_owned))
         .expect("the metrics listener logs its address");
-    let text = s
-        .http
-        .get(format!("http://{addr}/metrics"))
-        .send()
+    let text = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()
         .text()

@@ -80,15 +80,7 @@ async fn unknown_events_are_refused_and_the_socket_stays_usable() {
     assert_eq!(ack["error"]["code"], "not_found");
     let ack = ack_once(&c, "another_invented_event", json!({})).await.expect("ack");
     assert_eq!(ack["ok"], false);
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.get_text("/metrics").await;
     assert!(metrics.contains("confab_open_sockets 1"), "{metrics}");
     // Invented names share one label value: clients cannot grow the metrics.
     assert!(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::auth::{Account, bare, register};
+use crate::auth::{Account, bare, login_token, register};
 use crate::support::raw::{Ws, emit_ack, next_event, next_text, sio_connect, sio_connect_bare, ws, ws_with};
 use crate::support::{Server, StartOptions, unique};
 
@@ -26,17 +26,6 @@ async fn ended_within(ws: &mut Ws, within: Duration) -> bool {
             Some(_) => {}
         }
     }
-}
-
-async fn login(s: &Server, username: &str) -> String {
-    let r = bare()
-        .post(s.url("/auth/login"))
-        .json(&json!({"username": username, "password": crate::auth::PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
 }
 
 async fn token_socket(s: &Server, token: &str) -> Ws {
@@ -78,7 +67,7 @@ async fn logout_ends_the_sockets_of_what_it_ends_and_no_others() {
     let mut by_cookie = ws_with(s.addr, &[("cookie", &acc.cookie)]).await;
     assert!(sio_connect_bare(&mut by_cookie).await.starts_with("40"));
     // Another login of the same user: another token, another session.
-    let other_token = login(&s, &username).await;
+    let other_token = login_token(&s, &username).await;
     let mut other = token_socket(&s, &other_token).await;
 
     let asked = Instant::now();
@@ -100,7 +89,7 @@ async fn an_expiring_token_ends_its_socket_unless_refreshed_in_time() {
     let acc = register(&s, &bare(), &unique("exp")).await;
     let stranger = register(&s, &bare(), &unique("str")).await;
     let mut expiring = token_socket(&s, &acc.token).await;
-    let second = login(&s, &acc.username).await;
+    let second = login_token(&s, &acc.username).await;
     let mut refreshed = token_socket(&s, &second).await;
 
     // A token of another user is refused and changes nothing.
@@ -119,7 +108,7 @@ async fn an_expiring_token_ends_its_socket_unless_refreshed_in_time() {
 
     // A fresh token of the same user, in time: the socket lives on with it.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let third = login(&s, &acc.username).await;
+    let third = login_token(&s, &acc.username).await;
     let ok = emit_ack(&mut refreshed, 3, "refresh_token", json!({"token": third}))
         .await
         .expect("ack");

@@ -14,7 +14,9 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::error::{Error as MongoError, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::options::ReturnDocument;
 
-use super::{Shared, backend, existing, is_duplicate_key, queries as q, receiver_exists};
+use mongodb::action::FindOneAndUpdate;
+
+use super::{Collections, Shared, backend, existing, is_duplicate_key, queries as q, receiver_exists};
 
 /// The message of one send, checked: sender and receiver ids, and its pair.
 struct Send {
@@ -50,6 +52,22 @@ pub(super) async fn insert(shared: &Shared, m: NewMessage) -> StorageResult<Inse
     } else {
         separate_writes(shared, &send).await
     }
+}
+
+/// Takes the pair's next sequence number (creating its conversation document if need
+/// be): run it, alone or in a session, for the counter document after the `$inc`.
+pub(super) fn take_seq<'a>(
+    cols: &'a Collections,
+    pair: &str,
+    sender: ObjectId,
+    receiver: ObjectId,
+) -> FindOneAndUpdate<'a, Document> {
+    let (filter, update, projection) = q::next_seq(pair, sender, receiver);
+    cols.conversations
+        .find_one_and_update(filter, update)
+        .upsert(true)
+        .return_document(ReturnDocument::After)
+        .projection(projection)
 }
 
 /// The message that takes sequence number `counter.seq` of its pair.
@@ -147,13 +165,7 @@ impl From<MongoError> for AttemptError {
 async fn attempt(shared: &Shared, session: &mut ClientSession, s: &Send) -> Result<Attempt, AttemptError> {
     let cols = &shared.cols;
     session.start_transaction().await?;
-    let (filter, update, projection) = q::next_seq(&s.pair, s.sender, s.receiver);
-    let counter = cols
-        .conversations
-        .find_one_and_update(filter, update)
-        .upsert(true)
-        .return_document(ReturnDocument::After)
-        .projection(projection)
+    let counter = take_seq(cols, &s.pair, s.sender, s.receiver)
         .session(&mut *session)
         .await?
         .ok_or_else(|| AttemptError::Store(StorageError::Backend("the pair counter was not returned".into())))?;
@@ -204,13 +216,7 @@ async fn commit(session: &mut ClientSession, deadline: Instant) -> Result<(), Mo
 /// or a summary behind its last message, never a message reported unsent while stored.
 async fn separate_writes(shared: &Shared, s: &Send) -> StorageResult<Inserted> {
     let cols = &shared.cols;
-    let (filter, update, projection) = q::next_seq(&s.pair, s.sender, s.receiver);
-    let counter = cols
-        .conversations
-        .find_one_and_update(filter, update)
-        .upsert(true)
-        .return_document(ReturnDocument::After)
-        .projection(projection)
+    let counter = take_seq(cols, &s.pair, s.sender, s.receiver)
         .await
         .map_err(backend)?
         .ok_or_else(|| StorageError::Backend("the pair counter was not returned".into()))?;

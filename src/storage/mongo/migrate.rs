@@ -12,7 +12,6 @@ use confab_sdk::futures_util::TryStreamExt;
 use confab_sdk::storage::{Message, StorageError, StorageResult};
 use mongodb::Client;
 use mongodb::bson::{Document, doc};
-use mongodb::options::ReturnDocument;
 
 use super::queries as q;
 use super::{Collections, backend, client_options, is_duplicate_key};
@@ -106,13 +105,7 @@ pub async fn run(cfg: &MongoConfig) -> StorageResult<Report> {
             continue;
         };
         let pair = q::pair_key(&m.sender_id, &m.receiver_id);
-        let (filter, update, projection) = q::next_seq(&pair, sender, receiver);
-        let counter = cols
-            .conversations
-            .find_one_and_update(filter, update)
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .projection(projection)
+        let counter = super::insert::take_seq(&cols, &pair, sender, receiver)
             .await
             .map_err(backend)?
             .ok_or_else(|| StorageError::Backend("the pair counter was not returned".into()))?;

@@ -202,6 +202,18 @@ impl Server {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The body of `GET path` as text, over the harness client.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The base URL for Socket.IO clients.
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
