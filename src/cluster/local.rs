@@ -326,6 +326,7 @@ mod tests {
             user_id: format!("u{n}"),
             username: format!("user{n}"),
             token: None,
+            family: None,
         }
     }
 

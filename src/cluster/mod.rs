@@ -166,6 +166,7 @@ pub mod contract {
             username: "alice".into(),
             // The contract keeps the login's token with the session.
             token: Some(("0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(), 1_900_000_000)),
+            family: Some("a1b2c3d4e5f60718293a4b5c6d7e8f90".into()),
         }
     }
 

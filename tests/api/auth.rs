@@ -41,6 +41,7 @@ pub struct Account {
     /// `confab.sid=<id>`.
     pub cookie: String,
     pub user: Value,
+    pub refresh: String,
 }
 
 pub async fn register(s: &Server, client: &reqwest::Client, username: &str) -> Account {
@@ -58,6 +59,7 @@ pub async fn register(s: &Server, client: &reqwest::Client, username: &str) -> A
         token: body["token"].as_str().unwrap().to_owned(),
         cookie: cookie.expect("session cookie"),
         user: body["user"].clone(),
+        refresh: body["refreshToken"].as_str().expect("refreshToken").to_owned(),
     }
 }
 

@@ -178,7 +178,7 @@ async fn cookies_work_only_from_the_servers_own_or_a_listed_origin() {
 }
 
 #[tokio::test]
-async fn a_cookie_logout_also_ends_the_token_of_the_same_login() {
+async fn a_cookie_logout_also_ends_the_token_and_refresh_tokens_of_the_same_login() {
     let s = Server::start(CHEAP).await;
     let acc = register(&s, &bare(), &unique("both")).await;
     let mut by_token = token_socket(&s, &acc.token).await;
@@ -194,6 +194,8 @@ async fn a_cookie_logout_also_ends_the_token_of_the_same_login() {
     assert_eq!(r.status().as_u16(), 401);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["message"], "token revoked", "{body}");
+    // And the login's refresh tokens.
+    assert_eq!(refresh(&s, &acc.refresh).await.0, 401);
 }
 
 async fn refresh(s: &Server, token: &str) -> (u16, Value) {

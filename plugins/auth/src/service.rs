@@ -241,6 +241,7 @@ impl AuthService {
                 issued.claims.jti.clone(),
                 issued.claims.exp.saturating_add(self.tokens.leeway_secs()),
             )),
+            family: Some(grant.family.clone()),
         };
         let session_id = self
             .sessions
@@ -282,9 +283,13 @@ impl AuthService {
             }
         }
         if let Some(id) = cookie(headers, &self.cookie.name).filter(|id| is_session_id(id)) {
-            if let Some((jti, until)) = self.sessions.get(id).await?.and_then(|s| s.token) {
+            let login = self.sessions.get(id).await?;
+            if let Some((jti, until)) = login.as_ref().and_then(|s| s.token.clone()) {
                 self.revocations.revoke(&jti, until).await?;
                 self.end_sockets(&token_room(&jti)).await;
+            }
+            if let Some(family) = login.and_then(|s| s.family) {
+                self.revoke_family(&family, ended::LOGGED_OUT, "logged out").await?;
             }
             self.sessions.delete(id).await?;
             self.end_sockets(&session_room(id)).await;

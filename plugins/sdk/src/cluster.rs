@@ -16,6 +16,8 @@ pub struct SessionData {
     /// The token minted by the same login (its `jti`, and until when it is accepted, in
     /// unix seconds): a logout by cookie revokes it too.
     pub token: Option<(String, i64)>,
+    /// The login's refresh token family: a logout by cookie ends it too.
+    pub family: Option<String>,
 }
 
 /// Server-side sessions with an absolute lifetime and an idle timeout.

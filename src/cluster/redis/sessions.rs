@@ -18,21 +18,21 @@ use super::RedisCluster;
 use crate::cluster::local::LocalRevocationStore;
 
 /// KEYS[1] session; ARGV user, username, absolute ms, idle ms, the login's token id ('' if
-/// none) and until when it is accepted (unix s). 0 if the id is taken.
+/// none), until when it is accepted (unix s), its refresh family (''). 0 if the id is taken.
 const CREATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local abs, idle = tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'u', ARGV[1], 'n', ARGV[2], 'abs', now + abs, 'idle', idle, 't', ARGV[5], 'x', ARGV[6])
+redis.call('HSET', KEYS[1], 'u', ARGV[1], 'n', ARGV[2], 'abs', now + abs, 'idle', idle, 't', ARGV[5], 'x', ARGV[6], 'f', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], math.max(1, math.min(abs, idle)))
 return 1
 ";
 
-/// KEYS[1] session. `{user, username, token id, token until}` of a live session,
+/// KEYS[1] session. `{user, username, token id, token until, family}` of a live session,
 /// extending its idle timeout (sessions of older releases have no token fields).
 const GET: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'u', 'n', 'abs', 'idle', 't', 'x')
+local v = redis.call('HMGET', KEYS[1], 'u', 'n', 'abs', 'idle', 't', 'x', 'f')
 if not v[1] then return false end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -42,7 +42,7 @@ if left <= 0 then
   return false
 end
 redis.call('PEXPIRE', KEYS[1], math.min(tonumber(v[4]), left))
-return {v[1], v[2], v[5] or '', v[6] or '0'}
+return {v[1], v[2], v[5] or '', v[6] or '0', v[7] or ''}
 ";
 
 fn ms(secs: u64) -> u64 {
@@ -89,7 +89,8 @@ impl SessionStore for RedisSessionStore {
                 .arg(ms(absolute_secs))
                 .arg(ms(idle_secs))
                 .arg(jti)
-                .arg(until);
+                .arg(until)
+                .arg(data.family.as_deref().unwrap_or_default());
             let created: i64 = self.cluster.run(call.invoke_async(&mut conn)).await?;
             if created == 1 {
                 return Ok(id);
@@ -104,11 +105,13 @@ impl SessionStore for RedisSessionStore {
         }
         let mut conn = self.cluster.conn();
         let call = self.get.key(self.key(id));
-        let found: Option<(String, String, String, i64)> = self.cluster.run(call.invoke_async(&mut conn)).await?;
-        Ok(found.map(|(user_id, username, jti, until)| SessionData {
+        let found: Option<(String, String, String, i64, String)> =
+            self.cluster.run(call.invoke_async(&mut conn)).await?;
+        Ok(found.map(|(user_id, username, jti, until, family)| SessionData {
             user_id,
             username,
             token: (!jti.is_empty()).then_some((jti, until)),
+            family: (!family.is_empty()).then_some(family),
         }))
     }
 
@@ -233,6 +236,7 @@ mod tests {
                 user_id: "0123456789abcdef01234567".into(),
                 username: "alice".into(),
                 token: Some(("jti-1".into(), 1_900_000_000)),
+                family: Some("fam-1".into()),
             };
             let id = on_a.create(alice.clone(), 60, 30).await.unwrap();
             assert_eq!(on_b.get(&id).await.unwrap(), Some(alice));
