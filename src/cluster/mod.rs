@@ -290,6 +290,9 @@ pub mod contract {
         store.revoke("j1", now_secs() + 2).await.unwrap();
         assert!(store.is_revoked("j1").await.unwrap());
         assert!(!store.is_revoked("j2").await.unwrap(), "only the revoked id");
+        assert!(store.any_revoked(&["j2", "j1"]).await.unwrap(), "one of several");
+        assert!(!store.any_revoked(&["j2", "j3"]).await.unwrap());
+        assert!(!store.any_revoked(&[]).await.unwrap());
         advance(3_000).await;
         assert!(
             !store.is_revoked("j1").await.unwrap(),

@@ -105,6 +105,15 @@ async fn an_expiring_token_ends_its_socket_unless_refreshed_in_time() {
         .await
         .expect("ack");
     assert_eq!(no["error"]["code"], "unauthorized", "{no}");
+    // Malformed payloads are refused by field, and the socket goes on.
+    for (id, bad) in [(5, json!({})), (6, json!({"token": 42})), (7, json!("x"))] {
+        let no = emit_ack(&mut refreshed, id, "refresh_token", bad).await.expect("ack");
+        assert_eq!(
+            (no["error"]["code"].as_str(), no["error"]["field"].as_str()),
+            (Some("validation_failed"), Some("token")),
+            "{no}"
+        );
+    }
 
     // A fresh token of the same user, in time: the socket lives on with it.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -373,12 +373,10 @@ impl AuthService {
 
     async fn by_token(&self, token: &str) -> Result<Principal, ApiError> {
         let claims = self.tokens.verify(token)?;
-        if self.revocations.is_revoked(&claims.jti).await? {
-            return Err(ApiError::unauthorized(REVOKED));
-        }
-        if let Some(family) = &claims.fam
-            && self.revocations.is_revoked(&family_revocation(family)).await?
-        {
+        // The token itself, or its whole login: one lookup.
+        let family = claims.fam.as_deref().map(family_revocation);
+        let ids: Vec<&str> = std::iter::once(claims.jti.as_str()).chain(family.as_deref()).collect();
+        if self.revocations.any_revoked(&ids).await? {
             return Err(ApiError::unauthorized(REVOKED));
         }
         Ok(Principal {

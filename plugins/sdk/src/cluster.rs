@@ -35,6 +35,16 @@ pub trait SessionStore: Send + Sync + 'static {
 pub trait RevocationStore: Send + Sync + 'static {
     async fn revoke(&self, jti: &str, until_unix_secs: i64) -> StorageResult<()>;
     async fn is_revoked(&self, jti: &str) -> StorageResult<bool>;
+    /// Whether any of `ids` is revoked (a token and its login's family at once: one
+    /// round trip where the store is remote).
+    async fn any_revoked(&self, ids: &[&str]) -> StorageResult<bool> {
+        for id in ids {
+            if self.is_revoked(id).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }
 
 /// Who a refresh token family belongs to. One family per login: every token rotated from

@@ -189,6 +189,24 @@ impl RevocationStore for RedisRevocationStore {
             Err(e) => Err(e),
         }
     }
+
+    /// One `EXISTS` for all of them (split by slot on a Redis Cluster).
+    async fn any_revoked(&self, ids: &[&str]) -> StorageResult<bool> {
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        let mut conn = self.cluster.conn();
+        let keys: Vec<String> = ids.iter().map(|id| self.key(id)).collect();
+        match self
+            .cluster
+            .run(redis::cmd("EXISTS").arg(keys).query_async::<u64>(&mut conn))
+            .await
+        {
+            Ok(found) => Ok(found > 0),
+            Err(StorageError::Busy) if self.fail_open => self.mine.any_revoked(ids).await,
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
