@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use confab_sdk::async_trait;
+use confab_sdk::auth::SharedAuthenticator;
 use confab_sdk::clock::{SharedClock, SystemClock};
 use confab_sdk::docs::ApiDocument;
 use confab_sdk::health::HealthCheck;
@@ -13,11 +14,12 @@ use confab_sdk::http::CookieOrigins;
 use confab_sdk::plugin::{Contributions, DynPlugin};
 use confab_sdk::realtime::SharedEmitter;
 use confab_sdk::services::Services;
-use confab_sdk::storage::{DeploymentSecret, SharedMessageStore, SharedUserStore, StorageError};
+use confab_sdk::storage::{DeploymentSecret, SharedMessageStore, SharedStateStore, SharedUserStore, StorageError};
 use salvo::conn::tcp::TcpAcceptor;
 use salvo::fuse::FuseConfig;
 use salvo::prelude::*;
 use socketioxide::SocketIo;
+use tokio::sync::watch;
 use utoipa::openapi::OpenApi;
 
 use crate::cluster::{ClusterIo, SocketLayer};
@@ -84,6 +86,13 @@ impl Store {
         }
     }
 
+    pub fn state(&self) -> SharedStateStore {
+        match self {
+            Store::Sqlite(s) => s.clone(),
+            Store::Mongo(s) => s.clone(),
+        }
+    }
+
     /// Finishes queued writes and stops accepting new ones.
     pub async fn close(&self) {
         match self {
@@ -103,6 +112,10 @@ pub struct Booted {
     pub contrib: Contributions,
     pub document: OpenApi,
     pub metrics: Arc<Metrics>,
+    /// Changes each time the cluster backend is back after an outage.
+    pub recoveries: Option<watch::Receiver<u64>>,
+    /// The auth plugin's, if it is enabled: re-checks sockets after an outage.
+    pub authenticator: Option<SharedAuthenticator>,
 }
 
 /// Opens the configured storage (SQLite at `sqlite`, or MongoDB), creates the cluster services and builds the enabled plugins.
@@ -157,7 +170,15 @@ async fn boot_with(
         .ws_read_buffer_size(sock.ws_read_buffer_size)
         .ping_interval(Duration::from_secs(sock.ping_interval_secs))
         .ping_timeout(Duration::from_secs(sock.ping_timeout_secs));
-    let started = crate::cluster::start(&config.cluster, throwaway, builder, clock.clone(), metrics.clone()).await;
+    let started = crate::cluster::start(
+        &config.cluster,
+        throwaway,
+        builder,
+        clock.clone(),
+        metrics.clone(),
+        store.state(),
+    )
+    .await;
     let cluster = match started {
         Ok(c) => c,
         Err(e) => {
@@ -187,6 +208,7 @@ async fn boot_with(
         return Err(AppError::Other("a kernel service was provided twice".into()));
     }
     let (contrib, names) = host::build(config, plugins, &mut services)?;
+    let authenticator = services.get::<SharedAuthenticator>();
     tracing::info!(plugins = ?names, "plugins built");
     let assembled = crate::openapi::assemble(crate::openapi::kernel_fragment(config.server.metrics), &contrib.openapi);
     document.set(assembled.clone());
@@ -198,6 +220,8 @@ async fn boot_with(
         contrib,
         document: assembled,
         metrics,
+        recoveries: cluster.recoveries,
+        authenticator,
     })
 }
 
@@ -233,6 +257,8 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
         cluster_check,
         contrib,
         metrics,
+        recoveries,
+        authenticator,
         ..
     } = boot(&config, &plugins, &config.storage.sqlite).await?;
     let messages = store.messages();
@@ -308,6 +334,20 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
 
     // The whole shutdown fits in the deadline: sockets and HTTP get at most two fifths
     // each, queued storage writes whatever is left (at least one fifth).
+    let io = Arc::new(io);
+    // A node cut off from Redis missed the revocations other nodes published.
+    let rechecker = match (recoveries, authenticator) {
+        (Some(mut recoveries), Some(auth)) => Some(tokio::spawn({
+            let io = io.clone();
+            async move {
+                while recoveries.changed().await.is_ok() {
+                    io.recheck(&auth).await;
+                }
+            }
+        })),
+        _ => None,
+    };
+
     let deadline = Duration::from_secs(config.server.shutdown_timeout_secs);
     let signalled = Arc::new(std::sync::OnceLock::new());
     let stopper = tokio::spawn({
@@ -331,6 +371,9 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     });
     let served = server.try_serve(service).await;
     stopper.abort();
+    if let Some(r) = rechecker {
+        r.abort();
+    }
     if let Some(m) = metrics_listener {
         m.abort();
     }

@@ -5,6 +5,9 @@
 //! when [`SWEEP_INTERVAL_MS`] of clock time has passed since the last one, or when the map
 //! has doubled since then (so a burst of short-lived entries is collected in amortized
 //! O(1) per write). Reads drop the expired entry they hit.
+//!
+//! Sessions and revocations can also be kept in the storage ([`Persist`]): the kernel
+//! does so on the embedded default, so a restart forgets no logout.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -13,8 +16,11 @@ use confab_sdk::async_trait;
 use confab_sdk::clock::SharedClock;
 use confab_sdk::cluster::{PresenceState, PresenceStore, RevocationStore, SessionData, SessionStore};
 use confab_sdk::ids::random_token;
-use confab_sdk::storage::StorageResult;
+use confab_sdk::storage::{SharedStateStore, StorageResult};
 use confab_sdk::time::from_millis;
+use serde::{Deserialize, Serialize};
+
+use super::persist::{self, Persist};
 
 /// Clock time between two sweeps triggered by time alone.
 pub const SWEEP_INTERVAL_MS: i64 = 60_000;
@@ -54,23 +60,48 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A session as kept in memory and, with persistence, in the storage.
+#[derive(Clone, Serialize, Deserialize)]
 struct Session {
-    data: SessionData,
+    user_id: String,
+    username: String,
+    token: Option<(String, i64)>,
+    family: Option<String>,
     absolute_deadline_ms: i64,
     idle_deadline_ms: i64,
     idle_ms: i64,
+    /// The idle deadline the storage holds: a hit writes it again only once the deadline
+    /// has moved by a quarter of the idle timeout (after a restart a session may thus end
+    /// up to that much early, never late).
+    #[serde(skip)]
+    stored_idle_deadline_ms: i64,
 }
 
 impl Session {
     fn live_at(&self, now_ms: i64) -> bool {
-        now_ms < self.idle_deadline_ms && now_ms < self.absolute_deadline_ms
+        now_ms < self.expires_ms()
+    }
+
+    fn expires_ms(&self) -> i64 {
+        self.idle_deadline_ms.min(self.absolute_deadline_ms)
+    }
+
+    fn data(&self) -> SessionData {
+        SessionData {
+            user_id: self.user_id.clone(),
+            username: self.username.clone(),
+            token: self.token.clone(),
+            family: self.family.clone(),
+        }
     }
 }
 
-/// Sessions in process memory, for a single node.
+/// Sessions in process memory, for a single node; with [`Persist`], also kept in the
+/// storage and restored at boot.
 pub struct LocalSessionStore {
     clock: SharedClock,
     inner: Mutex<Expiring<Session>>,
+    persist: Option<Persist>,
 }
 
 impl LocalSessionStore {
@@ -79,7 +110,24 @@ impl LocalSessionStore {
         LocalSessionStore {
             clock,
             inner: Mutex::new(Expiring::new(now)),
+            persist: None,
         }
+    }
+
+    /// A store kept in `state`, holding the live sessions `state` already has.
+    pub async fn restore(clock: SharedClock, state: SharedStateStore) -> StorageResult<Self> {
+        let persist = Persist::new(state, "session");
+        let now = clock.now_millis();
+        let mut inner = Expiring::new(now);
+        for (id, mut session) in persist.load::<Session>(now).await? {
+            session.stored_idle_deadline_ms = session.idle_deadline_ms;
+            inner.map.insert(id, session);
+        }
+        Ok(LocalSessionStore {
+            clock,
+            inner: Mutex::new(inner),
+            persist: Some(persist),
+        })
     }
 
     /// Entries held, live or not yet swept (for tests and metrics).
@@ -90,6 +138,23 @@ impl LocalSessionStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Writes a session's moved idle deadline to the storage, unless it was deleted
+    /// meanwhile. A failure only costs idle time after a restart: logged, not answered.
+    async fn store_touch(&self, p: &Persist, id: &str) {
+        let _order = p.order().await;
+        let Some(session) = lock(&self.inner).map.get(id).cloned() else {
+            return;
+        };
+        match p.put(id, &session, session.expires_ms()).await {
+            Ok(()) => {
+                if let Some(s) = lock(&self.inner).map.get_mut(id) {
+                    s.stored_idle_deadline_ms = session.idle_deadline_ms;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not store a session's idle deadline"),
+        }
+    }
 }
 
 fn secs_to_ms(secs: u64) -> i64 {
@@ -99,53 +164,75 @@ fn secs_to_ms(secs: u64) -> i64 {
 #[async_trait]
 impl SessionStore for LocalSessionStore {
     async fn create(&self, data: SessionData, absolute_secs: u64, idle_secs: u64) -> StorageResult<String> {
+        let _order = persist::order(&self.persist).await;
         let now = self.clock.now_millis();
         let idle_ms = secs_to_ms(idle_secs);
         let absolute_deadline_ms = now.saturating_add(secs_to_ms(absolute_secs));
+        let idle_deadline_ms = now.saturating_add(idle_ms).min(absolute_deadline_ms);
         let session = Session {
-            data,
+            user_id: data.user_id,
+            username: data.username,
+            token: data.token,
+            family: data.family,
             absolute_deadline_ms,
-            idle_deadline_ms: now.saturating_add(idle_ms).min(absolute_deadline_ms),
+            idle_deadline_ms,
             idle_ms,
+            stored_idle_deadline_ms: idle_deadline_ms,
         };
-        let mut inner = lock(&self.inner);
-        inner.maybe_sweep(now, |s| s.live_at(now));
         // 128 random bits: a collision is practically impossible, but never overwrite one.
         let id = loop {
             let id = random_token();
-            if !inner.map.contains_key(&id) {
+            if !lock(&self.inner).map.contains_key(&id) {
                 break id;
             }
         };
+        if let Some(p) = &self.persist {
+            p.put(&id, &session, session.expires_ms()).await?;
+        }
+        let mut inner = lock(&self.inner);
+        inner.maybe_sweep(now, |s| s.live_at(now));
         inner.map.insert(id.clone(), session);
         Ok(id)
     }
 
     async fn get(&self, id: &str) -> StorageResult<Option<SessionData>> {
         let now = self.clock.now_millis();
-        let mut inner = lock(&self.inner);
-        let Some(session) = inner.map.get_mut(id) else {
-            return Ok(None);
+        let (data, touched) = {
+            let mut inner = lock(&self.inner);
+            let Some(session) = inner.map.get_mut(id) else {
+                return Ok(None);
+            };
+            if !session.live_at(now) {
+                inner.map.remove(id);
+                return Ok(None);
+            }
+            session.idle_deadline_ms = now.saturating_add(session.idle_ms).min(session.absolute_deadline_ms);
+            let moved = session.idle_deadline_ms - session.stored_idle_deadline_ms;
+            (session.data(), moved > session.idle_ms / 4)
         };
-        if !session.live_at(now) {
-            inner.map.remove(id);
-            return Ok(None);
+        if let Some(p) = self.persist.as_ref().filter(|_| touched) {
+            self.store_touch(p, id).await;
         }
-        session.idle_deadline_ms = now.saturating_add(session.idle_ms).min(session.absolute_deadline_ms);
-        Ok(Some(session.data.clone()))
+        Ok(Some(data))
     }
 
     async fn delete(&self, id: &str) -> StorageResult<()> {
+        let _order = persist::order(&self.persist).await;
+        if let Some(p) = &self.persist {
+            p.delete(id).await?;
+        }
         lock(&self.inner).map.remove(id);
         Ok(())
     }
 }
 
-/// Revoked token ids in process memory, for a single node.
+/// Revoked token ids in process memory, for a single node; with [`Persist`], also kept
+/// in the storage and restored at boot.
 pub struct LocalRevocationStore {
     clock: SharedClock,
     /// jti -> revoked until (unix milliseconds).
     inner: Mutex<Expiring<i64>>,
+    persist: Option<Persist>,
 }
 
 impl LocalRevocationStore {
@@ -154,7 +241,23 @@ impl LocalRevocationStore {
         LocalRevocationStore {
             clock,
             inner: Mutex::new(Expiring::new(now)),
+            persist: None,
         }
+    }
+
+    /// A store kept in `state`, holding the revocations `state` already has.
+    pub async fn restore(clock: SharedClock, state: SharedStateStore) -> StorageResult<Self> {
+        let persist = Persist::new(state, "revoked");
+        let now = clock.now_millis();
+        let mut inner = Expiring::new(now);
+        for (jti, until_ms) in persist.load::<i64>(now).await? {
+            inner.map.insert(jti, until_ms);
+        }
+        Ok(LocalRevocationStore {
+            clock,
+            inner: Mutex::new(inner),
+            persist: Some(persist),
+        })
     }
 
     /// Entries held, live or not yet swept (for tests and metrics).
@@ -170,15 +273,22 @@ impl LocalRevocationStore {
 #[async_trait]
 impl RevocationStore for LocalRevocationStore {
     async fn revoke(&self, jti: &str, until_unix_secs: i64) -> StorageResult<()> {
+        let _order = persist::order(&self.persist).await;
         let now = self.clock.now_millis();
         let until_ms = until_unix_secs.saturating_mul(1000);
-        let mut inner = lock(&self.inner);
-        inner.maybe_sweep(now, |until| now < *until);
         if until_ms <= now {
             // The token has expired already: nothing to remember.
             return Ok(());
         }
         // Revoking twice keeps the later deadline.
+        if lock(&self.inner).map.get(jti).is_some_and(|held| *held >= until_ms) {
+            return Ok(());
+        }
+        if let Some(p) = &self.persist {
+            p.put(jti, &until_ms, until_ms).await?;
+        }
+        let mut inner = lock(&self.inner);
+        inner.maybe_sweep(now, |until| now < *until);
         let entry = inner.map.entry(jti.to_owned()).or_insert(until_ms);
         *entry = (*entry).max(until_ms);
         Ok(())
@@ -387,5 +497,96 @@ mod tests {
         store.revoke("old", c.now_millis() / 1000 - 1).await.unwrap();
         assert!(store.is_empty());
         assert!(!store.is_revoked("old").await.unwrap());
+    }
+
+    /// The three stores the kernel keeps in the storage, over a real SQLite file: what they
+    /// hold comes back after the file is closed and reopened (a restart).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stores_kept_in_the_storage_survive_a_restart() {
+        use crate::cluster::refresh_local::LocalRefreshStore;
+        use crate::storage::{SqliteConfig, SqliteStore};
+        use confab_sdk::cluster::{RefreshStore, Rotation};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = SqliteConfig {
+            path: dir.path().join("confab.db").to_string_lossy().into_owned(),
+            ..SqliteConfig::default()
+        };
+        let c = clock();
+        let open = || async {
+            let db = SqliteStore::open(&cfg, c.clone(), None).await.expect("open sqlite");
+            let state: SharedStateStore = db.clone();
+            let sessions = LocalSessionStore::restore(c.clone(), state.clone())
+                .await
+                .expect("sessions");
+            let revoked = LocalRevocationStore::restore(c.clone(), state.clone())
+                .await
+                .expect("revocations");
+            let refresh = LocalRefreshStore::restore(c.clone(), state).await.expect("refresh");
+            (db, sessions, revoked, refresh)
+        };
+
+        let (db, sessions, revoked, refresh) = open().await;
+        let kept = sessions.create(data(1), 3600, 4).await.expect("create");
+        let ended = sessions.create(data(2), 3600, 600).await.expect("create");
+        sessions.delete(&ended).await.expect("delete");
+        // Used 2 s later: the idle deadline moved by half the timeout and is stored again.
+        c.advance(2_000);
+        assert!(sessions.get(&kept).await.expect("get").is_some());
+        let now_secs = c.now_millis() / 1000;
+        revoked.revoke("logged-out", now_secs + 100).await.expect("revoke");
+        let (first, _) = refresh.issue("u1", "user1", 3600).await.expect("issue");
+        let Rotation::Rotated { next, .. } = refresh.rotate(&first, 1).await.expect("rotate") else {
+            panic!("a fresh refresh token rotates");
+        };
+        let (other, grant) = refresh.issue("u2", "user2", 3600).await.expect("issue");
+        refresh.revoke_family(&grant.family).await.expect("revoke_family");
+        db.close().await;
+
+        // 3 s after the last use: past the first idle deadline, not the stored second one.
+        c.advance(3_000);
+        let (db, sessions, revoked, refresh) = open().await;
+        assert_eq!(
+            sessions.get(&kept).await.expect("get"),
+            Some(data(1)),
+            "a live session is kept"
+        );
+        assert_eq!(
+            sessions.get(&ended).await.expect("get"),
+            None,
+            "a deleted session stays deleted"
+        );
+        assert!(
+            revoked.is_revoked("logged-out").await.expect("is_revoked"),
+            "a revocation is kept"
+        );
+        assert!(!revoked.is_revoked("other").await.expect("is_revoked"));
+        assert_eq!(
+            refresh.rotate(&other, 1).await.expect("rotate"),
+            Rotation::Invalid,
+            "a revoked family stays revoked"
+        );
+        assert!(
+            matches!(
+                refresh.rotate(&first, 1).await.expect("rotate"),
+                Rotation::Reused { .. }
+            ),
+            "a token spent before the restart, presented again after its grace, is a reuse"
+        );
+        assert_eq!(
+            refresh.rotate(&next, 1).await.expect("rotate"),
+            Rotation::Invalid,
+            "the reuse revoked the family for good"
+        );
+        db.close().await;
+
+        let (db, sessions, _, _) = open().await;
+        c.advance(5_000);
+        assert_eq!(
+            sessions.get(&kept).await.expect("get"),
+            None,
+            "an idle session still expires"
+        );
+        db.close().await;
     }
 }

@@ -3,6 +3,7 @@
 //! cluster. Both pass the suites in [`contract`]. See `docs/cluster.md`.
 
 pub mod local;
+pub mod persist;
 pub mod ratelimit;
 pub mod redis;
 pub mod refresh_local;
@@ -10,14 +11,17 @@ pub mod refresh_local;
 use std::sync::Arc;
 use std::time::Duration;
 
+use confab_sdk::auth::SharedAuthenticator;
 use confab_sdk::clock::SharedClock;
 use confab_sdk::cluster::{SharedPresenceStore, SharedRefreshStore, SharedRevocationStore, SharedSessionStore};
 use confab_sdk::health::HealthCheck;
 use confab_sdk::ratelimit::SharedRateLimitStore;
 use confab_sdk::realtime::SharedEmitter;
+use confab_sdk::storage::{SharedStateStore, StorageError};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
+use tokio::sync::watch;
 
 use self::local::{LocalPresenceStore, LocalRevocationStore, LocalSessionStore};
 use self::ratelimit::{LocalRateLimitStore, RedisRateLimitStore};
@@ -56,6 +60,15 @@ impl ClusterIo {
         }
     }
 
+    /// Ends every socket of this node whose credential no longer stands (see
+    /// [`crate::server::lifecycle::recheck`]).
+    pub async fn recheck(&self, auth: &SharedAuthenticator) {
+        match self {
+            ClusterIo::Local(io) => crate::server::lifecycle::recheck(io, auth).await,
+            ClusterIo::Redis(io) => crate::server::lifecycle::recheck(io, auth).await,
+        }
+    }
+
     /// Closes every socket of this node.
     pub async fn close(&self) {
         match self {
@@ -77,23 +90,31 @@ pub struct Cluster {
     pub socket_layer: SocketLayer,
     /// `/ready`'s check of the backend, if it can fail.
     pub health: Option<Arc<dyn HealthCheck>>,
+    /// Changes each time the backend is reachable again after an outage (Redis).
+    pub recoveries: Option<watch::Receiver<u64>>,
 }
 
 /// Starts the configured backend (`local_only` forces the in-process one, for building
-/// the API document without a Redis) and the Socket.IO server on its adapter.
+/// the API document without a Redis) and the Socket.IO server on its adapter. The
+/// in-process backend keeps sessions, revocations and refresh families in `state`.
 pub async fn start(
     config: &ClusterConfig,
     local_only: bool,
     builder: SocketIoBuilder,
     clock: SharedClock,
     metrics: Arc<Metrics>,
+    state: SharedStateStore,
 ) -> Result<Cluster, String> {
     if config.backend != "redis" || local_only {
+        let restore_failed = |e: StorageError| format!("storage: cannot restore the sessions and revocations: {e}");
+        let sessions = LocalSessionStore::restore(clock.clone(), state.clone()).await;
+        let revocations = LocalRevocationStore::restore(clock.clone(), state.clone()).await;
+        let refresh = LocalRefreshStore::restore(clock.clone(), state).await;
         let (layer, io) = builder.build_layer();
         return Ok(Cluster {
-            sessions: Arc::new(LocalSessionStore::new(clock.clone())),
-            revocations: Arc::new(LocalRevocationStore::new(clock.clone())),
-            refresh: Arc::new(LocalRefreshStore::new(clock.clone())),
+            sessions: Arc::new(sessions.map_err(restore_failed)?),
+            revocations: Arc::new(revocations.map_err(restore_failed)?),
+            refresh: Arc::new(refresh.map_err(restore_failed)?),
             presence: Arc::new(LocalPresenceStore::new(clock.clone())),
             ratelimit: Arc::new(LocalRateLimitStore::new(clock)),
             emitter: Arc::new(AdapterEmitter {
@@ -103,6 +124,7 @@ pub async fn start(
             io: ClusterIo::Local(io),
             socket_layer: SocketLayer::Local(layer),
             health: None,
+            recoveries: None,
         });
     }
     let cfg = &config.redis;
@@ -138,6 +160,7 @@ pub async fn start(
         io: ClusterIo::Redis(io),
         socket_layer: SocketLayer::Redis(layer),
         health: Some(Arc::new(RedisCheck(cluster.health()))),
+        recoveries: Some(cluster.health().recoveries()),
     })
 }
 

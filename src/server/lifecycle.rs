@@ -13,8 +13,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use confab_sdk::auth::{Principal, credential_rooms, ended};
+use confab_sdk::auth::{Principal, SharedAuthenticator, credential_rooms, ended};
+use futures_util::StreamExt;
 use serde_json::json;
+use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use tokio::task::AbortHandle;
@@ -87,4 +89,50 @@ pub fn end<A: Adapter>(s: &SocketRef<A>, code: &str, message: &str) {
         // A full buffer: the write-stall timeout closes the connection under it.
         tracing::warn!(socket = %s.id, code, "socket buffer full: left to the write-stall timeout");
     }
+}
+
+/// How many sockets' credentials are checked at once after an outage.
+const RECHECKS_AT_ONCE: usize = 32;
+
+/// Asks `auth` about the credential of every socket of this node and ends those whose
+/// credential ended meanwhile: while this node was cut off from the cluster backend, the
+/// revocations other nodes published never reached it.
+pub async fn recheck<A: Adapter>(io: &SocketIo<A>, auth: &SharedAuthenticator) {
+    let sockets = io.sockets();
+    let checked = sockets.len();
+    let ended = std::sync::atomic::AtomicUsize::new(0);
+    futures_util::stream::iter(sockets)
+        .for_each_concurrent(RECHECKS_AT_ONCE, |s| {
+            let ended = &ended;
+            async move {
+                let Some(credential) = super::socket::credential_of(&s) else {
+                    return;
+                };
+                let Some(principal) = credential.current() else {
+                    return;
+                };
+                match auth.recheck(&principal).await {
+                    // Unless `refresh_token` rebound the socket meanwhile.
+                    Ok(Some(code)) if credential.current().is_some_and(|p| Arc::ptr_eq(&p, &principal)) => {
+                        ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        end(
+                            &s,
+                            code,
+                            "your credential ended while this server was cut off from the cluster",
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(socket = %s.id, error = %e.message, "could not re-check a socket's credential")
+                    }
+                }
+            }
+        })
+        .await;
+    let ended = ended.into_inner();
+    tracing::info!(
+        checked,
+        ended,
+        "re-checked the sockets' credentials after a cluster outage"
+    );
 }

@@ -110,6 +110,11 @@ impl<A: Adapter> SocketOps for AdapterSocket<A> {
     }
 }
 
+/// The credential a socket is bound to (none before its handshake completed).
+pub(crate) fn credential_of<A: Adapter>(s: &SocketRef<A>) -> Option<Arc<Credential>> {
+    s.extensions.get::<SocketState>().map(|state| state.credential)
+}
+
 fn ctx<A: Adapter>(s: &SocketRef<A>, state: &SocketState) -> SocketCtx {
     SocketCtx {
         socket: Arc::new(AdapterSocket(s.clone())),

@@ -11,22 +11,23 @@ use std::fmt::Debug;
 use confab_sdk::futures_util::future::{BoxFuture, join_all};
 use confab_sdk::ids::{is_id, new_id};
 use confab_sdk::storage::{
-    Inserted, Message, NewMessage, NewUser, PageQuery, SharedMessageStore, SharedUserStore, StorageError,
-    StorageResult, UserRecord,
+    Inserted, Message, NewMessage, NewUser, PageQuery, SharedMessageStore, SharedStateStore, SharedUserStore,
+    StateEntry, StorageError, StorageResult, UserRecord,
 };
 
 /// A backend under test.
 pub trait ContractBackend: Sync {
     /// Opens the store. Opening again after `MessageStore::close` must reopen the same
     /// data (a restart of the server).
-    fn open(&self) -> BoxFuture<'_, (SharedUserStore, SharedMessageStore)>;
+    fn open(&self) -> BoxFuture<'_, Stores>;
 }
 
-/// Both faces of one opened store.
+/// The faces of one opened store.
 #[derive(Clone)]
 pub struct Stores {
     pub users: SharedUserStore,
     pub messages: SharedMessageStore,
+    pub state: SharedStateStore,
 }
 
 /// One named check of [`CHECKS`].
@@ -62,13 +63,15 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("mark_read moves forward only", |s| Box::pin(mark_read(s))),
     ("since pages with hasMore", |s| Box::pin(since_paging(s))),
     ("ping", |s| Box::pin(ping(s))),
+    ("state records: put, replace, delete, expiry, kinds apart", |s| {
+        Box::pin(state_records(s))
+    }),
 ];
 
 /// Runs every check, then closes the store and checks that a reopened one still holds
 /// everything.
 pub async fn run_all(backend: &impl ContractBackend) {
-    let (users, messages) = backend.open().await;
-    let stores = Stores { users, messages };
+    let stores = backend.open().await;
     for (name, check) in CHECKS {
         println!("storage contract: {name}");
         check(stores.clone()).await;
@@ -898,7 +901,57 @@ async fn ping(s: Stores) {
     s.messages.ping().await.expect("ping on an open store");
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+async fn state_records(s: Stores) {
+    let (kind, other) = (unique("kind"), unique("other"));
+    let now = now_ms();
+    let later = now + 60_000;
+    s.state.put_state(&kind, "a", "one", later).await.expect("put a");
+    s.state.put_state(&kind, "b", "two", later).await.expect("put b");
+    s.state
+        .put_state(&kind, "gone", "old", now - 1)
+        .await
+        .expect("put an expired record");
+    s.state
+        .put_state(&other, "a", "elsewhere", later)
+        .await
+        .expect("put in another kind");
+    s.state
+        .put_state(&kind, "a", "replaced", later + 1)
+        .await
+        .expect("replace a");
+    s.state.delete_state(&kind, "b").await.expect("delete b");
+    s.state
+        .delete_state(&kind, "never")
+        .await
+        .expect("deleting a missing record is fine");
+    let mut loaded = s.state.load_state(&kind, now).await.expect("load");
+    loaded.sort_by(|x, y| x.key.cmp(&y.key));
+    assert_eq!(
+        loaded,
+        [StateEntry {
+            key: "a".into(),
+            value: "replaced".into(),
+            expires_ms: later + 1,
+        }],
+        "the replaced record only: deleted, expired and other kinds' records are not loaded"
+    );
+    assert!(
+        s.state.load_state(&kind, later + 1).await.expect("load").is_empty(),
+        "a record is gone at its expiry"
+    );
+}
+
 async fn survives_reopen(backend: &impl ContractBackend, s: Stores) {
+    let kind = unique("kept");
+    let until = now_ms() + 3_600_000;
+    s.state.put_state(&kind, "k", "v", until).await.expect("put_state");
     let secret = s.users.deployment_secret().await.expect("deployment_secret");
     assert!(
         secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -939,13 +992,21 @@ async fn survives_reopen(backend: &impl ContractBackend, s: Stores) {
         "insert after close",
     );
 
-    let (users, messages) = backend.open().await;
+    let r = backend.open().await;
     assert_eq!(
-        users.deployment_secret().await.expect("deployment_secret"),
+        r.users.deployment_secret().await.expect("deployment_secret"),
         secret,
         "the deployment secret survives a reopen"
     );
-    let r = Stores { users, messages };
+    assert_eq!(
+        r.state.load_state(&kind, now_ms()).await.expect("load_state"),
+        [StateEntry {
+            key: "k".into(),
+            value: "v".into(),
+            expires_ms: until,
+        }],
+        "state records survive a reopen"
+    );
     let user = r.users.user_by_id(&a.id).await.expect("user_by_id").expect("user kept");
     assert_eq!(
         user.password_hash, "kept-hash",

@@ -19,7 +19,7 @@ const REDIS_CLUSTER_VAR: &str = "CONFAB_TEST_REDIS_CLUSTER";
 
 /// The Redis a test's nodes share: one server, or a Redis Cluster by its seed nodes.
 #[derive(Clone, Debug)]
-enum Redis {
+pub(crate) enum Redis {
     Single(String),
     Cluster(Vec<String>),
 }
@@ -58,7 +58,7 @@ struct Cluster {
     _db: TempDir,
 }
 
-fn toml(redis: &Redis, prefix: &str, ttl_secs: u64) -> String {
+pub(crate) fn toml(redis: &Redis, prefix: &str, ttl_secs: u64) -> String {
     format!(
         "{TOML}\n[cluster]\nbackend = \"redis\"\n\n[cluster.redis]\n{}key_prefix = \"{prefix}\"\n\
          heartbeat_ttl_secs = {ttl_secs}\ncommand_timeout_ms = 500\nconnect_timeout_ms = 500\n",
@@ -90,7 +90,7 @@ impl Cluster {
 
 /// Deletes a test's keys (never FLUSHDB: other tests share the Redis). On a cluster,
 /// `KEYS` asks every master and `DEL` is split by slot.
-async fn delete_keys(redis: &Redis, prefix: &str) {
+pub(crate) async fn delete_keys(redis: &Redis, prefix: &str) {
     async fn on(mut conn: impl redis::aio::ConnectionLike, prefix: &str) {
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{prefix}*"))
@@ -380,7 +380,7 @@ async fn ready(s: &Server) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn wait_ready(s: &Server, want: u16) -> Value {
+pub(crate) async fn wait_ready(s: &Server, want: u16) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let (status, body) = ready(s).await;

@@ -6,6 +6,7 @@ mod chat_rest;
 mod chat_socket;
 mod chat_support;
 mod cluster;
+mod cluster_outage;
 mod docs;
 mod edge;
 mod fuzz;

@@ -307,3 +307,54 @@ async fn logout_revokes_the_refresh_tokens_of_its_login() {
     let (status, body) = refresh(&s, first["refreshToken"].as_str().unwrap()).await;
     assert_eq!(status, 401, "{body}");
 }
+
+async fn me_by_cookie(s: &Server, cookie: &str) -> u16 {
+    bare()
+        .get(s.url("/auth/me"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// On the embedded default (in-process cluster) sessions, revocations and refresh
+/// tokens are kept with the storage: a restart brings back no logged-out token and
+/// forgets no login.
+#[tokio::test]
+async fn a_restart_forgets_no_logout_session_or_refresh_token() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let toml = format!("[auth.refresh]\ngrace_secs = 1\n{CHEAP}");
+    let start = || Server::start_with(StartOptions::new(&toml).data_dir(dir.path()));
+    let s = start().await;
+    let kept = register(&s, &bare(), &unique("kept")).await;
+    let gone = register(&s, &bare(), &unique("gone")).await;
+    logout(&s, &gone, Some(&gone.token)).await;
+    let (status, rotated) = refresh(&s, &kept.refresh).await;
+    assert_eq!(status, 200, "{rotated}");
+    let next = rotated["refreshToken"].as_str().unwrap().to_owned();
+    assert_eq!(s.stop().await.code(), Some(0));
+
+    let s = start().await;
+    assert_eq!(
+        me_status(&s, &gone.token).await,
+        401,
+        "a logged-out token stays revoked"
+    );
+    assert_eq!(me_by_cookie(&s, &gone.cookie).await, 401, "its session stays ended");
+    assert_eq!(
+        refresh(&s, &gone.refresh).await.0,
+        401,
+        "its refresh token stays revoked"
+    );
+    assert_eq!(me_by_cookie(&s, &kept.cookie).await, 200, "a live session is kept");
+    assert_eq!(me_status(&s, &kept.token).await, 200);
+    // The refresh token spent before the restart, after its grace: a replay.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = refresh(&s, &kept.refresh).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("already used"), "{body}");
+    assert_eq!(refresh(&s, &next).await.0, 401, "the replay ended the login");
+    assert_eq!(s.stop().await.code(), Some(0));
+}

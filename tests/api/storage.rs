@@ -5,13 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use confab::storage::contract::{self, ContractBackend};
+use confab::storage::contract::{self, ContractBackend, Stores};
 use confab::storage::{CommitObserver, SqliteConfig, SqliteStore};
 use confab_sdk::clock::{SharedClock, SystemClock};
 use confab_sdk::futures_util::future::{BoxFuture, join_all};
 use confab_sdk::storage::{
-    Inserted, MessageStore, NewMessage, NewUser, PageQuery, SharedMessageStore, SharedUserStore, StorageError,
-    UserRecord, UserStore,
+    Inserted, MessageStore, NewMessage, NewUser, PageQuery, StorageError, UserRecord, UserStore,
 };
 use tempfile::TempDir;
 
@@ -39,10 +38,14 @@ struct SqliteBackend {
 }
 
 impl ContractBackend for SqliteBackend {
-    fn open(&self) -> BoxFuture<'_, (SharedUserStore, SharedMessageStore)> {
+    fn open(&self) -> BoxFuture<'_, Stores> {
         Box::pin(async move {
             let store = open(&self.cfg).await;
-            (store.clone() as SharedUserStore, store as SharedMessageStore)
+            Stores {
+                users: store.clone(),
+                messages: store.clone(),
+                state: store,
+            }
         })
     }
 }
@@ -112,7 +115,7 @@ async fn sqlite_records_migrations_and_uses_wal() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 2, "user_version records the applied migrations");
+    assert_eq!(version, 3, "user_version records the applied migrations");
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .expect("journal_mode");
@@ -129,7 +132,15 @@ async fn sqlite_records_migrations_and_uses_wal() {
         .collect::<Result<_, _>>()
         .expect("rows");
     indexes.sort();
-    assert_eq!(indexes, ["conversations_hi", "messages_client_msg_id", "messages_pair"]);
+    assert_eq!(
+        indexes,
+        [
+            "cluster_state_expiry",
+            "conversations_hi",
+            "messages_client_msg_id",
+            "messages_pair"
+        ]
+    );
 }
 
 #[tokio::test]

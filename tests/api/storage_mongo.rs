@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use confab::config::kernel::MongoConfig;
 use confab::storage::MongoStore;
-use confab::storage::contract::{self, ContractBackend};
+use confab::storage::contract::{self, ContractBackend, Stores};
 use confab::storage::mongo::migrate;
 use confab_sdk::clock::{SharedClock, SystemClock};
 use confab_sdk::futures_util::future::BoxFuture;
-use confab_sdk::storage::{MessageStore, PageQuery, SharedMessageStore, SharedUserStore, UserStore};
+use confab_sdk::storage::{MessageStore, PageQuery, UserStore};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{DateTime, doc};
 
@@ -48,11 +48,15 @@ struct MongoBackend {
 }
 
 impl ContractBackend for MongoBackend {
-    fn open(&self) -> BoxFuture<'_, (SharedUserStore, SharedMessageStore)> {
+    fn open(&self) -> BoxFuture<'_, Stores> {
         Box::pin(async move {
             let store = open(&self.cfg).await;
             *self.last.lock().expect("lock") = Some(store.clone());
-            (store.clone() as SharedUserStore, store as SharedMessageStore)
+            Stores {
+                users: store.clone(),
+                messages: store.clone(),
+                state: store,
+            }
         })
     }
 }

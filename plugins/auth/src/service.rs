@@ -458,6 +458,22 @@ impl Authenticator for AuthService {
             Some(_) => Err(ApiError::unauthorized("invalid token")),
         }
     }
+
+    async fn recheck(&self, principal: &Principal) -> Result<Option<&'static str>, ApiError> {
+        if let Some(id) = &principal.session_id
+            && self.sessions.get(id).await?.is_none()
+        {
+            return Ok(Some(ended::LOGGED_OUT));
+        }
+        if let Some((jti, _)) = &principal.token {
+            let family = principal.family.as_deref().map(family_revocation);
+            let ids: Vec<&str> = std::iter::once(jti.as_str()).chain(family.as_deref()).collect();
+            if self.revocations.any_revoked(&ids).await? {
+                return Ok(Some(ended::REVOKED));
+            }
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

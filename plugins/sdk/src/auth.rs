@@ -69,6 +69,11 @@ pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError>;
     /// Authenticates a socket handshake: `auth.token`, then the headers.
     async fn authenticate_socket(&self, auth: &serde_json::Value, headers: &HeaderMap) -> Result<Principal, ApiError>;
+    /// Whether `principal`'s credential still stands, asked for every socket of a node
+    /// that may have missed a revocation (it was cut off from the cluster backend).
+    /// `Ok(None)`: it does; `Ok(Some(code))`: end its sockets with that [`ended`] code;
+    /// an error: unknown for now (the kernel asks again on the next recovery).
+    async fn recheck(&self, principal: &Principal) -> Result<Option<&'static str>, ApiError>;
 }
 
 pub type SharedAuthenticator = Arc<dyn Authenticator>;

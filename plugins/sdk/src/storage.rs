@@ -204,5 +204,28 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// One record of a [`StateStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateEntry {
+    pub key: String,
+    pub value: String,
+    /// Unix milliseconds after which the record is gone.
+    pub expires_ms: i64,
+}
+
+/// Small records with an expiry, kept with the storage: the in-process cluster backend's
+/// sessions, revocations and refresh families, so that a restart of a single node forgets
+/// none of them (a logged-out token must not come back). Records are grouped by `kind`;
+/// every write is durable when it returns.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Writes `key` of `kind` (replacing it), kept until `expires_ms`.
+    async fn put_state(&self, kind: &str, key: &str, value: &str, expires_ms: i64) -> StorageResult<()>;
+    async fn delete_state(&self, kind: &str, key: &str) -> StorageResult<()>;
+    /// Every record of `kind` that has not expired at `now_ms`.
+    async fn load_state(&self, kind: &str, now_ms: i64) -> StorageResult<Vec<StateEntry>>;
+}
+
 pub type SharedUserStore = Arc<dyn UserStore>;
 pub type SharedMessageStore = Arc<dyn MessageStore>;
+pub type SharedStateStore = Arc<dyn StateStore>;

@@ -10,17 +10,36 @@ use confab_sdk::async_trait;
 use confab_sdk::health::HealthCheck;
 use confab_sdk::storage::StorageError;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
+use tokio::sync::watch;
 
-#[derive(Default)]
 pub struct RedisHealth {
     down: AtomicBool,
     /// Commands in a row that got no answer in time.
     slow: AtomicU32,
     /// Why it is down, for `/ready`.
     reason: Mutex<String>,
+    /// Counts the outages that ended: while cut off this node may have missed
+    /// revocations and cross-node events, so the kernel re-checks its sockets then.
+    recoveries: watch::Sender<u64>,
+}
+
+impl Default for RedisHealth {
+    fn default() -> Self {
+        RedisHealth {
+            down: AtomicBool::new(false),
+            slow: AtomicU32::new(0),
+            reason: Mutex::default(),
+            recoveries: watch::Sender::new(0),
+        }
+    }
 }
 
 impl RedisHealth {
+    /// Changes each time an outage ends.
+    pub fn recoveries(&self) -> watch::Receiver<u64> {
+        self.recoveries.subscribe()
+    }
+
     pub fn is_up(&self) -> bool {
         !self.down.load(Ordering::Acquire)
     }
@@ -56,6 +75,7 @@ impl RedisHealth {
         self.slow.store(0, Ordering::Release);
         if self.down.swap(false, Ordering::AcqRel) {
             tracing::info!("redis available again");
+            self.recoveries.send_modify(|n| *n += 1);
         }
     }
 
@@ -113,6 +133,7 @@ mod tests {
     #[test]
     fn one_slow_command_is_not_an_outage() {
         let h = RedisHealth::default();
+        let recoveries = h.recoveries();
         h.timed_out(&"slow");
         h.timed_out(&"slow");
         h.answered();
@@ -122,8 +143,11 @@ mod tests {
         h.timed_out(&"slow");
         assert!(!h.is_up(), "three in a row");
         assert_eq!(h.reason(), "slow");
+        assert_eq!(*recoveries.borrow(), 0);
         h.recovered();
         assert!(h.is_up());
+        h.recovered();
+        assert_eq!(*recoveries.borrow(), 1, "one recovery per outage");
         h.timed_out(&"slow");
         assert!(h.is_up(), "recovering starts the count again");
     }

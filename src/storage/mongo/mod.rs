@@ -9,6 +9,7 @@
 mod insert;
 pub mod migrate;
 pub mod queries;
+mod state;
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};

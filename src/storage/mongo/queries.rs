@@ -17,6 +17,9 @@ pub const CONVERSATIONS: &str = "conversations";
 /// Deployment-wide values (the deployment secret); keep access to it as tight as the users'.
 pub const SETTINGS: &str = "settings";
 pub const DEPLOYMENT_SECRET: &str = "deployment_secret";
+/// The in-process cluster backend's records (sessions, revocations, refresh families):
+/// `{_id: "<kind>/<key>", kind, value, expires}`.
+pub const CLUSTER_STATE: &str = "cluster_state";
 
 /// An id given by a caller, as an ObjectId; `None` when it cannot name any document.
 pub fn oid(id: &str) -> Option<ObjectId> {
@@ -99,6 +102,22 @@ pub fn indexes() -> Vec<(&'static str, IndexModel)> {
             IndexModel::builder()
                 .keys(doc! {"users": 1, "lastAt": -1, "lastId": -1})
                 .options(named("users_last").build())
+                .build(),
+        ),
+        (
+            CLUSTER_STATE,
+            IndexModel::builder()
+                .keys(doc! {"kind": 1, "expires": 1})
+                .options(named("kind_expires").build())
+                .build(),
+        ),
+        (
+            CLUSTER_STATE,
+            // MongoDB removes expired records on its own (within a minute or so); reads
+            // filter by `expires` anyway.
+            IndexModel::builder()
+                .keys(doc! {"expires": 1})
+                .options(named("expires_ttl").expire_after(std::time::Duration::ZERO).build())
                 .build(),
         ),
     ]
@@ -554,8 +573,16 @@ mod tests {
                 "sender_clientMsgId_unique",
                 "sender_time",
                 "receiver_time",
-                "users_last"
+                "users_last",
+                "kind_expires",
+                "expires_ttl"
             ]
+        );
+        let ttl = indexes().remove(7).1.options.unwrap();
+        assert_eq!(
+            ttl.expire_after,
+            Some(std::time::Duration::ZERO),
+            "records go at their expiry"
         );
         assert_eq!(list[1].2, doc! {"pair": 1, "seq": 1});
         let cid = indexes().remove(2).1.options.unwrap();

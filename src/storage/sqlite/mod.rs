@@ -8,6 +8,7 @@ mod reader;
 mod rows;
 mod schema;
 mod secret;
+mod state;
 mod writer;
 
 use std::path::Path;
@@ -21,8 +22,8 @@ use confab_sdk::async_trait;
 use confab_sdk::clock::SharedClock;
 use confab_sdk::futures_util::future::BoxFuture;
 use confab_sdk::storage::{
-    Conversation, Inserted, Message, MessageStore, NewMessage, NewUser, PageQuery, ReadState, StorageError,
-    StorageResult, UserRecord, UserStore,
+    Conversation, Inserted, Message, MessageStore, NewMessage, NewUser, PageQuery, ReadState, StateEntry, StateStore,
+    StorageError, StorageResult, UserRecord, UserStore,
 };
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
@@ -30,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use config::{MAX_QUEUE, SqliteConfig};
 
 use reader::ReaderPool;
+use state::StateWrite;
 use writer::{Command, Job, MarkRead, PasswordHash, Writer, WriterOptions};
 
 /// Called by the writer after each commit with the batch size and how long the batch took
@@ -266,6 +268,34 @@ impl UserStore for SqliteStore {
         tokio::task::spawn_blocking(move || secret::load_or_create(&path))
             .await
             .map_err(|e| StorageError::Backend(format!("deployment secret task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn put_state(&self, kind: &str, key: &str, value: &str, expires_ms: i64) -> StorageResult<()> {
+        let (job, reply) = Job::new(StateWrite::Put {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expires_ms,
+        });
+        self.write(Command::State(job), reply).await
+    }
+
+    async fn delete_state(&self, kind: &str, key: &str) -> StorageResult<()> {
+        let (job, reply) = Job::new(StateWrite::Delete {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+        });
+        self.write(Command::State(job), reply).await
+    }
+
+    async fn load_state(&self, kind: &str, now_ms: i64) -> StorageResult<Vec<StateEntry>> {
+        let kind = kind.to_owned();
+        self.readers
+            .run(move |c| state::load(c, &kind, now_ms).map_err(rows::backend))
+            .await
     }
 }
 

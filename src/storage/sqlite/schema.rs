@@ -76,6 +76,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE conversations DROP COLUMN lo_unread;
     ALTER TABLE conversations DROP COLUMN hi_unread;
     "#,
+    // 3: small records with an expiry for the in-process cluster backend (sessions,
+    // revoked tokens, refresh families), so that a restart of a single node keeps them.
+    r#"
+    CREATE TABLE cluster_state (
+        kind       TEXT    NOT NULL,
+        key        TEXT    NOT NULL,
+        value      TEXT    NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX cluster_state_expiry ON cluster_state (expires_ms);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -137,7 +149,7 @@ mod tests {
              VALUES ('{a}', '{a}', 4, 40, 1);"
         ))
         .expect("version 1 rows");
-        assert_eq!(migrate(&mut conn), Ok(2));
+        assert_eq!(migrate(&mut conn), Ok(latest_version()));
         let to_lo: Vec<bool> = conn
             .prepare("SELECT to_lo FROM messages ORDER BY seq")
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::CommitObserver;
 use super::checkpoint::checkpoint;
 use super::rows::{self, MESSAGE_COLUMNS, backend, is_busy, pair, side};
+use super::state::{self, PURGE_INTERVAL_MS, StateWrite};
 
 /// Whole-batch retries after SQLite gave up waiting for another node's lock (each
 /// attempt already waited `busy_timeout_ms`).
@@ -82,6 +83,7 @@ pub(crate) enum Command {
     CreateUser(Job<NewUser, UserRecord>),
     SetPasswordHash(Job<PasswordHash, ()>),
     MarkRead(Job<MarkRead, ReadState>),
+    State(Job<StateWrite, ()>),
     /// Sent by `close`: everything queued before it is committed, everything after it
     /// is refused.
     Shutdown(oneshot::Sender<()>),
@@ -94,6 +96,7 @@ impl Command {
             Command::CreateUser(j) => j.finish(),
             Command::SetPasswordHash(j) => j.finish(),
             Command::MarkRead(j) => j.finish(),
+            Command::State(j) => j.finish(),
             Command::Shutdown(done) => drop(done.send(())),
         }
     }
@@ -104,6 +107,7 @@ impl Command {
             Command::CreateUser(j) => j.fail(e),
             Command::SetPasswordHash(j) => j.fail(e),
             Command::MarkRead(j) => j.fail(e),
+            Command::State(j) => j.fail(e),
             Command::Shutdown(done) => drop(done.send(())),
         }
     }
@@ -147,6 +151,8 @@ pub(crate) struct Writer {
     busy_timeout: Duration,
     /// This attempt wraps each command in a savepoint (see `guarded`).
     isolate: bool,
+    /// When a state write may next purge expired state rows.
+    next_state_purge_ms: i64,
 }
 
 pub(crate) struct WriterOptions {
@@ -172,6 +178,7 @@ impl Writer {
             restart_wanted: o.restart_wanted,
             busy_timeout: o.busy_timeout,
             isolate: false,
+            next_state_purge_ms: 0,
         }
     }
 
@@ -285,6 +292,7 @@ impl Writer {
                 Command::CreateUser(job) => job.result = Some(self.guarded(|w| w.create_user(&job.input))?),
                 Command::SetPasswordHash(job) => job.result = Some(self.guarded(|w| w.set_password_hash(&job.input))?),
                 Command::MarkRead(job) => job.result = Some(self.guarded(|w| w.mark_read(&job.input))?),
+                Command::State(job) => job.result = Some(self.guarded(|w| w.state(&job.input))?),
                 Command::Shutdown(_) => {}
             }
         }
@@ -435,6 +443,17 @@ impl Writer {
             created_at: from_millis(now),
             updated_at: from_millis(now),
         })
+    }
+
+    fn state(&mut self, w: &StateWrite) -> Result<(), Failure> {
+        let now = self.clock.now_millis();
+        let purge = (now >= self.next_state_purge_ms).then_some(now);
+        state::write(&self.conn, w, purge)?;
+        if purge.is_some() {
+            // Set before the commit: a purge rolled back only waits for the next interval.
+            self.next_state_purge_ms = now + PURGE_INTERVAL_MS;
+        }
+        Ok(())
     }
 
     fn set_password_hash(&mut self, p: &PasswordHash) -> Result<(), Failure> {
