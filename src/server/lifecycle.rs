@@ -6,9 +6,7 @@
 //!
 //! Ending a socket sends `session_ended {code, message}`, then disconnects it. A socket
 //! whose buffer is full cannot take the disconnect (socketioxide refuses it); its
-//! connection is then closed by the transport's write-stall timeout
-//! (`server.write_stall_timeout_secs`), since a client that reads nothing stalls the
-//! server's writes (docs/kernel.md).
+//! WebSocket connection is then closed under it (`transport::cut`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,13 +79,20 @@ fn expire_at<A: Adapter>(s: SocketRef<A>, at: i64) -> AbortHandle {
     .abort_handle()
 }
 
-/// Sends `session_ended` and disconnects the socket.
+/// Sends `session_ended` and disconnects the socket. A socket whose outgoing buffer is
+/// full can take neither: its WebSocket connection is closed under it instead
+/// (`transport::cut`).
 pub fn end<A: Adapter>(s: &SocketRef<A>, code: &str, message: &str) {
     tracing::info!(socket = %s.id, code, "ending socket: its credential ended");
-    let _ = s.emit(ended::EVENT, &json!({"code": code, "message": message}));
-    if s.clone().disconnect().is_err() {
-        // A full buffer: the write-stall timeout closes the connection under it.
-        tracing::warn!(socket = %s.id, code, "socket buffer full: left to the write-stall timeout");
+    let told = s.emit(ended::EVENT, &json!({"code": code, "message": message})).is_ok();
+    if told && s.clone().disconnect().is_ok() {
+        return;
+    }
+    if super::transport::cut(s) {
+        tracing::warn!(socket = %s.id, code, "socket buffer full: closed its connection");
+    } else {
+        // Polling: there is no connection of its own; the heartbeat closes it.
+        tracing::warn!(socket = %s.id, code, "socket buffer full on polling: left to the heartbeat");
     }
 }
 

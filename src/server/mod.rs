@@ -7,11 +7,13 @@ pub mod lifecycle;
 pub mod middleware;
 pub mod routes;
 pub mod socket;
+pub mod transport;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use self::compact::CompactHeadLayer;
+use self::transport::CuttableLayer;
 use crate::cluster::SocketLayer;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -48,12 +50,20 @@ pub fn service(config: &Config, parts: HttpParts) -> Service {
     // One arm per cluster adapter: the layer's type depends on it.
     let socket_route = Router::with_path("socket.io/{**rest}").goal(socket_io_goal);
     router = router.push(match parts.socket_layer {
-        SocketLayer::Local(l) => {
-            socket_route.hoop(tower::ServiceBuilder::new().layer(CompactHeadLayer).layer(l).compat())
-        }
-        SocketLayer::Redis(l) => {
-            socket_route.hoop(tower::ServiceBuilder::new().layer(CompactHeadLayer).layer(l).compat())
-        }
+        SocketLayer::Local(l) => socket_route.hoop(
+            tower::ServiceBuilder::new()
+                .layer(CompactHeadLayer)
+                .layer(CuttableLayer::default())
+                .layer(l)
+                .compat(),
+        ),
+        SocketLayer::Redis(l) => socket_route.hoop(
+            tower::ServiceBuilder::new()
+                .layer(CompactHeadLayer)
+                .layer(CuttableLayer::default())
+                .layer(l)
+                .compat(),
+        ),
     });
     let mut plugin_routes = Router::new();
     for h in parts.hoops {

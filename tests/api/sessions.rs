@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::auth::{Account, bare, login_token, register};
-use crate::support::raw::{Ws, emit_ack, next_event, next_text, sio_connect, sio_connect_bare, ws, ws_with};
+use crate::support::raw::{
+    Ws, emit_ack, emit_many, next_event, next_text, sio_connect, sio_connect_bare, ws, ws_closed_within,
+    ws_small_window, ws_with,
+};
 use crate::support::{Server, StartOptions, unique};
 
 const CHEAP: &str = "[auth.password.argon2]\nmemory_kib = 1024\niterations = 1\n";
@@ -357,4 +360,38 @@ async fn a_restart_forgets_no_logout_session_or_refresh_token() {
     assert!(body["message"].as_str().unwrap().contains("already used"), "{body}");
     assert_eq!(refresh(&s, &next).await.0, 401, "the replay ended the login");
     assert_eq!(s.stop().await.code(), Some(0));
+}
+
+/// A revoked socket that stopped reading (its outgoing buffer full, so socketioxide can
+/// neither tell it nor disconnect it) is still ended at once: its connection is closed
+/// under it, long before the write-stall timeout.
+#[tokio::test]
+async fn a_revoked_socket_that_stopped_reading_is_closed_at_once() {
+    let toml = format!(
+        "[server]\nwrite_stall_timeout_secs = 600\n\n[server.socket]\nmax_buffer_size = 64\n\n\
+         [ratelimit]\nenabled = false\n{CHEAP}"
+    );
+    let s = Server::start(&toml).await;
+    let stalled_user = register(&s, &bare(), &unique("stalled")).await;
+    let sender = register(&s, &bare(), &unique("flood")).await;
+    let mut stalled = ws_small_window(s.addr).await;
+    assert!(sio_connect(&mut stalled, &stalled_user.token).await.starts_with("40"));
+    let mut flood = token_socket(&s, &sender.token).await;
+    // About 8 MiB for a client that reads nothing: far more than its window, the server's
+    // send buffer and the socket's buffer of 64 packets hold. The sender keeps few sends
+    // open: each puts an ack and a `message_sent` in its own buffer.
+    let body = json!({"receiverId": stalled_user.user["id"], "message": "x".repeat(3900)});
+    let failed = emit_many(&mut flood, "send_message", &body, 2000, 16).await;
+    assert!(failed.is_empty(), "every send is stored: {:?}", failed.first());
+
+    let ended = Instant::now();
+    logout(&s, &stalled_user, Some(&stalled_user.token)).await;
+    assert!(
+        ws_closed_within(&mut stalled, Duration::from_secs(5)).await,
+        "the stalled socket's connection is closed"
+    );
+    crate::support::note(&format!(
+        "sessions: a stalled revoked socket was closed {:?} after the logout (read out included)",
+        ended.elapsed()
+    ));
 }

@@ -101,6 +101,50 @@ pub async fn ws_with(addr: SocketAddr, headers: &[(&str, &str)]) -> Ws {
     ws
 }
 
+/// [`ws`] over a connection with a small, fixed receive buffer: a client that stops
+/// reading fills it (and the server's send buffer) after a few hundred KiB instead of the
+/// tens of MiB loopback autotuning allows.
+pub async fn ws_small_window(addr: SocketAddr) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    let tcp = socket.connect(addr).await.expect("connect");
+    let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+    let req = format!("ws://{addr}{WS_PATH}").into_client_request().expect("request");
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, MaybeTlsStream::Plain(tcp), Some(config))
+        .await
+        .expect("websocket");
+    let open = next_text(&mut ws, Duration::from_secs(5))
+        .await
+        .expect("engine.io open");
+    assert!(open.starts_with('0'), "engine.io open packet: {open}");
+    ws
+}
+
+/// Emits `count` events of `event` with `data`, at most `window` unanswered at a time,
+/// and waits for every ack; returns the acks that were not `{ok: true}`.
+pub async fn emit_many(ws: &mut Ws, event: &str, data: &serde_json::Value, count: u32, window: u32) -> Vec<String> {
+    let mut failed = Vec::new();
+    let (mut sent, mut acked) = (0u32, 0u32);
+    while acked < count {
+        while sent < count && sent - acked < window {
+            let packet = format!("42{sent}{}", serde_json::json!([event, data]));
+            ws.send(Message::text(packet)).await.expect("send");
+            sent += 1;
+        }
+        let Some(t) = next_text(ws, Duration::from_secs(10)).await else {
+            panic!("no ack after {acked} of {count}");
+        };
+        if let Some(rest) = t.strip_prefix("43") {
+            acked += 1;
+            if !rest.contains(r#""ok":true"#) {
+                failed.push(rest.to_owned());
+            }
+        }
+    }
+    failed
+}
+
 /// The next text message, answering Engine.IO pings on the way; `None` when the socket
 /// closed or nothing came within `within`.
 pub async fn next_text(ws: &mut Ws, within: Duration) -> Option<String> {
