@@ -76,6 +76,10 @@ pub struct Metrics {
     /// Connections closed on accept: over the total cap, over the per-address cap.
     refused_total: AtomicU64,
     refused_per_ip: AtomicU64,
+    /// Sockets whose buffer could not take a stream event: closed at the transport, or
+    /// (on polling) left to the heartbeat.
+    overflow_closed: AtomicU64,
+    overflow_polling: AtomicU64,
     socket_events: Mutex<HashMap<String, u64>>,
     commit_batch: Histogram,
     commit_latency: Histogram,
@@ -90,6 +94,8 @@ impl Default for Metrics {
             open_connections: AtomicI64::new(0),
             refused_total: AtomicU64::new(0),
             refused_per_ip: AtomicU64::new(0),
+            overflow_closed: AtomicU64::new(0),
+            overflow_polling: AtomicU64::new(0),
             socket_events: Mutex::default(),
             commit_batch: Histogram::new(BATCH_BUCKETS),
             commit_latency: Histogram::new(LATENCY_BUCKETS),
@@ -146,6 +152,16 @@ impl Metrics {
             &self.refused_total
         } else {
             &self.refused_per_ip
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A socket's buffer could not take a stream event; `closed`: its connection was cut.
+    pub fn stream_overflow(&self, closed: bool) {
+        let counter = if closed {
+            &self.overflow_closed
+        } else {
+            &self.overflow_polling
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -221,6 +237,13 @@ impl Metrics {
              confab_connections_refused_total{{reason=\"total\"}} {}\nconfab_connections_refused_total{{reason=\"per_ip\"}} {}",
             self.refused_total.load(Ordering::Relaxed),
             self.refused_per_ip.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP confab_stream_overflows_total Sockets whose buffer could not take a message: closed at the transport, or on polling left to the heartbeat.\n# TYPE confab_stream_overflows_total counter\n\
+             confab_stream_overflows_total{{action=\"closed\"}} {}\nconfab_stream_overflows_total{{action=\"polling\"}} {}",
+            self.overflow_closed.load(Ordering::Relaxed),
+            self.overflow_polling.load(Ordering::Relaxed)
         );
         out.push_str("# HELP confab_socket_events_total Socket.IO events received, by name.\n# TYPE confab_socket_events_total counter\n");
         let events: BTreeMap<String, u64> = self

@@ -86,6 +86,13 @@ pub fn end<A: Adapter>(s: &SocketRef<A>, code: &str, message: &str) {
     tracing::info!(socket = %s.id, code, "ending socket: its credential ended");
     let told = s.emit(ended::EVENT, &json!({"code": code, "message": message})).is_ok();
     if told && s.clone().disconnect().is_ok() {
+        // Queued is not sent: a client that stopped reading (with room left in its
+        // buffer) would keep the connection open. Cut it if it is still there by then.
+        let s = s.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(END_GRACE).await;
+            super::transport::cut(&s);
+        });
         return;
     }
     if super::transport::cut(s) {
@@ -95,6 +102,10 @@ pub fn end<A: Adapter>(s: &SocketRef<A>, code: &str, message: &str) {
         tracing::warn!(socket = %s.id, code, "socket buffer full on polling: left to the heartbeat");
     }
 }
+
+/// How long an ended socket's client has to read `session_ended` and the disconnect
+/// before its connection is cut.
+const END_GRACE: Duration = Duration::from_secs(1);
 
 /// How many sockets' credentials are checked at once after an outage.
 const RECHECKS_AT_ONCE: usize = 32;

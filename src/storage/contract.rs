@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 
+mod streams;
+
 use confab_sdk::futures_util::future::{BoxFuture, join_all};
 use confab_sdk::ids::{is_id, new_id};
 use confab_sdk::storage::{
@@ -65,6 +67,9 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("ping", |s| Box::pin(ping(s))),
     ("state records: put, replace, delete, expiry, kinds apart", |s| {
         Box::pin(state_records(s))
+    }),
+    ("streams: contiguous positions per user, pages, head, repeats", |s| {
+        Box::pin(streams::streams(s))
     }),
 ];
 
@@ -993,6 +998,11 @@ async fn survives_reopen(backend: &impl ContractBackend, s: Stores) {
     );
 
     let r = backend.open().await;
+    assert_eq!(
+        r.messages.stream(&a.id, 0, 0).await.expect("stream").head_pos,
+        31,
+        "stream positions survive a reopen (a sent or got all 31 messages)"
+    );
     assert_eq!(
         r.users.deployment_secret().await.expect("deployment_secret"),
         secret,

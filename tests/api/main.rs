@@ -17,4 +17,5 @@ mod ratelimit;
 mod sessions;
 mod storage;
 mod storage_mongo;
+mod streams;
 mod support;

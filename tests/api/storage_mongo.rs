@@ -131,9 +131,13 @@ async fn mongodb_migrates_the_old_backend_database() {
         .expect("old messages");
 
     let first = migrate::run(&cfg).await.expect("migrate");
-    assert_eq!((first.users, first.messages), (2, 5), "{first:?}");
+    assert_eq!((first.users, first.messages, first.positioned), (2, 5, 5), "{first:?}");
     let again = migrate::run(&cfg).await.expect("migrate again");
-    assert_eq!((again.users, again.messages), (0, 0), "a second run has nothing to do");
+    assert_eq!(
+        (again.users, again.messages, again.positioned),
+        (0, 0, 0),
+        "a second run has nothing to do"
+    );
 
     let store = open(&cfg).await;
     let user = store
@@ -183,6 +187,24 @@ async fn mongodb_migrates_the_old_backend_database() {
         .await
         .expect("history");
     assert_eq!(page[1], new.message, "new messages follow the migrated ones");
+    // The migrated messages took positions 1-5 of both streams, in their stored order;
+    // the new one follows.
+    for user in [alice.to_hex(), bob.to_hex()] {
+        let stream = store.stream(&user, 0, 100).await.expect("stream");
+        let got: Vec<(String, Option<u64>)> = stream
+            .messages
+            .into_iter()
+            .map(|m| {
+                let m = m.seen_by(&user);
+                (m.message, m.pos)
+            })
+            .collect();
+        let want: Vec<(String, Option<u64>)> = (0..5)
+            .map(|i| (format!("old {i}"), Some(i + 1)))
+            .chain([("new".to_owned(), Some(6))])
+            .collect();
+        assert_eq!((got, stream.head_pos), (want, 6), "{user}'s stream");
+    }
     store.close().await;
     store.drop_database().await.expect("drop the test database");
 }

@@ -73,17 +73,22 @@ pub struct MarkReadRequest {
     pub up_to: Option<String>,
 }
 
-/// `sync`: everything to or from me after a cursor.
+/// `sync`: my stream after a position (or, as the old clients do, after a message).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncRequest {
+    /// The highest contiguous stream position the client holds (0: from the beginning).
+    /// Wins over `after` when both are given.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub after_pos: Option<u64>,
     /// The last message id the client has; absent or null: from the beginning.
     #[serde(default)]
     #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub after: Option<String>,
-    /// Batch size (default `sync_default`, at most `sync_max`).
+    /// Batch size (default `sync_default`, at most `sync_max`); 0 answers only `headPos`.
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 500)]
+    #[schema(minimum = 0, maximum = 500)]
     pub limit: Option<u64>,
 }
 

@@ -287,8 +287,10 @@ fn socket_events(config: &ChatConfig) -> Value {
         },
         "sync": {
             "direction": "client-to-server",
-            "summary": format!("Everything to or from me after the cursor, oldest first (limit {} by default, at most {}); \
-                                repeat from the last message while `hasMore`. Requires an ack.",
+            "summary": format!("My stream after `afterPos` (or, for old clients, after the message `after`), oldest first \
+                                (limit {} by default, at most {}; 0 answers only `headPos`); repeat from the last `pos` while \
+                                `hasMore`, then set your last position to `headPos`. Client rule: apply `pos == last + 1`, \
+                                ignore smaller, sync on a larger one and after every reconnect. Requires an ack.",
                                config.sync_default, config.sync_max),
             "payload": json_ref("SyncRequest"),
             "ack": {"success": json_ref("SyncResult"), "failure": failure},
@@ -296,7 +298,8 @@ fn socket_events(config: &ChatConfig) -> Value {
             "errors": ["unauthorized", "validation_failed", "unavailable", "internal"],
             "errorsWithoutAck": "sync without an ack callback is refused with an `error` event (field `ack`)",
         },
-        "receive_message": {"direction": "server-to-client", "summary": "A new message for me.", "payload": json_ref("Message")},
+        "receive_message": {"direction": "server-to-client", "summary": "A new message for me; `pos` is its position in my stream. \
+            A socket that cannot take it (its buffer is full) is closed instead: reconnect and sync.", "payload": json_ref("Message")},
         "message_sent": {"direction": "server-to-client", "summary": "A message I sent (from any of my sockets or REST) is stored.",
                          "payload": json_ref("Message")},
         "chat_history": {"direction": "server-to-client", "summary": "The answer to `fetch_history`.",

@@ -68,6 +68,11 @@ pub struct SyncResult {
     pub messages: Vec<Message>,
     /// More messages follow: sync again from the last one.
     pub has_more: bool,
+    /// The last position of my stream when this answer was read (absent for a sync by
+    /// `after`, which reads no stream). With `hasMore` false, a client sets its last
+    /// position to it: positions in between were never committed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_pos: Option<u64>,
 }
 
 impl Chat {
@@ -129,6 +134,11 @@ impl Chat {
     }
 
     pub(crate) async fn history(&self, user: &str, req: FetchHistoryRequest) -> Result<Vec<Message>, ApiError> {
+        let page = self.history_page(user, req).await?;
+        Ok(page.into_iter().map(|m| m.seen_by(user)).collect())
+    }
+
+    async fn history_page(&self, user: &str, req: FetchHistoryRequest) -> Result<Vec<Message>, ApiError> {
         let with_user = input::id("withUser", req.with_user)?;
         let page = PageQuery {
             before: input::opt_id("before", req.before)?,
@@ -139,13 +149,36 @@ impl Chat {
     }
 
     pub(crate) async fn sync(&self, user: &str, req: SyncRequest) -> Result<SyncResult, ApiError> {
+        let limit = match req.limit {
+            Some(0) => 0,
+            given => input::limit("limit", given, self.config.sync_default, self.config.sync_max)?,
+        };
+        if let Some(after_pos) = req.after_pos {
+            let page = self.messages.stream(user, after_pos, limit).await?;
+            return Ok(SyncResult {
+                ok: true,
+                messages: page.messages.into_iter().map(|m| m.seen_by(user)).collect(),
+                has_more: page.has_more,
+                head_pos: Some(page.head_pos),
+            });
+        }
+        if limit == 0 {
+            // `sync {limit: 0}`: the head alone, where a new device starts.
+            let page = self.messages.stream(user, 0, 0).await?;
+            return Ok(SyncResult {
+                ok: true,
+                messages: Vec::new(),
+                has_more: false,
+                head_pos: Some(page.head_pos),
+            });
+        }
         let after = input::opt_id("after", req.after)?;
-        let limit = input::limit("limit", req.limit, self.config.sync_default, self.config.sync_max)?;
         let (messages, has_more) = self.messages.since(user, after.as_deref(), limit).await?;
         Ok(SyncResult {
             ok: true,
-            messages,
+            messages: messages.into_iter().map(|m| m.seen_by(user)).collect(),
             has_more,
+            head_pos: None,
         })
     }
 }
@@ -154,7 +187,7 @@ impl PendingSend {
     /// Waits for the commit, then (in the sender's lane order) delivers a new message:
     /// `receive_message` to every socket of the receiver, `message_sent` to every socket of
     /// the sender. A repeat is not delivered again. Emits never wait for a slow receiver:
-    /// the kernel drops what a full socket buffer cannot take.
+    /// a socket whose buffer is full is closed (`Emitter::stream_to_user`) and syncs later.
     pub(crate) async fn finish(self) -> Result<Sent, ApiError> {
         let PendingSend {
             chat,
@@ -175,15 +208,19 @@ impl PendingSend {
             e.field = Some("clientMsgId".to_owned());
             return Err(e);
         }
-        let json = to_json(&message);
+        // Each side is shown its own stream position.
+        let json = to_json(&message.clone().seen_by(&message.sender_id));
         if created {
             // A note to self: the receiver's sockets are the sender's, which get message_sent.
             if message.receiver_id != message.sender_id {
+                let received = to_json(&message.clone().seen_by(&message.receiver_id));
                 chat.emitter
-                    .to_user(&message.receiver_id, "receive_message", &json)
+                    .stream_to_user(&message.receiver_id, "receive_message", &received)
                     .await;
             }
-            chat.emitter.to_user(&message.sender_id, "message_sent", &json).await;
+            chat.emitter
+                .stream_to_user(&message.sender_id, "message_sent", &json)
+                .await;
         }
         drop(turn);
         Ok(Sent { json, created })
@@ -252,6 +289,8 @@ mod tests {
                         client_msg_id: m.client_msg_id,
                         created_at: from_millis(0),
                         updated_at: from_millis(0),
+                        pos: None,
+                        positions: None,
                     };
                     self.stored.lock().unwrap().push(message.clone());
                     if let Some(k) = key {
@@ -270,6 +309,9 @@ mod tests {
         }
         async fn since(&self, _: &str, _: Option<&str>, _: usize) -> StorageResult<(Vec<Message>, bool)> {
             Ok((Vec::new(), false))
+        }
+        async fn stream(&self, _: &str, _: u64, _: usize) -> StorageResult<confab_sdk::storage::StreamPage> {
+            Err(StorageError::Busy)
         }
         async fn conversations(&self, _: &str, _: Option<&str>, _: usize) -> StorageResult<Vec<Conversation>> {
             Ok(Vec::new())

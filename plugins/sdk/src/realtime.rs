@@ -114,6 +114,13 @@ pub trait Emitter: Send + Sync + 'static {
     async fn to_user(&self, user_id: &str, event: &str, data: &Value);
     /// Emits to every socket in `room`.
     async fn to_room(&self, room: &str, event: &str, data: &Value);
+    /// Emits a stream event (a message, DESIGN §4 Streams) to every socket of `user_id`.
+    /// Unlike [`Emitter::to_user`], whose events may be dropped where a socket's buffer is
+    /// full (typing, presence), a socket that cannot take it is closed at the transport,
+    /// so its client reconnects and syncs rather than miss it unseen.
+    async fn stream_to_user(&self, user_id: &str, event: &str, data: &Value) {
+        self.to_user(user_id, event, data).await
+    }
     /// Ends every socket in `room`, on every node: `session_ended {code, message}` first,
     /// then the socket is closed, at the transport where it cannot take a packet.
     async fn end_room(&self, room: &str, code: &str, message: &str);

@@ -91,6 +91,37 @@ pub struct Message {
     #[serde(rename = "updatedAt", with = "crate::time::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
+    /// The message's position in the stream of the user it is shown to (1, 2, 3, ... per
+    /// user, in commit order): a client that holds every position up to `last` applies
+    /// `last + 1`, ignores smaller ones and fills a gap with `sync {afterPos: last}`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pos: Option<u64>,
+    /// Its positions in the sender's and the receiver's streams (equal for a note to
+    /// self), as stored; [`Message::seen_by`] picks one as `pos`. `None` for a message
+    /// stored before streams existed and not migrated yet.
+    #[serde(skip)]
+    pub positions: Option<(u64, u64)>,
+}
+
+impl Message {
+    /// This message as `user` is shown it: `pos` is its position in `user`'s stream.
+    pub fn seen_by(mut self, user: &str) -> Message {
+        self.pos = self
+            .positions
+            .map(|(sender, receiver)| if user == self.receiver_id { receiver } else { sender });
+        self
+    }
+}
+
+/// A page of one user's stream (`sync {afterPos}`), read from one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamPage {
+    /// Oldest first, in stream order.
+    pub messages: Vec<Message>,
+    /// More positions follow the last one returned.
+    pub has_more: bool,
+    /// The last position of the stream at that moment (0 for an empty stream).
+    pub head_pos: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -189,6 +220,9 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Messages to or from `user` after the cursor (all if `None`), oldest first, at most
     /// `limit`; the flag says whether more follow.
     async fn since(&self, user: &str, after: Option<&str>, limit: usize) -> StorageResult<(Vec<Message>, bool)>;
+    /// `user`'s stream after position `after_pos`, at most `limit` messages (none with a
+    /// `limit` of 0: just the head), and the head, from one snapshot.
+    async fn stream(&self, user: &str, after_pos: u64, limit: usize) -> StorageResult<StreamPage>;
     /// `user`'s conversations, newest first (by their newest message), at most `limit`.
     /// With `before` (the `_id` of a conversation's newest message, usually the last one of
     /// the previous page), only conversations whose newest message is older than it.

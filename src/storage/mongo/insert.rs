@@ -47,11 +47,32 @@ pub(super) async fn insert(shared: &Shared, m: NewMessage) -> StorageResult<Inse
         pair: q::pair_key(&m.sender_id, &m.receiver_id),
         new: m,
     };
+    let _stripes = lock_users(shared, send.sender, send.receiver).await;
     if shared.transactions {
         in_transaction(shared, &send).await
     } else {
         separate_writes(shared, &send).await
     }
+}
+
+/// Takes the stripes of both users, lower index first (no two sends wait on each other
+/// in a cycle).
+async fn lock_users(shared: &Shared, a: ObjectId, b: ObjectId) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+    let stripe = |id: ObjectId| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        id.hash(&mut h);
+        (h.finish() as usize) % shared.user_stripes.len()
+    };
+    let (mut x, mut y) = (stripe(a), stripe(b));
+    if x > y {
+        std::mem::swap(&mut x, &mut y);
+    }
+    let mut guards = vec![shared.user_stripes[x].lock().await];
+    if y != x {
+        guards.push(shared.user_stripes[y].lock().await);
+    }
+    guards
 }
 
 /// Takes the pair's next sequence number (creating its conversation document if need
@@ -70,8 +91,61 @@ pub(super) fn take_seq<'a>(
         .projection(projection)
 }
 
+/// Takes the next position of `user`'s stream: run it, alone or in a session, for the
+/// stream's document after the `$inc`.
+fn take_pos(cols: &Collections, user: ObjectId) -> FindOneAndUpdate<'_, Document> {
+    let (filter, update) = q::next_pos(user);
+    cols.streams
+        .find_one_and_update(filter, update)
+        .upsert(true)
+        .return_document(ReturnDocument::After)
+}
+
+fn head_of(doc: Option<Document>) -> StorageResult<u64> {
+    doc.and_then(|d| d.get_i64("head").ok())
+        .and_then(|h| u64::try_from(h).ok())
+        .ok_or_else(|| StorageError::Backend("a stream head was not returned".into()))
+}
+
+/// The positions of a send in its sender's and its receiver's streams, taken in user id
+/// order (two sends between the same users conflict rather than wait on each other).
+async fn take_positions(
+    cols: &Collections,
+    s: &Send,
+    session: Option<&mut ClientSession>,
+) -> Result<(u64, u64), AttemptError> {
+    positions(cols, s.sender, s.receiver, session).await
+}
+
+/// [`take_positions`] for any sender and receiver (the backfill's too).
+pub(super) async fn positions(
+    cols: &Collections,
+    sender: ObjectId,
+    receiver: ObjectId,
+    mut session: Option<&mut ClientSession>,
+) -> Result<(u64, u64), AttemptError> {
+    let mut take = async |user: ObjectId| -> Result<u64, AttemptError> {
+        let found = match session.as_deref_mut() {
+            Some(session) => take_pos(cols, user).session(session).await?,
+            None => take_pos(cols, user).await?,
+        };
+        head_of(found).map_err(AttemptError::Store)
+    };
+    if sender == receiver {
+        let pos = take(sender).await?;
+        return Ok((pos, pos));
+    }
+    if sender < receiver {
+        let first = take(sender).await?;
+        Ok((first, take(receiver).await?))
+    } else {
+        let first = take(receiver).await?;
+        Ok((take(sender).await?, first))
+    }
+}
+
 /// The message that takes sequence number `counter.seq` of its pair.
-fn message_at(shared: &Shared, s: &Send, counter: &Document) -> StorageResult<(Message, i64)> {
+fn message_at(shared: &Shared, s: &Send, counter: &Document, positions: (u64, u64)) -> StorageResult<(Message, i64)> {
     let seq = counter
         .get_i64("seq")
         .map_err(|e| StorageError::Backend(format!("pair counter: {e}")))?;
@@ -90,6 +164,8 @@ fn message_at(shared: &Shared, s: &Send, counter: &Document) -> StorageResult<(M
         client_msg_id: s.new.client_msg_id.clone(),
         created_at: from_millis(now),
         updated_at: from_millis(now),
+        pos: None,
+        positions: Some(positions),
     };
     Ok((message, seq))
 }
@@ -120,7 +196,15 @@ enum Attempt {
 async fn in_transaction(shared: &Shared, s: &Send) -> StorageResult<Inserted> {
     let deadline = Instant::now() + shared.timeout;
     let mut session = shared.cols.db.client().start_session().await.map_err(backend)?;
+    let mut retries = 0u32;
     loop {
+        if retries > 0 {
+            // Sends to one user from several lanes conflict on that user's stream counter:
+            // back off a random while so that they stop colliding.
+            let cap_ms = 1u64 << retries.min(6);
+            tokio::time::sleep(std::time::Duration::from_micros(rand::random_range(0..cap_ms * 1000))).await;
+        }
+        retries += 1;
         let attempt = attempt(shared, &mut session, s).await;
         let message = match attempt {
             Ok(Attempt::Stored(message)) => message,
@@ -151,9 +235,18 @@ async fn in_transaction(shared: &Shared, s: &Send) -> StorageResult<Inserted> {
     }
 }
 
-enum AttemptError {
+pub(super) enum AttemptError {
     Mongo(MongoError),
     Store(StorageError),
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Mongo(e) => e.fmt(f),
+            AttemptError::Store(e) => e.fmt(f),
+        }
+    }
 }
 
 impl From<MongoError> for AttemptError {
@@ -169,7 +262,10 @@ async fn attempt(shared: &Shared, session: &mut ClientSession, s: &Send) -> Resu
         .session(&mut *session)
         .await?
         .ok_or_else(|| AttemptError::Store(StorageError::Backend("the pair counter was not returned".into())))?;
-    let (message, seq) = message_at(shared, s, &counter).map_err(AttemptError::Store)?;
+    // Inside the transaction: a concurrent send to the same user conflicts and retries, so
+    // a user's positions commit in order.
+    let positions = take_positions(cols, s, Some(&mut *session)).await?;
+    let (message, seq) = message_at(shared, s, &counter, positions).map_err(AttemptError::Store)?;
     match cols
         .messages
         .insert_one(q::message_doc(&message, &s.pair, seq))
@@ -220,7 +316,13 @@ async fn separate_writes(shared: &Shared, s: &Send) -> StorageResult<Inserted> {
         .await
         .map_err(backend)?
         .ok_or_else(|| StorageError::Backend("the pair counter was not returned".into()))?;
-    let (message, seq) = message_at(shared, s, &counter)?;
+    // Without a transaction a failure after this leaves positions that never commit:
+    // clients skip them by `headPos` (DESIGN §4).
+    let positions = take_positions(cols, s, None).await.map_err(|e| match e {
+        AttemptError::Mongo(e) => backend(e),
+        AttemptError::Store(e) => e,
+    })?;
+    let (message, seq) = message_at(shared, s, &counter, positions)?;
     match cols.messages.insert_one(q::message_doc(&message, &s.pair, seq)).await {
         Ok(_) => {}
         // Another node stored the same (sender, clientMsgId) first; this seq stays a gap.

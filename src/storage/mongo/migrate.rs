@@ -7,6 +7,8 @@
 //! - `chatmessages`: adds `pair` and the pair's `seq` (in `createdAt`, `_id` order),
 //!   turns string user ids into ObjectIds, and makes each message its conversation's last
 //!   one if it is the newest. Migrated messages are not counted as unread.
+//! - then every message without stream positions gets them, in the same order
+//!   (`streams::backfill`).
 
 use confab_sdk::futures_util::TryStreamExt;
 use confab_sdk::storage::{Message, StorageError, StorageResult};
@@ -27,6 +29,8 @@ pub struct Report {
     pub messages: u64,
     /// Messages whose sender, receiver or text could not be read; left untouched.
     pub skipped: Vec<String>,
+    /// Messages given their stream positions.
+    pub positioned: u64,
 }
 
 /// The update that migrates one old user document, or `None` if there is nothing to do.
@@ -123,6 +127,7 @@ pub async fn run(cfg: &MongoConfig) -> StorageResult<Report> {
             .map_err(backend)?;
         report.messages += 1;
     }
+    report.positioned = super::streams::backfill(&cols).await?;
     Ok(report)
 }
 

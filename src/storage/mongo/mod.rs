@@ -10,6 +10,7 @@ mod insert;
 pub mod migrate;
 pub mod queries;
 mod state;
+mod streams;
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -25,7 +26,7 @@ use confab_sdk::futures_util::future::BoxFuture;
 use confab_sdk::ids::new_id;
 use confab_sdk::storage::{
     Conversation, Inserted, Message, MessageStore, NewMessage, NewUser, PageQuery, ReadState, StorageError,
-    StorageResult, UserRecord, UserStore,
+    StorageResult, StreamPage, UserRecord, UserStore,
 };
 use confab_sdk::time::from_millis;
 use mongodb::bson::oid::ObjectId;
@@ -82,6 +83,7 @@ pub(crate) struct Collections {
     pub users: Collection<Document>,
     pub messages: Collection<Document>,
     pub conversations: Collection<Document>,
+    pub streams: Collection<Document>,
 }
 
 impl Collections {
@@ -90,6 +92,7 @@ impl Collections {
             users: db.collection(q::USERS),
             messages: db.collection(q::MESSAGES),
             conversations: db.collection(q::CONVERSATIONS),
+            streams: db.collection(q::STREAMS),
             db,
         }
     }
@@ -131,7 +134,14 @@ struct Shared {
     transactions: bool,
     /// How long a write may keep retrying transient transaction errors.
     timeout: Duration,
+    /// Sends of this node to or from the same user take that user's stripe first, so
+    /// they queue here instead of conflicting on the user's stream counter in MongoDB
+    /// (insert.rs). Nodes still conflict with each other, and retry.
+    user_stripes: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// How many stripes [`Shared::user_stripes`] has.
+const USER_STRIPES: usize = 256;
 
 /// Users and messages in one MongoDB database.
 pub struct MongoStore {
@@ -196,12 +206,14 @@ impl MongoStore {
         let transactions = supports_transactions(&db, cfg).await?;
         let cols = Collections::new(db);
         cols.ensure_indexes().await?;
+        streams::backfill_once(&cols).await?;
         let shared = Arc::new(Shared {
             cols,
             clock,
             known: Mutex::new(HashSet::new()),
             transactions,
             timeout: Duration::from_millis(cfg.timeout_ms),
+            user_stripes: (0..USER_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         });
         let queued = Arc::new(AtomicUsize::new(0));
         let mut lanes = Vec::with_capacity(cfg.lanes);
@@ -604,6 +616,10 @@ impl MessageStore for MongoStore {
         let more = messages.len() > limit;
         messages.truncate(limit);
         Ok((messages, more))
+    }
+
+    async fn stream(&self, user: &str, after_pos: u64, limit: usize) -> StorageResult<StreamPage> {
+        streams::page(&self.shared.cols, user, after_pos, limit).await
     }
 
     async fn conversations(&self, user: &str, before: Option<&str>, limit: usize) -> StorageResult<Vec<Conversation>> {

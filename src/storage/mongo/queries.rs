@@ -17,6 +17,10 @@ pub const CONVERSATIONS: &str = "conversations";
 /// Deployment-wide values (the deployment secret); keep access to it as tight as the users'.
 pub const SETTINGS: &str = "settings";
 pub const DEPLOYMENT_SECRET: &str = "deployment_secret";
+/// Each user's stream head: `{_id: userId (ObjectId), head}` (streams.rs).
+pub const STREAMS: &str = "streams";
+/// The `settings` entry that says every message has its stream positions.
+pub const STREAMS_BACKFILLED: &str = "streams_backfilled";
 /// The in-process cluster backend's records (sessions, revocations, refresh families):
 /// `{_id: "<kind>/<key>", kind, value, expires}`.
 pub const CLUSTER_STATE: &str = "cluster_state";
@@ -105,6 +109,20 @@ pub fn indexes() -> Vec<(&'static str, IndexModel)> {
                 .build(),
         ),
         (
+            MESSAGES,
+            IndexModel::builder()
+                .keys(doc! {"senderId": 1, "senderPos": 1})
+                .options(named("sender_pos").build())
+                .build(),
+        ),
+        (
+            MESSAGES,
+            IndexModel::builder()
+                .keys(doc! {"receiverId": 1, "receiverPos": 1})
+                .options(named("receiver_pos").build())
+                .build(),
+        ),
+        (
             CLUSTER_STATE,
             IndexModel::builder()
                 .keys(doc! {"kind": 1, "expires": 1})
@@ -160,6 +178,12 @@ pub fn user_from_doc(d: &Document) -> StorageResult<UserRecord> {
     })
 }
 
+/// Takes the next position of a user's stream: the filter and update of a
+/// `find_one_and_update` (upsert, returning the new head).
+pub fn next_pos(user: ObjectId) -> (Document, Document) {
+    (doc! {"_id": user}, doc! {"$inc": {"head": 1_i64}})
+}
+
 fn dt_of(t: Timestamp) -> DateTime {
     dt(&t)
 }
@@ -203,7 +227,21 @@ pub fn message_body(m: &Message) -> Document {
     if let Some(cid) = &m.client_msg_id {
         d.insert("clientMsgId", cid.as_str());
     }
+    if let Some((sender, receiver)) = m.positions {
+        d.insert("senderPos", sender as i64);
+        d.insert("receiverPos", receiver as i64);
+    }
     d
+}
+
+/// A position field, however a driver or the shell wrote the number.
+fn position(d: &Document, key: &str) -> Option<u64> {
+    match d.get(key)? {
+        Bson::Int64(n) => u64::try_from(*n).ok(),
+        Bson::Int32(n) => u64::try_from(*n).ok(),
+        Bson::Double(n) if *n >= 1.0 => Some(*n as u64),
+        _ => None,
+    }
 }
 
 pub fn message_from_doc(d: &Document) -> StorageResult<Message> {
@@ -222,6 +260,8 @@ pub fn message_from_doc(d: &Document) -> StorageResult<Message> {
         client_msg_id: d.get_str("clientMsgId").ok().map(str::to_owned),
         created_at: created,
         updated_at: time_or(d, "updatedAt", dt_of(created)),
+        pos: None,
+        positions: position(d, "senderPos").zip(position(d, "receiverPos")),
     })
 }
 
@@ -457,6 +497,8 @@ mod tests {
             client_msg_id: Some("c1".into()),
             created_at: chrono::Utc.timestamp_millis_opt(1_700_000_000_123).unwrap(),
             updated_at: chrono::Utc.timestamp_millis_opt(1_700_000_000_123).unwrap(),
+            pos: None,
+            positions: Some((7, 3)),
         }
     }
 
@@ -574,11 +616,13 @@ mod tests {
                 "sender_time",
                 "receiver_time",
                 "users_last",
+                "sender_pos",
+                "receiver_pos",
                 "kind_expires",
                 "expires_ttl"
             ]
         );
-        let ttl = indexes().remove(7).1.options.unwrap();
+        let ttl = indexes().remove(9).1.options.unwrap();
         assert_eq!(
             ttl.expire_after,
             Some(std::time::Duration::ZERO),

@@ -9,6 +9,7 @@ mod rows;
 mod schema;
 mod secret;
 mod state;
+mod streams;
 mod writer;
 
 use std::path::Path;
@@ -23,7 +24,7 @@ use confab_sdk::clock::SharedClock;
 use confab_sdk::futures_util::future::BoxFuture;
 use confab_sdk::storage::{
     Conversation, Inserted, Message, MessageStore, NewMessage, NewUser, PageQuery, ReadState, StateEntry, StateStore,
-    StorageError, StorageResult, UserRecord, UserStore,
+    StorageError, StorageResult, StreamPage, UserRecord, UserStore,
 };
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
@@ -315,6 +316,13 @@ impl MessageStore for SqliteStore {
         let (user, after) = (user.to_owned(), after.map(str::to_owned));
         self.readers
             .run(move |c| reader::since(c, &user, after.as_deref(), limit))
+            .await
+    }
+
+    async fn stream(&self, user: &str, after_pos: u64, limit: usize) -> StorageResult<StreamPage> {
+        let user = user.to_owned();
+        self.readers
+            .run(move |c| streams::page(c, &user, after_pos, limit).map_err(rows::backend))
             .await
     }
 

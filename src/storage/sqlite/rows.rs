@@ -5,7 +5,8 @@ use confab_sdk::time::from_millis;
 use rusqlite::{Connection, ErrorCode, Row, params};
 
 /// The message columns every query selects, in the order [`message`] reads them.
-pub(crate) const MESSAGE_COLUMNS: &str = "id, sender_id, receiver_id, body, client_msg_id, created_at, updated_at";
+pub(crate) const MESSAGE_COLUMNS: &str =
+    "id, sender_id, receiver_id, body, client_msg_id, created_at, updated_at, sender_pos, receiver_pos";
 
 pub(crate) const USER_COLUMNS: &str = "id, username, display_name, password_hash, created_at, updated_at";
 
@@ -23,6 +24,11 @@ pub(crate) fn message_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Message> 
         client_msg_id: row.get(at + 4)?,
         created_at: from_millis(row.get(at + 5)?),
         updated_at: from_millis(row.get(at + 6)?),
+        pos: None,
+        positions: match (row.get::<_, Option<i64>>(at + 7)?, row.get::<_, Option<i64>>(at + 8)?) {
+            (Some(s), Some(r)) => Some((s as u64, r as u64)),
+            _ => None,
+        },
     })
 }
 

@@ -88,6 +88,24 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX cluster_state_expiry ON cluster_state (expires_ms);
     "#,
+    // 4: per-user streams (streams.rs): each message's position in its sender's and its
+    // receiver's stream, given to the stored messages in their stored (seq) order.
+    r#"
+    ALTER TABLE messages ADD COLUMN sender_pos INTEGER;
+    ALTER TABLE messages ADD COLUMN receiver_pos INTEGER;
+    CREATE TEMP TABLE stream_backfill AS
+        SELECT seq, user_id, row_number() OVER (PARTITION BY user_id ORDER BY seq) AS pos
+        FROM (SELECT seq, sender_id AS user_id FROM messages
+              UNION SELECT seq, receiver_id FROM messages);
+    CREATE INDEX temp.stream_backfill_seq ON stream_backfill (seq, user_id);
+    UPDATE messages SET sender_pos = b.pos FROM stream_backfill b
+        WHERE b.seq = messages.seq AND b.user_id = messages.sender_id;
+    UPDATE messages SET receiver_pos = b.pos FROM stream_backfill b
+        WHERE b.seq = messages.seq AND b.user_id = messages.receiver_id;
+    DROP TABLE stream_backfill;
+    CREATE INDEX messages_sender_pos ON messages (sender_id, sender_pos);
+    CREATE INDEX messages_receiver_pos ON messages (receiver_id, receiver_pos);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -22,6 +22,7 @@ use super::CommitObserver;
 use super::checkpoint::checkpoint;
 use super::rows::{self, MESSAGE_COLUMNS, backend, is_busy, pair, side};
 use super::state::{self, PURGE_INTERVAL_MS, StateWrite};
+use super::streams;
 
 /// Whole-batch retries after SQLite gave up waiting for another node's lock (each
 /// attempt already waited `busy_timeout_ms`).
@@ -29,6 +30,9 @@ const BUSY_RETRIES: u32 = 3;
 
 /// Past this many cached receiver ids the cache starts over, bounding its memory.
 const KNOWN_USERS_CAP: usize = 200_000;
+
+/// Past this many cached stream heads the head cache starts over.
+const KNOWN_HEADS_CAP: usize = 200_000;
 
 /// Past this many cached pairs the pair cache starts over.
 const KNOWN_PAIRS_CAP: usize = 100_000;
@@ -153,6 +157,10 @@ pub(crate) struct Writer {
     isolate: bool,
     /// When a state write may next purge expired state rows.
     next_state_purge_ms: i64,
+    /// Stream heads this writer assigned or read, trusted while no other connection has
+    /// written the file (`PRAGMA data_version`) and no attempt was undone.
+    heads: HashMap<String, u64>,
+    data_version: i64,
 }
 
 pub(crate) struct WriterOptions {
@@ -179,6 +187,8 @@ impl Writer {
             busy_timeout: o.busy_timeout,
             isolate: false,
             next_state_purge_ms: 0,
+            heads: HashMap::new(),
+            data_version: 0,
         }
     }
 
@@ -241,6 +251,8 @@ impl Writer {
                     if !self.conn.is_autocommit() {
                         let _ = self.conn.execute_batch("ROLLBACK");
                     }
+                    // Positions given out by the undone attempt are not taken.
+                    self.heads.clear();
                     if is_busy(&e) && attempt < BUSY_RETRIES {
                         attempt += 1;
                         tracing::warn!(attempt, "sqlite is locked by another connection; retrying the batch");
@@ -286,6 +298,12 @@ impl Writer {
 
     fn attempt(&mut self, batch: &mut [Command]) -> rusqlite::Result<()> {
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        // Another node committed since: the heads it moved are unknown here.
+        let version: i64 = self.conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
+        if version != self.data_version || self.heads.len() > KNOWN_HEADS_CAP {
+            self.heads.clear();
+            self.data_version = version;
+        }
         for cmd in batch.iter_mut() {
             match cmd {
                 Command::Insert(job) => job.result = Some(self.guarded(|w| w.insert(&job.input))?),
@@ -323,6 +341,7 @@ impl Writer {
         };
         if result.is_err() {
             self.conn.prepare_cached("ROLLBACK TO command")?.execute([])?;
+            self.heads.clear();
         }
         self.conn.prepare_cached("RELEASE command")?.execute([])?;
         Ok(result)
@@ -373,11 +392,18 @@ impl Writer {
         let now = self.clock.now_millis();
         let id = new_id(now.div_euclid(1000));
         let (lo, hi) = pair(&m.sender_id, &m.receiver_id);
+        let sender_pos = self.next_pos(&m.sender_id)?;
+        let receiver_pos = if m.receiver_id == m.sender_id {
+            sender_pos
+        } else {
+            self.next_pos(&m.receiver_id)?
+        };
         self.conn
             .prepare_cached(
                 "INSERT INTO messages
-                   (id, sender_id, receiver_id, pair_lo, pair_hi, to_lo, body, client_msg_id, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                   (id, sender_id, receiver_id, pair_lo, pair_hi, to_lo, body, client_msg_id, created_at, updated_at,
+                    sender_pos, receiver_pos)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
             )?
             .execute(params![
                 id,
@@ -388,7 +414,9 @@ impl Writer {
                 m.receiver_id == lo,
                 m.message,
                 m.client_msg_id,
-                now
+                now,
+                sender_pos as i64,
+                receiver_pos as i64
             ])?;
         // A pair's conversation row holds only the read cursors: written once, when the
         // pair first talks (see schema.rs, migration 2).
@@ -406,8 +434,20 @@ impl Writer {
             client_msg_id: m.client_msg_id.clone(),
             created_at: from_millis(now),
             updated_at: from_millis(now),
+            pos: None,
+            positions: Some((sender_pos, receiver_pos)),
         };
         Ok(Inserted { message, created: true })
+    }
+
+    /// Takes the next position of `user`'s stream (inside the current transaction).
+    fn next_pos(&mut self, user: &str) -> rusqlite::Result<u64> {
+        let head = match self.heads.get(user) {
+            Some(h) => *h,
+            None => streams::head(&self.conn, user)?,
+        };
+        self.heads.insert(user.to_owned(), head + 1);
+        Ok(head + 1)
     }
 
     fn create_user(&mut self, u: &NewUser) -> Result<UserRecord, Failure> {

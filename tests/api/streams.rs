@@ -1,0 +1,210 @@
+//! Per-user streams through the real server: every message shown carries the viewer's
+//! `pos`, `sync {afterPos}` fills gaps, and a socket that cannot take a message is closed
+//! rather than skipped, so a client that syncs after reconnecting has everything.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::auth::{bare, register};
+use crate::support::raw::{Ws, emit_ack, emit_many, next_text, sio_connect, ws, ws_closed_within, ws_small_window};
+use crate::support::{Server, note, unique};
+
+const TOML: &str = "[server.socket]\nmax_buffer_size = 64\n\n[ratelimit]\nenabled = false\n\n\
+                    [auth.password.argon2]\nmemory_kib = 1024\niterations = 1\n";
+
+async fn connect(ws: &mut Ws, token: &str) {
+    let answer = sio_connect(ws, token).await;
+    assert!(answer.starts_with("40"), "{answer}");
+}
+
+/// `receive_message` positions read off a socket until it closes (or is quiet for `idle`).
+async fn received_until_closed(ws: &mut Ws, idle: Duration) -> (Vec<u64>, bool) {
+    let mut got = Vec::new();
+    loop {
+        match next_text(ws, idle).await {
+            // Closed, or quiet for `idle`: tell which.
+            None => return (got, ws_closed_within(ws, Duration::from_millis(100)).await),
+            Some(t) => {
+                if let Some(body) = t.strip_prefix("42")
+                    && let Ok(Value::Array(v)) = serde_json::from_str::<Value>(body)
+                    && v.first() == Some(&json!("receive_message"))
+                {
+                    got.push(v[1]["pos"].as_u64().expect("receive_message carries pos"));
+                }
+            }
+        }
+    }
+}
+
+/// Everything after `after`, by `sync {afterPos}` pages.
+async fn sync_all(ws: &mut Ws, mut after: u64) -> (Vec<(u64, String)>, u64) {
+    let mut got = Vec::new();
+    for id in 1.. {
+        let ack = emit_ack(ws, id, "sync", json!({"afterPos": after, "limit": 500}))
+            .await
+            .expect("sync answers");
+        assert_eq!(ack["ok"], true, "{ack}");
+        for m in ack["messages"].as_array().expect("messages") {
+            let pos = m["pos"].as_u64().expect("pos");
+            got.push((pos, m["message"].as_str().unwrap_or_default().to_owned()));
+            after = pos;
+        }
+        if ack["hasMore"] == false {
+            return (got, ack["headPos"].as_u64().expect("headPos"));
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn a_receiver_that_stops_reading_is_closed_then_syncs_everything_once_in_order() {
+    let s = Server::start(TOML).await;
+    let (slow, sender) = (
+        register(&s, &bare(), &unique("slow")).await,
+        register(&s, &bare(), &unique("fast")).await,
+    );
+    let mut stalled = ws_small_window(s.addr).await;
+    connect(&mut stalled, &slow.token).await;
+    let mut flood = ws(s.addr).await;
+    connect(&mut flood, &sender.token).await;
+    const N: u32 = 2000;
+    let started = Instant::now();
+    let failed = emit_many(
+        &mut flood,
+        "send_message",
+        &json!({"receiverId": slow.user["id"], "message": "x".repeat(3900)}),
+        N,
+        16,
+    )
+    .await;
+    assert!(failed.is_empty(), "every send is acked: {:?}", failed.first());
+    let sent_in = started.elapsed();
+
+    // What the stalled socket got live: contiguous from 1, then its connection closed.
+    let (live, closed) = received_until_closed(&mut stalled, Duration::from_secs(3)).await;
+    assert!(closed, "the socket that could not take a message was closed");
+    assert_eq!(
+        live,
+        (1..=live.len() as u64).collect::<Vec<_>>(),
+        "the live socket never showed a gap"
+    );
+    assert!((live.len() as u32) < N, "the slow receiver did fall behind");
+
+    // Reconnect, sync from the last position held: the rest, once each, in order.
+    let mut again = ws(s.addr).await;
+    connect(&mut again, &slow.token).await;
+    let last = live.len() as u64;
+    let (rest, head) = sync_all(&mut again, last).await;
+    let positions: Vec<u64> = rest.iter().map(|(p, _)| *p).collect();
+    assert_eq!(positions, (last + 1..=N as u64).collect::<Vec<_>>());
+    assert_eq!(head, N as u64);
+    note(&format!(
+        "streams: {N} messages of 3.9 KB sent in {sent_in:?}; the stalled receiver got {} live, was closed, \
+         and synced the other {} after reconnecting: 0 missing, 0 duplicates",
+        live.len(),
+        rest.len()
+    ));
+}
+
+#[tokio::test]
+async fn every_message_shown_carries_the_viewers_position_and_sync_answers_by_position() {
+    let s = Server::start(TOML).await;
+    let (a, b) = (
+        register(&s, &bare(), &unique("pa")).await,
+        register(&s, &bare(), &unique("pb")).await,
+    );
+    let (mut sa, mut sb) = (ws(s.addr).await, ws(s.addr).await);
+    connect(&mut sa, &a.token).await;
+    connect(&mut sb, &b.token).await;
+    // b already has a stream: a note to self at b's position 1.
+    let note_ack = emit_ack(
+        &mut sb,
+        1,
+        "send_message",
+        json!({"receiverId": b.user["id"], "message": "note"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(note_ack["message"]["pos"], 1, "{note_ack}");
+    let ack = emit_ack(
+        &mut sa,
+        1,
+        "send_message",
+        json!({"receiverId": b.user["id"], "message": "hi"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ack["message"]["pos"], 1, "the sender's ack: a's position: {ack}");
+    let got = crate::support::raw::next_event(&mut sb, "receive_message", Duration::from_secs(5))
+        .await
+        .expect("receive_message");
+    assert_eq!(
+        (got["message"].as_str(), got["pos"].as_u64()),
+        (Some("hi"), Some(2)),
+        "b's position"
+    );
+
+    let head = emit_ack(&mut sb, 2, "sync", json!({"limit": 0})).await.unwrap();
+    assert_eq!(
+        head,
+        json!({"ok": true, "messages": [], "hasMore": false, "headPos": 2})
+    );
+    let tail = emit_ack(&mut sb, 3, "sync", json!({"afterPos": 1})).await.unwrap();
+    assert_eq!(tail["messages"].as_array().map(Vec::len), Some(1), "{tail}");
+    assert_eq!(
+        (tail["messages"][0]["pos"].as_u64(), tail["headPos"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let beyond = emit_ack(&mut sb, 4, "sync", json!({"afterPos": 99})).await.unwrap();
+    assert_eq!(
+        beyond,
+        json!({"ok": true, "messages": [], "hasMore": false, "headPos": 2})
+    );
+    // afterPos wins over after; the old `after` still works, without headPos.
+    let both = emit_ack(&mut sb, 5, "sync", json!({"afterPos": 2, "after": got["_id"]}))
+        .await
+        .unwrap();
+    assert_eq!(both["headPos"], 2, "{both}");
+    let old = emit_ack(&mut sb, 6, "sync", json!({})).await.unwrap();
+    assert_eq!(old["messages"].as_array().map(Vec::len), Some(2), "{old}");
+    assert_eq!(old["messages"][1]["pos"], 2, "{old}");
+    let bad = emit_ack(&mut sb, 7, "sync", json!({"afterPos": -1})).await.unwrap();
+    assert_eq!(
+        (bad["ok"].as_bool(), bad["error"]["code"].as_str()),
+        (Some(false), Some("validation_failed")),
+        "{bad}"
+    );
+
+    // REST: the send answer and history pages carry the viewer's position.
+    let r = bare()
+        .post(s.url(&format!("/chats/{}/send", a.user["id"].as_str().unwrap())))
+        .bearer_auth(&a.token)
+        .json(&json!({"receiverId": b.user["id"], "message": "by rest"}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((status, body["pos"].as_u64()), (201, Some(2)), "{body}");
+    let history: Value = bare()
+        .get(s.url(&format!(
+            "/chats/{}/with/{}",
+            b.user["id"].as_str().unwrap(),
+            a.user["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&b.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let positions: Vec<u64> = history
+        .as_array()
+        .expect("a page")
+        .iter()
+        .filter_map(|m| m["pos"].as_u64())
+        .collect();
+    assert_eq!(positions, [2, 3], "b's positions in b's history: {history}");
+}
