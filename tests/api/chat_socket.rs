@@ -448,11 +448,19 @@ async fn chat_socket_reconnect_and_sync_recovers_exactly_the_missed_messages() {
     for (payload, field) in [
         (json!({"after": "0123456789abcdef01234567"}), "after"),
         (json!({"after": "garbage"}), "after"),
-        (json!({"limit": 0}), "limit"),
         (json!({"limit": 5}), "limit"),
+        (json!({"afterPos": "3"}), "afterPos"),
     ] {
         assert_ack_error(&b.ack("sync", payload).await, "validation_failed", Some(field));
     }
+    // `limit: 0` answers the head alone (DESIGN §4): where a new device starts.
+    let head = b.ack("sync", json!({"limit": 0})).await;
+    assert_eq!(
+        (head["messages"].as_array().map(Vec::len), head["hasMore"].as_bool()),
+        (Some(0), Some(false)),
+        "{head}"
+    );
+    assert!(head["headPos"].as_u64().is_some_and(|h| h >= 3), "{head}");
     // Carol cannot use Alice and Bob's messages as her cursor.
     let carol = register(&s, "carol").await;
     let c = Sock::connect(&s, &carol).await;

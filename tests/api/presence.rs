@@ -97,6 +97,12 @@ async fn presence_subscribe_acks_states_then_pushes_changes() {
     );
     let mut watcher = Sock::connect(&s, &bob).await;
     let carol_sock = Sock::connect(&s, &carol).await;
+    // Her connect hook runs after the handshake answer: wait until it has.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while presence_of(&s, &bob, &carol.id).await["online"] != true {
+        assert!(tokio::time::Instant::now() < deadline, "carol never came online");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     let ack = watcher
         .ack(
