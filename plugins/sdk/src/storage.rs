@@ -124,6 +124,21 @@ pub struct StreamPage {
     pub head_pos: u64,
 }
 
+impl StreamPage {
+    /// The page of `user`'s stream made of the two halves a backend reads (the messages
+    /// `user` sent and those it received, each at most `limit + 1` past the cursor).
+    pub fn from_halves(user: &str, mut messages: Vec<Message>, limit: usize, head_pos: u64) -> StreamPage {
+        messages.sort_by_key(|m| m.clone().seen_by(user).pos);
+        let has_more = messages.len() > limit;
+        messages.truncate(limit);
+        StreamPage {
+            messages,
+            has_more,
+            head_pos,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub sender_id: String,

@@ -62,14 +62,7 @@ pub(super) async fn page(cols: &Collections, user: &str, after: u64, limit: usiz
         )
         .await?,
     );
-    messages.sort_by_key(|m| m.clone().seen_by(user).pos);
-    let has_more = messages.len() > limit;
-    messages.truncate(limit);
-    Ok(StreamPage {
-        messages,
-        has_more,
-        head_pos: head,
-    })
+    Ok(StreamPage::from_halves(user, messages, limit, head))
 }
 
 /// Gives every stored message without positions its positions, in stored order

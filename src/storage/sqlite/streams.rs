@@ -35,7 +35,7 @@ pub(crate) fn page(conn: &Connection, user: &str, after: u64, limit: usize) -> r
         }
         let want = limit as i64 + 1;
         // Both halves are index ranges; a note to self appears once (its sender half).
-        let mut messages: Vec<Message> = conn
+        let messages: Vec<Message> = conn
             .prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM (
                      SELECT * FROM messages WHERE sender_id = ?1 AND sender_pos > ?2
@@ -47,14 +47,7 @@ pub(crate) fn page(conn: &Connection, user: &str, after: u64, limit: usize) -> r
             ))?
             .query_map(params![user, after as i64, want], rows::message)?
             .collect::<rusqlite::Result<_>>()?;
-        messages.sort_by_key(|m| m.clone().seen_by(user).pos);
-        let has_more = messages.len() > limit;
-        messages.truncate(limit);
-        Ok(StreamPage {
-            messages,
-            has_more,
-            head_pos: head,
-        })
+        Ok(StreamPage::from_halves(user, messages, limit, head))
     })();
     conn.prepare_cached("COMMIT")?.execute([])?;
     read

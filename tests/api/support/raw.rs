@@ -91,9 +91,14 @@ pub async fn ws_with(addr: SocketAddr, headers: &[(&str, &str)]) -> Ws {
             v.parse().expect("header value"),
         );
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false)
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false)
         .await
         .expect("websocket");
+    past_open(ws).await
+}
+
+/// `ws` once the Engine.IO open packet has arrived.
+async fn past_open(mut ws: Ws) -> Ws {
     let open = next_text(&mut ws, Duration::from_secs(5))
         .await
         .expect("engine.io open");
@@ -111,14 +116,10 @@ pub async fn ws_small_window(addr: SocketAddr) -> Ws {
     let tcp = socket.connect(addr).await.expect("connect");
     let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
     let req = format!("ws://{addr}{WS_PATH}").into_client_request().expect("request");
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, MaybeTlsStream::Plain(tcp), Some(config))
+    let (ws, _) = tokio_tungstenite::client_async_with_config(req, MaybeTlsStream::Plain(tcp), Some(config))
         .await
         .expect("websocket");
-    let open = next_text(&mut ws, Duration::from_secs(5))
-        .await
-        .expect("engine.io open");
-    assert!(open.starts_with('0'), "engine.io open packet: {open}");
-    ws
+    past_open(ws).await
 }
 
 /// Emits `count` events of `event` with `data`, at most `window` unanswered at a time,
