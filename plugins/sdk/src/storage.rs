@@ -106,10 +106,14 @@ pub struct Message {
 impl Message {
     /// This message as `user` is shown it: `pos` is its position in `user`'s stream.
     pub fn seen_by(mut self, user: &str) -> Message {
-        self.pos = self
-            .positions
-            .map(|(sender, receiver)| if user == self.receiver_id { receiver } else { sender });
+        self.pos = self.pos_for(user);
         self
+    }
+
+    /// This message's position in `user`'s stream, if it has positions.
+    pub fn pos_for(&self, user: &str) -> Option<u64> {
+        self.positions
+            .map(|(sender, receiver)| if user == self.receiver_id { receiver } else { sender })
     }
 }
 
@@ -128,7 +132,7 @@ impl StreamPage {
     /// The page of `user`'s stream made of the two halves a backend reads (the messages
     /// `user` sent and those it received, each at most `limit + 1` past the cursor).
     pub fn from_halves(user: &str, mut messages: Vec<Message>, limit: usize, head_pos: u64) -> StreamPage {
-        messages.sort_by_key(|m| m.clone().seen_by(user).pos);
+        messages.sort_by_key(|m| m.pos_for(user));
         let has_more = messages.len() > limit;
         messages.truncate(limit);
         StreamPage {

@@ -37,10 +37,7 @@ async fn read_all(s: &Stores, user: &str, batch: usize) -> (Vec<Message>, u64) {
 }
 
 fn positions(user: &str, messages: &[Message]) -> Vec<u64> {
-    messages
-        .iter()
-        .map(|m| m.clone().seen_by(user).pos.expect("a position"))
-        .collect()
+    messages.iter().map(|m| m.pos_for(user).expect("a position")).collect()
 }
 
 pub(super) async fn streams(s: Stores) {
