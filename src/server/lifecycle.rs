@@ -83,17 +83,30 @@ fn expire_at<A: Adapter>(s: SocketRef<A>, at: i64) -> AbortHandle {
 /// full can take neither: its WebSocket connection is closed under it instead
 /// (`transport::cut`).
 pub fn end<A: Adapter>(s: &SocketRef<A>, code: &str, message: &str) {
+    use socketioxide::{SendError, SocketError};
+    let told = match s.emit(ended::EVENT, &json!({"code": code, "message": message})) {
+        Ok(()) => true,
+        // Already ended (a logout ends a socket through its token's and its login's rooms):
+        // its packets are on their way, and cutting now could drop them.
+        Err(SendError::Socket(SocketError::Closed)) => return,
+        Err(_) => false,
+    };
     tracing::info!(socket = %s.id, code, "ending socket: its credential ended");
-    let told = s.emit(ended::EVENT, &json!({"code": code, "message": message})).is_ok();
-    if told && s.clone().disconnect().is_ok() {
-        // Queued is not sent: a client that stopped reading (with room left in its
-        // buffer) would keep the connection open. Cut it if it is still there by then.
-        let s = s.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(END_GRACE).await;
-            super::transport::cut(&s);
-        });
-        return;
+    if told {
+        match s.clone().disconnect() {
+            Ok(()) => {
+                // Queued is not sent: a client that stopped reading (with room left in its
+                // buffer) would keep the connection open. Cut it if it is still there then.
+                let s = s.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(END_GRACE).await;
+                    super::transport::cut(&s);
+                });
+                return;
+            }
+            Err(SocketError::Closed) => return,
+            Err(SocketError::InternalChannelFull) => {}
+        }
     }
     if super::transport::cut(s) {
         tracing::warn!(socket = %s.id, code, "socket buffer full: closed its connection");
