@@ -335,18 +335,22 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     // The whole shutdown fits in the deadline: sockets and HTTP get at most two fifths
     // each, queued storage writes whatever is left (at least one fifth).
     let io = Arc::new(io);
-    // A node cut off from Redis missed the revocations other nodes published.
-    let rechecker = match (recoveries, authenticator) {
-        (Some(mut recoveries), Some(auth)) => Some(tokio::spawn({
-            let io = io.clone();
+    // A node cut off from Redis missed the revocations and the stream events other nodes
+    // published: first the revoked sockets end (with `session_ended`), then the others
+    // close so that their clients sync.
+    let rechecker = recoveries.map(|mut recoveries| {
+        tokio::spawn({
+            let (io, metrics) = (io.clone(), metrics.clone());
             async move {
                 while recoveries.changed().await.is_ok() {
-                    io.recheck(&auth).await;
+                    if let Some(auth) = &authenticator {
+                        io.recheck(auth).await;
+                    }
+                    io.resync(&metrics);
                 }
             }
-        })),
-        _ => None,
-    };
+        })
+    });
 
     let deadline = Duration::from_secs(config.server.shutdown_timeout_secs);
     let signalled = Arc::new(std::sync::OnceLock::new());

@@ -80,6 +80,9 @@ pub struct Metrics {
     /// (on polling) left to the heartbeat.
     overflow_closed: AtomicU64,
     overflow_polling: AtomicU64,
+    stream_held: AtomicU64,
+    stream_late: AtomicU64,
+    stream_resyncs: AtomicU64,
     socket_events: Mutex<HashMap<String, u64>>,
     commit_batch: Histogram,
     commit_latency: Histogram,
@@ -96,6 +99,9 @@ impl Default for Metrics {
             refused_per_ip: AtomicU64::new(0),
             overflow_closed: AtomicU64::new(0),
             overflow_polling: AtomicU64::new(0),
+            stream_held: AtomicU64::new(0),
+            stream_late: AtomicU64::new(0),
+            stream_resyncs: AtomicU64::new(0),
             socket_events: Mutex::default(),
             commit_batch: Histogram::new(BATCH_BUCKETS),
             commit_latency: Histogram::new(LATENCY_BUCKETS),
@@ -164,6 +170,18 @@ impl Metrics {
             &self.overflow_polling
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A stream event came before a smaller position of its user (`held`: it waited for
+    /// it) or after a larger one had gone out (dropped: its client syncs the gap).
+    pub fn stream_reordered(&self, held: bool) {
+        let counter = if held { &self.stream_held } else { &self.stream_late };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sockets closed so that their clients sync what cross-node fan-out could not carry.
+    pub fn stream_resynced(&self, sockets: usize) {
+        self.stream_resyncs.fetch_add(sockets as u64, Ordering::Relaxed);
     }
 
     pub fn open_sockets(&self) -> i64 {
@@ -244,6 +262,18 @@ impl Metrics {
              confab_stream_overflows_total{{action=\"closed\"}} {}\nconfab_stream_overflows_total{{action=\"polling\"}} {}",
             self.overflow_closed.load(Ordering::Relaxed),
             self.overflow_polling.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP confab_stream_reordered_total Stream events that came out of position order: held for a smaller one, or late (left to the client's sync).\n# TYPE confab_stream_reordered_total counter\n\
+             confab_stream_reordered_total{{outcome=\"held\"}} {}\nconfab_stream_reordered_total{{outcome=\"late\"}} {}",
+            self.stream_held.load(Ordering::Relaxed),
+            self.stream_late.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP confab_stream_resyncs_total Sockets closed so that their clients sync what cross-node fan-out could not carry.\n# TYPE confab_stream_resyncs_total counter\nconfab_stream_resyncs_total {}",
+            self.stream_resyncs.load(Ordering::Relaxed)
         );
         out.push_str("# HELP confab_socket_events_total Socket.IO events received, by name.\n# TYPE confab_socket_events_total counter\n");
         let events: BTreeMap<String, u64> = self

@@ -27,12 +27,13 @@ use self::local::{LocalPresenceStore, LocalRevocationStore, LocalSessionStore};
 use self::ratelimit::{LocalRateLimitStore, RedisRateLimitStore};
 use self::redis::{
     RedisCheck, RedisCluster, RedisEmitter, RedisPresenceStore, RedisRefreshStore, RedisRevocationStore,
-    RedisSessionStore, SioAdapter,
+    RedisSessionStore, SioAdapter, StreamRelay,
 };
 use self::refresh_local::LocalRefreshStore;
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
 use crate::server::socket::{AdapterEmitter, SocketHost};
+use crate::server::stream::{StreamGate, cut_local};
 
 /// The Socket.IO server, on the adapter the backend chose.
 pub enum ClusterIo {
@@ -66,6 +67,19 @@ impl ClusterIo {
         match self {
             ClusterIo::Local(io) => crate::server::lifecycle::recheck(io, auth).await,
             ClusterIo::Redis(io) => crate::server::lifecycle::recheck(io, auth).await,
+        }
+    }
+
+    /// After an outage of the backend: closes every socket of this node, whose clients
+    /// reconnect and sync the cross-node events this node could not hear meanwhile.
+    pub fn resync(&self, metrics: &Metrics) {
+        if let ClusterIo::Redis(io) = self {
+            let closed = cut_local(io, None);
+            metrics.stream_resynced(closed);
+            tracing::info!(
+                closed,
+                "fan-out is back: closed this node's sockets so that their clients sync"
+            );
         }
     }
 
@@ -117,10 +131,7 @@ pub async fn start(
             refresh: Arc::new(refresh.map_err(restore_failed)?),
             presence: Arc::new(LocalPresenceStore::new(clock.clone())),
             ratelimit: Arc::new(LocalRateLimitStore::new(clock)),
-            emitter: Arc::new(AdapterEmitter {
-                io: io.clone(),
-                metrics,
-            }),
+            emitter: Arc::new(AdapterEmitter::new(io.clone(), metrics)),
             io: ClusterIo::Local(io),
             socket_layer: SocketLayer::Local(layer),
             health: None,
@@ -141,6 +152,16 @@ pub async fn start(
     let presence = RedisPresenceStore::start(cluster.clone(), clock.clone(), ttl)
         .await
         .map_err(|e| format!("cluster.redis: cannot register this node: {e}"))?;
+    let gate = StreamGate::local(io.clone(), metrics.clone());
+    let relay = StreamRelay::start(
+        cluster.bus(),
+        &cluster.key(""),
+        cluster.health(),
+        io.clone(),
+        gate.clone(),
+        metrics.clone(),
+    )
+    .await?;
     tracing::info!(key_prefix = %cfg.key_prefix, heartbeat_ttl_secs = cfg.heartbeat_ttl_secs, "cluster ready (redis)");
     Ok(Cluster {
         sessions: Arc::new(RedisSessionStore::new(cluster.clone())),
@@ -156,6 +177,8 @@ pub async fn start(
             io: io.clone(),
             metrics,
             health: cluster.health(),
+            gate,
+            relay,
         }),
         io: ClusterIo::Redis(io),
         socket_layer: SocketLayer::Redis(layer),

@@ -95,6 +95,7 @@ pub fn end<A: Adapter>(s: &SocketRef<A>, code: &str, message: &str) {
     if told {
         match s.clone().disconnect() {
             Ok(()) => {
+                s.extensions.insert(Ending);
                 // Queued is not sent: a client that stopped reading (with room left in its
                 // buffer) would keep the connection open. Cut it if it is still there then.
                 let s = s.clone();
@@ -114,6 +115,16 @@ pub fn end<A: Adapter>(s: &SocketRef<A>, code: &str, message: &str) {
         // Polling: there is no connection of its own; the heartbeat closes it.
         tracing::warn!(socket = %s.id, code, "socket buffer full on polling: left to the heartbeat");
     }
+}
+
+/// In the extensions of a socket told `session_ended` and disconnected: it stays listed
+/// until its transport closes, and nothing else should cut it before the grace is over.
+#[derive(Clone, Copy)]
+pub struct Ending;
+
+/// Whether `s` is an ended socket waiting for its grace (see [`Ending`]).
+pub fn is_ending<A: Adapter>(s: &SocketRef<A>) -> bool {
+    s.extensions.get::<Ending>().is_some()
 }
 
 /// How long an ended socket's client has to read `session_ended` and the disconnect

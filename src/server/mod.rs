@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod middleware;
 pub mod routes;
 pub mod socket;
+pub mod stream;
 pub mod transport;
 
 use std::sync::Arc;

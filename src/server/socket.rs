@@ -24,6 +24,7 @@ use socketioxide_core::adapter::DefinedAdapter;
 use tokio::sync::oneshot;
 
 use super::lifecycle::{self, Credential};
+use super::stream::StreamGate;
 use crate::metrics::Metrics;
 
 /// What the plugins contributed to sockets, shared by every socket.
@@ -323,10 +324,18 @@ impl Drop for InFlight {
     }
 }
 
-/// Emits through socketioxide's adapter: local now, Redis in a cluster.
+/// Emits through socketioxide's in-process adapter (the local cluster backend).
 pub struct AdapterEmitter<A: Adapter = LocalAdapter> {
     pub io: SocketIo<A>,
     pub metrics: Arc<Metrics>,
+    pub gate: Arc<StreamGate>,
+}
+
+impl<A: Adapter> AdapterEmitter<A> {
+    pub fn new(io: SocketIo<A>, metrics: Arc<Metrics>) -> Self {
+        let gate = StreamGate::local(io.clone(), metrics.clone());
+        AdapterEmitter { io, metrics, gate }
+    }
 }
 
 #[confab_sdk::async_trait]
@@ -339,36 +348,13 @@ impl<A: Adapter> Emitter for AdapterEmitter<A> {
             tracing::debug!(room, event, error = %e, "emit failed");
         }
     }
-    async fn stream_to_user(&self, user_id: &str, event: &str, data: &Value) {
-        stream_local(&self.io, &self.metrics, user_id, event, data);
+    async fn stream_to_user(&self, user_id: &str, pos: u64, event: &str, data: &Value) {
+        self.gate.admit(user_id, pos, event, data);
     }
     async fn end_room(&self, room: &str, code: &str, message: &str) {
         end_local(&self.io, room, code, message);
     }
     fn local_sockets(&self) -> usize {
         self.metrics.open_sockets().max(0) as usize
-    }
-}
-
-/// A stream event to each of `user_id`'s sockets on this node, one by one: a socket whose
-/// buffer is full is closed at the transport (counted, logged with the user) instead of
-/// skipped; its client reconnects and syncs what it missed.
-pub(crate) fn stream_local<A: Adapter>(io: &SocketIo<A>, metrics: &Metrics, user_id: &str, event: &str, data: &Value) {
-    for s in io.local().to(user_room(user_id)).sockets() {
-        match s.emit(event, data) {
-            Ok(()) => {}
-            Err(socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => {
-                let closed = super::transport::cut(&s);
-                metrics.stream_overflow(closed);
-                tracing::warn!(
-                    socket = %s.id,
-                    user = user_id,
-                    event,
-                    closed,
-                    "socket buffer full: closed its connection rather than skip a stream event"
-                );
-            }
-            Err(e) => tracing::debug!(socket = %s.id, event, error = %e, "stream emit failed"),
-        }
     }
 }

@@ -312,13 +312,13 @@ async fn cluster_killed_node_users_go_offline_within_the_ttl() {
 }
 
 /// A `redis-server` of the test's own, on a free port, without persistence.
-struct OwnRedis {
+pub(crate) struct OwnRedis {
     port: u16,
     child: Option<Child>,
 }
 
 impl OwnRedis {
-    fn start() -> OwnRedis {
+    pub(crate) fn start() -> OwnRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -329,11 +329,11 @@ impl OwnRedis {
         r
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -360,7 +360,7 @@ impl OwnRedis {
         panic!("redis-server on port {} did not start", self.port);
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -393,7 +393,7 @@ pub(crate) async fn wait_ready(s: &Server, want: u16) -> Value {
 }
 
 /// Log lines whose message starts with `message` (not those that quote it in a field).
-fn log_count(s: &Server, logs: &mut Vec<String>, message: &str) -> usize {
+pub(crate) fn log_count(s: &Server, logs: &mut Vec<String>, message: &str) -> usize {
     logs.extend(s.logs());
     let needle = format!("\"message\":\"{message}");
     logs.iter().filter(|l| l.contains(&needle)).count()
@@ -452,7 +452,20 @@ async fn cluster_survives_a_redis_restart() {
     wait_ready(&c.a, 200).await;
     wait_ready(&c.b, 200).await;
 
-    // Fan-out resubscribed by itself; presence was written back by its node.
+    // Each node missed the other's messages meanwhile: it closed its sockets so that their
+    // clients sync (streams_cluster.rs checks they recover every message). Sockets that
+    // connect after that hear the fan-out, which resubscribed by itself.
+    let mut logs = [Vec::new(), Vec::new()];
+    for (node, logs) in [&c.a, &c.b].into_iter().zip(&mut logs) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while log_count(node, logs, "fan-out is back") == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no resync: {logs:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    drop((alice_on_a, bob_on_b));
+    let alice_on_a = Sock::connect(&c.a, &alice).await;
+    let mut bob_on_b = Sock::connect(&c.b, &bob).await;
     send_ok(&alice_on_a, &bob, "after").await;
     wait_message(&mut bob_on_b, "receive_message", "after").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -469,10 +482,9 @@ async fn cluster_survives_a_redis_restart() {
     }
 
     // One log line per outage and per recovery, not one per request.
-    for s in [&c.a, &c.b] {
-        let mut logs = Vec::new();
-        assert_eq!(log_count(s, &mut logs, "redis unavailable"), 1, "{logs:#?}");
-        assert_eq!(log_count(s, &mut logs, "redis available again"), 1, "{logs:#?}");
+    for (s, logs) in [&c.a, &c.b].into_iter().zip(&mut logs) {
+        assert_eq!(log_count(s, logs, "redis unavailable"), 1, "{logs:#?}");
+        assert_eq!(log_count(s, logs, "redis available again"), 1, "{logs:#?}");
     }
     c.cleanup().await;
 }

@@ -1,5 +1,6 @@
 //! A node cut off from Redis while the others still reach it: what it missed meanwhile
-//! (revocations published by other nodes) is caught up once it is back.
+//! (revocations published by other nodes) is caught up once it is back, and its other
+//! sockets are closed so that their clients sync the messages it could not relay.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tempfile::TempDir;
 use crate::auth::{bare, register};
 use crate::cluster::{Redis, delete_keys, toml, wait_ready};
 use crate::support::proxy::Proxy;
-use crate::support::raw::{Ws, emit_ack, next_event, sio_connect, ws};
+use crate::support::raw::{Ws, emit_ack, next_event, sio_connect, ws, ws_closed_within};
 use crate::support::{Server, StartOptions, unique};
 
 async fn token_socket(s: &Server, token: &str) -> Ws {
@@ -57,17 +58,23 @@ async fn a_node_cut_off_from_redis_ends_revoked_sockets_once_it_is_back() {
     wait_ready(&b, 200).await;
     let ended = next_event(&mut alice_on_b, "session_ended", Duration::from_secs(10))
         .await
-        .expect("the revoked socket on node b ends once b is back");
+        .unwrap_or_else(|| panic!("the revoked socket on node b ends once b is back: {:#?}", b.logs()));
     assert_eq!(ended["code"], "revoked", "{ended}");
-    // Bob's credential stands: his socket lives on and answers.
+    // Bob's credential stands, but node b missed what other nodes published meanwhile:
+    // his socket is closed so that his client reconnects and syncs; it may connect again.
+    assert!(
+        ws_closed_within(&mut bob_on_b, Duration::from_secs(10)).await,
+        "the sockets of a node back from an outage are closed to resync"
+    );
+    let mut bob_again = token_socket(&b, &bob.token).await;
     let ack = emit_ack(
-        &mut bob_on_b,
+        &mut bob_again,
         1,
         "typing",
         json!({"to": alice.user["id"], "isTyping": true}),
     )
     .await;
-    assert_eq!(ack, Some(json!({"ok": true})), "bob's socket still answers");
+    assert_eq!(ack, Some(json!({"ok": true})), "bob's credential still stands");
     drop((a, b));
     delete_keys(&direct, &prefix).await;
 }

@@ -18,4 +18,5 @@ mod sessions;
 mod storage;
 mod storage_mongo;
 mod streams;
+mod streams_cluster;
 mod support;

@@ -213,13 +213,15 @@ impl PendingSend {
         if created {
             // A note to self: the receiver's sockets are the sender's, which get message_sent.
             if message.receiver_id != message.sender_id {
-                let received = to_json(&message.clone().seen_by(&message.receiver_id));
+                let received = message.clone().seen_by(&message.receiver_id);
+                let pos = received.pos.unwrap_or_default();
                 chat.emitter
-                    .stream_to_user(&message.receiver_id, "receive_message", &received)
+                    .stream_to_user(&message.receiver_id, pos, "receive_message", &to_json(&received))
                     .await;
             }
+            let pos = message.pos_for(&message.sender_id).unwrap_or_default();
             chat.emitter
-                .stream_to_user(&message.sender_id, "message_sent", &json)
+                .stream_to_user(&message.sender_id, pos, "message_sent", &json)
                 .await;
         }
         drop(turn);

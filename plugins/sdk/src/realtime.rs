@@ -117,8 +117,10 @@ pub trait Emitter: Send + Sync + 'static {
     /// Emits a stream event (a message, DESIGN §4 Streams) to every socket of `user_id`.
     /// Unlike [`Emitter::to_user`], whose events may be dropped where a socket's buffer is
     /// full (typing, presence), a socket that cannot take it is closed at the transport,
-    /// so its client reconnects and syncs rather than miss it unseen.
-    async fn stream_to_user(&self, user_id: &str, event: &str, data: &Value) {
+    /// so its client reconnects and syncs rather than miss it unseen. `pos` is the event's
+    /// position in `user_id`'s stream: events for one user leave a node in `pos` order.
+    async fn stream_to_user(&self, user_id: &str, pos: u64, event: &str, data: &Value) {
+        let _ = pos;
         self.to_user(user_id, event, data).await
     }
     /// Ends every socket in `room`, on every node: `session_ended {code, message}` first,

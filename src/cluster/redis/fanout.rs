@@ -9,6 +9,7 @@
 //! counts one node's) and a publish is not broadcast to every node of the cluster.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,13 +25,22 @@ use tokio::sync::mpsc;
 
 use super::conn::RedisConn;
 use super::health::RedisHealth;
+use super::relay::StreamRelay;
 use crate::config::kernel::RedisConfig;
 use crate::metrics::Metrics;
+use crate::server::stream::StreamGate;
 
 /// The Socket.IO adapter of the Redis backend.
 pub type SioAdapter = socketioxide_redis::CustomRedisAdapter<socketioxide::adapter::Emitter, BusDriver>;
 
-type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
+type Handlers = Arc<RwLock<HashMap<String, Handler>>>;
+
+/// Where one subscribed channel's messages go.
+struct Handler {
+    tx: mpsc::Sender<ChanItem>,
+    /// Set when a message for this channel was dropped (its buffer was full).
+    lost: Option<Arc<AtomicBool>>,
+}
 
 /// A pub/sub driver for the adapter on a reconnecting RESP3 connection.
 #[derive(Clone)]
@@ -49,9 +59,15 @@ pub enum BusError {
     Timeout(Duration),
 }
 
-/// Hands a pub/sub message to the adapter's stream for its channel. Never blocks the
-/// connection: a full stream drops the message (the adapter's stream buffer is large).
-fn deliver(handlers: &Handlers, msg: PushInfo) {
+/// Hands a pub/sub message to the stream of its channel. Never blocks the connection: a
+/// full stream drops the message (buffers are large) and says so where the channel asked.
+/// A closed connection is noted: what was published until it is back never arrives, so
+/// the next successful ping counts as a recovery even if no command failed meanwhile.
+fn deliver(handlers: &Handlers, health: &RedisHealth, msg: PushInfo) {
+    if matches!(msg.kind, PushKind::Disconnection) {
+        health.dropped();
+        return;
+    }
     if !matches!(msg.kind, PushKind::Message | PushKind::SMessage) || msg.data.len() < 2 {
         return;
     }
@@ -61,18 +77,29 @@ fn deliver(handlers: &Handlers, msg: PushInfo) {
     };
     let Ok(chan) = String::from_utf8(chan) else { return };
     let handlers = handlers.read().unwrap_or_else(|e| e.into_inner());
-    if let Some(tx) = handlers.get(&chan)
-        && tx.try_send((chan, payload)).is_err()
+    if let Some(h) = handlers.get(&chan)
+        && h.tx.try_send((chan, payload)).is_err()
     {
-        tracing::warn!("socket.io fan-out: incoming buffer full, a cross-node emit was dropped");
+        match &h.lost {
+            Some(lost) => lost.store(true, Ordering::Release),
+            None => tracing::warn!("socket.io fan-out: incoming buffer full, a cross-node emit was dropped"),
+        }
     }
 }
 
 impl BusDriver {
-    pub(crate) async fn connect(config: &RedisConfig, timeout: Duration) -> RedisResult<Self> {
+    pub(crate) async fn connect(
+        config: &RedisConfig,
+        timeout: Duration,
+        health: Arc<RedisHealth>,
+    ) -> RedisResult<Self> {
         let handlers: Handlers = Arc::default();
         let sink = handlers.clone();
-        let conn = RedisConn::connect(config, Some(Box::new(move |msg: PushInfo| deliver(&sink, msg)))).await?;
+        let conn = RedisConn::connect(
+            config,
+            Some(Box::new(move |msg: PushInfo| deliver(&sink, &health, msg))),
+        )
+        .await?;
         Ok(BusDriver {
             conn,
             handlers,
@@ -82,6 +109,41 @@ impl BusDriver {
 
     pub(crate) fn conn(&self) -> RedisConn {
         self.conn.clone()
+    }
+
+    /// Subscribes `chan` with a buffer of `size` messages; `lost` is set when one was
+    /// dropped because the buffer was full.
+    pub(crate) async fn subscribe_lossy(
+        &self,
+        chan: String,
+        size: usize,
+        lost: Arc<AtomicBool>,
+    ) -> Result<mpsc::Receiver<ChanItem>, BusError> {
+        let (tx, rx) = mpsc::channel(size);
+        self.listen(chan, Handler { tx, lost: Some(lost) }).await?;
+        Ok(rx)
+    }
+
+    /// Registers the handler first (Redis may deliver as soon as it confirms), then
+    /// subscribes.
+    async fn listen(&self, chan: String, handler: Handler) -> Result<(), BusError> {
+        self.handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(chan.clone(), handler);
+        let conn = self.conn.clone();
+        let name = chan.clone();
+        let subscribed = self.bounded(async move {
+            match conn {
+                RedisConn::Single(mut c) => c.subscribe(name).await,
+                RedisConn::Cluster(mut c) => c.ssubscribe(name).await,
+            }
+        });
+        if let Err(e) = subscribed.await {
+            self.handlers.write().unwrap_or_else(|e| e.into_inner()).remove(&chan);
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn bounded<T>(&self, f: impl Future<Output = RedisResult<T>>) -> Result<T, BusError> {
@@ -108,24 +170,8 @@ impl Driver for BusDriver {
     }
 
     async fn subscribe(&self, chan: String, size: usize) -> Result<MessageStream<ChanItem>, BusError> {
-        // The handler first: Redis may deliver as soon as it confirms.
         let (tx, rx) = mpsc::channel(size);
-        self.handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(chan.clone(), tx);
-        let conn = self.conn.clone();
-        let name = chan.clone();
-        let subscribed = self.bounded(async move {
-            match conn {
-                RedisConn::Single(mut c) => c.subscribe(name).await,
-                RedisConn::Cluster(mut c) => c.ssubscribe(name).await,
-            }
-        });
-        if let Err(e) = subscribed.await {
-            self.handlers.write().unwrap_or_else(|e| e.into_inner()).remove(&chan);
-            return Err(e);
-        }
+        self.listen(chan, Handler { tx, lost: None }).await?;
         Ok(MessageStream::new(rx))
     }
 
@@ -151,12 +197,15 @@ impl Driver for BusDriver {
     }
 }
 
-/// Emits through the Redis adapter to every node. When Redis cannot carry an emit (it is
-/// down, or the publish failed or timed out), the emit still reaches this node's sockets.
+/// Emits through the Redis adapter to every node, stream events through the relay. When
+/// Redis cannot carry an emit (it is down, or the publish failed or timed out), the emit
+/// still reaches this node's sockets.
 pub struct RedisEmitter {
     pub io: SocketIo<SioAdapter>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<RedisHealth>,
+    pub gate: Arc<StreamGate>,
+    pub relay: Arc<StreamRelay>,
 }
 
 #[async_trait]
@@ -182,6 +231,11 @@ impl Emitter for RedisEmitter {
         if let Err(e) = self.io.local().to(room.to_owned()).emit(event, data).await {
             tracing::debug!(room, event, error = %e, "local emit failed");
         }
+    }
+
+    async fn stream_to_user(&self, user_id: &str, pos: u64, event: &str, data: &Value) {
+        self.gate.admit(user_id, pos, event, data);
+        self.relay.publish(user_id, pos, event, data).await;
     }
 
     /// `session_ended` through the adapter (every node, this one included), then this

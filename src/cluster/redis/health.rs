@@ -14,6 +14,8 @@ use tokio::sync::watch;
 
 pub struct RedisHealth {
     down: AtomicBool,
+    /// The pub/sub connection closed since the last recovery.
+    dropped: AtomicBool,
     /// Commands in a row that got no answer in time.
     slow: AtomicU32,
     /// Why it is down, for `/ready`.
@@ -27,6 +29,7 @@ impl Default for RedisHealth {
     fn default() -> Self {
         RedisHealth {
             down: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
             slow: AtomicU32::new(0),
             reason: Mutex::default(),
             recoveries: watch::Sender::new(0),
@@ -70,11 +73,24 @@ impl RedisHealth {
         self.slow.store(0, Ordering::Release);
     }
 
-    /// Redis answered. Logs only when this ends an outage.
+    /// The pub/sub connection closed: messages published until it is back are lost to
+    /// this node even if it reconnects before any command fails.
+    pub fn dropped(&self) {
+        self.dropped.store(true, Ordering::Release);
+    }
+
+    /// Redis answered (both connections, from the monitor). Logs only when this ends an
+    /// outage; a dropped pub/sub connection counts as one.
     pub fn recovered(&self) {
         self.slow.store(0, Ordering::Release);
-        if self.down.swap(false, Ordering::AcqRel) {
-            tracing::info!("redis available again");
+        let was_down = self.down.swap(false, Ordering::AcqRel);
+        let dropped = self.dropped.swap(false, Ordering::AcqRel);
+        if was_down || dropped {
+            if was_down {
+                tracing::info!("redis available again");
+            } else {
+                tracing::info!("redis pub/sub reconnected: cross-node events may have been missed");
+            }
             self.recoveries.send_modify(|n| *n += 1);
         }
     }

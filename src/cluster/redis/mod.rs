@@ -14,6 +14,7 @@ mod fanout;
 mod health;
 mod presence;
 mod refresh;
+mod relay;
 mod sessions;
 
 use std::future::Future;
@@ -30,6 +31,7 @@ pub use fanout::{BusDriver, RedisEmitter, SioAdapter};
 pub use health::{RedisCheck, RedisHealth};
 pub use presence::RedisPresenceStore;
 pub use refresh::RedisRefreshStore;
+pub use relay::StreamRelay;
 pub use sessions::{RedisRevocationStore, RedisSessionStore};
 
 /// How often the monitor pings Redis.
@@ -55,9 +57,10 @@ impl RedisCluster {
         let fail = |e: &dyn std::fmt::Display| format!("{key}: cannot connect to redis: {e}");
         let within = Duration::from_millis(config.connect_timeout_ms.saturating_mul(3));
         let timeout = Duration::from_millis(config.command_timeout_ms);
+        let health = Arc::<RedisHealth>::default();
         let connect = async {
             let data = RedisConn::connect(config, None).await?;
-            let bus = BusDriver::connect(config, timeout).await?;
+            let bus = BusDriver::connect(config, timeout, health.clone()).await?;
             RedisResult::Ok((data, bus))
         };
         let (data, bus) = tokio::time::timeout(within, connect)
@@ -67,7 +70,7 @@ impl RedisCluster {
         let cluster = Arc::new(RedisCluster {
             data,
             bus,
-            health: Arc::default(),
+            health,
             prefix: config.key_prefix.clone(),
             timeout,
         });
