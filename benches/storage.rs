@@ -309,6 +309,22 @@ async fn main() {
     }
     report("sync (since, limit 100)", syncs);
 
+    // sync {afterPos}: a page of a user's stream from a random position, with its head.
+    let mut streams = Vec::with_capacity(setup.queries);
+    let mut heads = Vec::with_capacity(setup.queries);
+    for _ in 0..setup.queries {
+        let u = &users[rng.random_range(0..users.len())];
+        let head = store.stream(u, 0, 0).await.expect("head").head_pos;
+        let t = Instant::now();
+        store.stream(u, rng.random_range(0..=head), 100).await.expect("stream");
+        streams.push(t.elapsed());
+        let t = Instant::now();
+        store.stream(u, 0, 0).await.expect("head");
+        heads.push(t.elapsed());
+    }
+    report("stream page (afterPos, limit 100)", streams);
+    report("stream head (limit 0)", heads);
+
     let mut reads = Vec::with_capacity(setup.queries);
     for _ in 0..setup.queries {
         let p = rng.random_range(0..pairs);

@@ -1,6 +1,7 @@
 //! Load generator for Confab. Registers N user pairs, connects them as Socket.IO clients,
 //! sends at a target rate (or flat out with a bounded in-flight window per sender), and
-//! reports sent/acked/delivered/missing/duplicates, throughput and latency percentiles.
+//! reports sent/acked/delivered/missing/duplicates, each receiver's stream positions (gaps,
+//! arrivals behind the last position), throughput and latency percentiles.
 //! With `--idle K` it instead holds K idle authenticated sockets for memory measurements.
 
 mod sio;
@@ -192,6 +193,38 @@ struct RecvResult {
     duplicates: u64,
     recv_lat: Samples,
     seen: Vec<bool>,
+    /// The receiver's stream as its socket saw it (DESIGN §4 Streams).
+    stream: StreamCheck,
+    /// The socket closed before the run ended (the server cuts a socket it cannot feed).
+    closed: bool,
+}
+
+/// Positions of one receiver's stream, in arrival order: each should be one past the last.
+#[derive(Default)]
+struct StreamCheck {
+    last: u64,
+    /// Arrivals that skipped positions, and how many positions they skipped.
+    gaps: u64,
+    skipped: u64,
+    /// Arrivals at or below the last position (repeats or out of order).
+    behind: u64,
+    /// Events without a position.
+    unpositioned: u64,
+}
+
+impl StreamCheck {
+    fn see(&mut self, pos: Option<u64>) {
+        match pos {
+            None => self.unpositioned += 1,
+            Some(p) if p == self.last + 1 => self.last = p,
+            Some(p) if p > self.last => {
+                self.gaps += 1;
+                self.skipped += p - self.last - 1;
+                self.last = p;
+            }
+            Some(_) => self.behind += 1,
+        }
+    }
 }
 
 async fn send(args: &Args, http: &reqwest::Client, run: &str) {
@@ -218,19 +251,29 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
                 duplicates: 0,
                 recv_lat: Samples::default(),
                 seen: Vec::new(),
+                stream: StreamCheck::default(),
+                closed: false,
             };
             loop {
                 let frame = tokio::select! {
                     f = rrx.recv() => f,
                     _ = done.changed() => None,
                 };
-                let Some(sio::Frame::Event(text)) = frame else { break };
+                let text = match frame {
+                    Some(sio::Frame::Event(text)) => text,
+                    Some(sio::Frame::Closed) => {
+                        r.closed = true;
+                        break;
+                    }
+                    _ => break,
+                };
                 if !text.starts_with("[\"receive_message\"") {
                     continue;
                 }
                 let Ok(v) = serde_json::from_str::<Value>(&text) else {
                     continue;
                 };
+                r.stream.see(v[1]["pos"].as_u64());
                 let body = v[1]["message"].as_str().unwrap_or("");
                 let Some((seq, sent_us)) = body.split_once(':') else {
                     continue;
@@ -349,6 +392,7 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
     let mut ack_lat = Samples::default();
     let mut recv_lat = Samples::default();
     let mut stored_ok = true;
+    let mut streams = StreamTotals::default();
     for (p, (pair, rx)) in pairs.into_iter().zip(receivers).enumerate() {
         let d = delivered_counts[p].load(Ordering::Relaxed);
         sent += pair.sent;
@@ -359,6 +403,7 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
         ack_lat.extend(pair.ack_lat);
         if let Ok(r) = rx.await {
             dups += r.duplicates;
+            streams.add(&r);
             recv_lat.extend(r.recv_lat);
         }
         if args.verify {
@@ -378,6 +423,7 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
         send_secs,
         elapsed
     );
+    streams.print();
     println!("send->ack     {}", ack_lat.summary());
     println!("send->receive {}", recv_lat.summary());
     if args.verify {
@@ -388,6 +434,51 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
             } else {
                 "MISMATCH between acked and stored"
             }
+        );
+    }
+}
+
+/// The receivers' streams over the whole run.
+#[derive(Default)]
+struct StreamTotals {
+    heads: Vec<u64>,
+    gaps: u64,
+    skipped: u64,
+    behind: u64,
+    unpositioned: u64,
+    closed: u64,
+}
+
+impl StreamTotals {
+    fn add(&mut self, r: &RecvResult) {
+        self.heads.push(r.stream.last);
+        self.gaps += r.stream.gaps;
+        self.skipped += r.stream.skipped;
+        self.behind += r.stream.behind;
+        self.unpositioned += r.stream.unpositioned;
+        self.closed += r.closed as u64;
+    }
+
+    fn print(&mut self) {
+        self.heads.sort_unstable();
+        let at = |q: f64| {
+            self.heads
+                .get(((self.heads.len().saturating_sub(1)) as f64 * q) as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        println!(
+            "streams: {} receivers, last position min {} / median {} / max {}; gaps {} ({} positions), \
+             behind {}, without pos {}, sockets closed {}",
+            self.heads.len(),
+            at(0.0),
+            at(0.5),
+            at(1.0),
+            self.gaps,
+            self.skipped,
+            self.behind,
+            self.unpositioned,
+            self.closed
         );
     }
 }

@@ -115,7 +115,7 @@ async fn sqlite_records_migrations_and_uses_wal() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("user_version");
-    assert_eq!(version, 4, "user_version records the applied migrations");
+    assert_eq!(version, 5, "user_version records the applied migrations");
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .expect("journal_mode");

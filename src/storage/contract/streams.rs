@@ -128,4 +128,39 @@ pub(super) async fn streams(s: Stores) {
         .await
         .expect("history");
     assert!(hist.iter().all(|m| m.positions.is_some()), "history carries positions");
+
+    long_streams(&s).await;
+}
+
+/// A stream longer than the SQLite backend's mark interval (64): pages starting and
+/// ending on either side of marks cover it exactly.
+async fn long_streams(s: &Stores) {
+    const N: u64 = 150;
+    let (to, x, y) = (
+        new_user(s, "str_long").await,
+        new_user(s, "str_lx").await,
+        new_user(s, "str_ly").await,
+    );
+    for i in 0..N {
+        let from = if i % 3 == 0 { &y } else { &x };
+        s.messages
+            .insert(message(from, &to, format!("long {i}"), None))
+            .await
+            .expect("insert");
+    }
+    for batch in [1, 7, 64, 200] {
+        let (all, head) = read_all(s, &to.id, batch).await;
+        assert_eq!(positions(&to.id, &all), (1..=N).collect::<Vec<_>>(), "pages of {batch}");
+        assert_eq!(head, N);
+    }
+    for after in [0, 1, 63, 64, 65, 127, 128, 129, 140, 149, 150] {
+        let p = page(s, &to.id, after, 10).await;
+        let want: Vec<u64> = (after + 1..=(after + 10).min(N)).collect();
+        assert_eq!(positions(&to.id, &p.messages), want, "10 after {after}");
+        assert_eq!(p.has_more, after + 10 < N, "hasMore after {after}");
+        assert_eq!(p.head_pos, N);
+    }
+    let (xs, x_head) = read_all(s, &x.id, 50).await;
+    assert_eq!(x_head, 100, "x sent two thirds");
+    assert_eq!(positions(&x.id, &xs), (1..=100).collect::<Vec<_>>());
 }

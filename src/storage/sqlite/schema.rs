@@ -106,6 +106,23 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_sender_pos ON messages (sender_id, sender_pos);
     CREATE INDEX messages_receiver_pos ON messages (receiver_id, receiver_pos);
     "#,
+    // 5: streams without user-keyed indexes (streams.rs): they cost each message two
+    // random pages per commit. A user's messages are found through their conversations;
+    // the seq of every 64th position (streams::MARK_EVERY) bounds where a page starts.
+    r#"
+    DROP INDEX messages_sender_pos;
+    DROP INDEX messages_receiver_pos;
+    CREATE TABLE stream_marks (
+        user_id TEXT    NOT NULL,
+        pos     INTEGER NOT NULL,
+        seq     INTEGER NOT NULL,
+        PRIMARY KEY (user_id, pos)
+    ) WITHOUT ROWID;
+    INSERT INTO stream_marks (user_id, pos, seq)
+        SELECT sender_id, sender_pos, seq FROM messages WHERE sender_pos % 64 = 0;
+    INSERT OR IGNORE INTO stream_marks (user_id, pos, seq)
+        SELECT receiver_id, receiver_pos, seq FROM messages WHERE receiver_pos % 64 = 0;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -185,5 +202,62 @@ mod tests {
             [(a.to_owned(), "m4".to_owned(), 1), (b.to_owned(), "m3".to_owned(), 1)]
         );
         assert_eq!(seen(b), [(a.to_owned(), "m3".to_owned(), 1)]);
+    }
+
+    /// Stored messages keep their stream positions through migration 5, which replaces
+    /// the user-keyed indexes by marks: heads and pages read the same as before.
+    #[test]
+    fn migration_5_marks_every_stored_stream() {
+        use crate::storage::sqlite::streams::{self, MARK_EVERY};
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).expect("versions 1-4");
+        }
+        conn.pragma_update(None, "user_version", 4).expect("user_version");
+        let (a, b) = ("aaaaaaaaaaaaaaaaaaaaaaa1", "bbbbbbbbbbbbbbbbbbbbbbb2");
+        conn.execute_batch(&format!(
+            "INSERT INTO conversations (pair_lo, pair_hi) VALUES ('{a}', '{b}'), ('{a}', '{a}');"
+        ))
+        .expect("conversations");
+        // a writes to b 150 times and to itself every eleventh time.
+        let (mut pa, mut pb) = (0i64, 0i64);
+        for seq in 1..=165i64 {
+            let to = if seq % 11 == 0 { a } else { b };
+            pa += 1;
+            let rp = if to == a {
+                pa
+            } else {
+                pb += 1;
+                pb
+            };
+            conn.execute(
+                "INSERT INTO messages (seq, id, sender_id, receiver_id, pair_lo, pair_hi, to_lo, body,
+                                       created_at, updated_at, sender_pos, receiver_pos)
+                 VALUES (?1, printf('m%023d', ?1), ?2, ?3, ?2, ?3, ?4, 'x', ?1, ?1, ?5, ?6)",
+                rusqlite::params![seq, a, to, to == a, pa, rp],
+            )
+            .expect("message");
+        }
+        assert_eq!(migrate(&mut conn), Ok(latest_version()));
+        assert_eq!(streams::head(&conn, a).expect("head"), pa as u64);
+        assert_eq!(streams::head(&conn, b).expect("head"), pb as u64);
+        let marks: i64 = conn
+            .query_row("SELECT count(*) FROM stream_marks", [], |r| r.get(0))
+            .expect("marks");
+        assert_eq!(marks as u64, pa as u64 / MARK_EVERY + pb as u64 / MARK_EVERY);
+        for user in [a, b] {
+            let mut after = 0;
+            loop {
+                let p = streams::page(&conn, user, after, 50).expect("page");
+                for m in &p.messages {
+                    assert_eq!(m.pos_for(user), Some(after + 1), "{user} after {after}");
+                    after += 1;
+                }
+                if !p.has_more {
+                    assert_eq!(after, p.head_pos);
+                    break;
+                }
+            }
+        }
     }
 }

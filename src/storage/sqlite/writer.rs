@@ -418,6 +418,11 @@ impl Writer {
                 sender_pos as i64,
                 receiver_pos as i64
             ])?;
+        let seq = self.conn.last_insert_rowid();
+        streams::mark(&self.conn, &m.sender_id, sender_pos, seq)?;
+        if m.receiver_id != m.sender_id {
+            streams::mark(&self.conn, &m.receiver_id, receiver_pos, seq)?;
+        }
         // A pair's conversation row holds only the read cursors: written once, when the
         // pair first talks (see schema.rs, migration 2).
         if !self.pair_known(lo, hi) {
