@@ -138,9 +138,7 @@ async fn sqlite_records_migrations_and_uses_wal() {
             "cluster_state_expiry",
             "conversations_hi",
             "messages_client_msg_id",
-            "messages_pair",
-            "messages_receiver_pos",
-            "messages_sender_pos"
+            "messages_pair"
         ]
     );
 }

@@ -261,6 +261,21 @@ async fn received(mut w: Ws, idle: Duration) -> (Vec<(u64, String)>, bool) {
     }
 }
 
+/// The value of the `/metrics` series named `series` (0 if absent).
+async fn metric(s: &Server, series: &str) -> u64 {
+    let text = bare()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Checks a stream's texts: each sender's messages in the order it sent them.
 fn in_send_order(texts: &[String], tags: &[&str]) {
     for tag in tags {
@@ -323,21 +338,10 @@ async fn two_senders_at_full_speed_give_the_receiver_contiguous_positions_in_ord
     );
     let texts: Vec<String> = all.into_iter().map(|(_, t)| t).collect();
     in_send_order(&texts, &["one", "two"]);
-    let metrics = bare()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let held = metrics
-        .lines()
-        .find(|l| l.starts_with("confab_stream_reordered_total{outcome=\"held\"}"))
-        .unwrap_or("none");
+    let held = metric(&s, "confab_stream_reordered_total{outcome=\"held\"}").await;
     note(&format!(
         "streams: two senders sent {n} messages each in {sent_in:?}; the receiver got {} live in position \
-         order without a gap (closed: {closed}); each sender's messages in send order; {held}",
+         order without a gap (closed: {closed}); each sender's messages in send order; {held} held for a smaller position",
         live.len()
     ));
 }
@@ -368,19 +372,7 @@ async fn a_kill_under_load_loses_no_acked_message_and_leaves_no_hole_in_a_stream
     // Kill once the load is well under way: every sender has had acks.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let m: String = bare()
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let events = m
-            .lines()
-            .find(|l| l.starts_with("confab_socket_events_total{event=\"send_message\"}"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .unwrap_or(0);
+        let events = metric(&s, "confab_socket_events_total{event=\"send_message\"}").await;
         if events >= 1500 {
             break;
         }
