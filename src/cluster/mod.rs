@@ -33,7 +33,7 @@ use self::refresh_local::LocalRefreshStore;
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
 use crate::server::socket::{AdapterEmitter, SocketHost};
-use crate::server::stream::{StreamGate, cut_local};
+use crate::server::stream::{StreamGate, resync_local};
 
 /// The Socket.IO server, on the adapter the backend chose.
 pub enum ClusterIo {
@@ -74,8 +74,7 @@ impl ClusterIo {
     /// reconnect and sync the cross-node events this node could not hear meanwhile.
     pub fn resync(&self, metrics: &Metrics) {
         if let ClusterIo::Redis(io) = self {
-            let closed = cut_local(io, None);
-            metrics.stream_resynced(closed);
+            let closed = resync_local(io, metrics, None);
             tracing::info!(
                 closed,
                 "fan-out is back: closed this node's sockets so that their clients sync"

@@ -239,16 +239,19 @@ pub fn stream_local<A: Adapter>(io: &SocketIo<A>, metrics: &Metrics, user_id: &s
 
 /// Cuts the connection of every socket on this node (of `user_id` only, if given): their
 /// clients reconnect and sync what this node could not deliver. Sockets being ended
-/// (`session_ended` on its way) are left to their grace.
-pub fn cut_local<A: Adapter>(io: &SocketIo<A>, user_id: Option<&str>) -> usize {
+/// (`session_ended` on its way) are left to their grace. Counted in
+/// `confab_stream_resyncs_total`; returns how many were closed.
+pub fn resync_local<A: Adapter>(io: &SocketIo<A>, metrics: &Metrics, user_id: Option<&str>) -> usize {
     let sockets = match user_id {
         Some(u) => io.local().to(user_room(u)).sockets(),
         None => io.local().sockets(),
     };
-    sockets
+    let closed = sockets
         .iter()
         .filter(|s| !super::lifecycle::is_ending(s) && super::transport::cut(s))
-        .count()
+        .count();
+    metrics.stream_resynced(closed);
+    closed
 }
 
 #[cfg(test)]

@@ -18,25 +18,6 @@ async fn connect(ws: &mut Ws, token: &str) {
     assert!(answer.starts_with("40"), "{answer}");
 }
 
-/// `receive_message` positions read off a socket until it closes (or is quiet for `idle`).
-async fn received_until_closed(ws: &mut Ws, idle: Duration) -> (Vec<u64>, bool) {
-    let mut got = Vec::new();
-    loop {
-        match next_text(ws, idle).await {
-            // Closed, or quiet for `idle`: tell which.
-            None => return (got, ws_closed_within(ws, Duration::from_millis(100)).await),
-            Some(t) => {
-                if let Some(body) = t.strip_prefix("42")
-                    && let Ok(Value::Array(v)) = serde_json::from_str::<Value>(body)
-                    && v.first() == Some(&json!("receive_message"))
-                {
-                    got.push(v[1]["pos"].as_u64().expect("receive_message carries pos"));
-                }
-            }
-        }
-    }
-}
-
 /// Everything after `after`, by `sync {afterPos}` pages.
 async fn sync_all(ws: &mut Ws, mut after: u64) -> (Vec<(u64, String)>, u64) {
     let mut got = Vec::new();
@@ -82,7 +63,8 @@ async fn a_receiver_that_stops_reading_is_closed_then_syncs_everything_once_in_o
     let sent_in = started.elapsed();
 
     // What the stalled socket got live: contiguous from 1, then its connection closed.
-    let (live, closed) = received_until_closed(&mut stalled, Duration::from_secs(3)).await;
+    let (live, closed) = received(stalled, Duration::from_secs(3)).await;
+    let live: Vec<u64> = live.into_iter().map(|(pos, _)| pos).collect();
     assert!(closed, "the socket that could not take a message was closed");
     assert_eq!(
         live,

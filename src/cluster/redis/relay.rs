@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use super::fanout::{BusDriver, SioAdapter};
 use super::health::RedisHealth;
 use crate::metrics::Metrics;
-use crate::server::stream::{StreamGate, cut_local};
+use crate::server::stream::{StreamGate, resync_local};
 
 /// Channels the users are spread over (each its own slot on a Redis Cluster).
 const CHANNELS: usize = 16;
@@ -190,10 +190,9 @@ async fn receive(
             Ok(Wire::Event { user, pos, event, data }) => gate.admit(&user, pos, &event, &data),
             Ok(Wire::Resync { users }) => {
                 let closed = match &users {
-                    None => cut_local(&io, None),
-                    Some(users) => users.iter().map(|u| cut_local(&io, Some(u))).sum(),
+                    None => resync_local(&io, &metrics, None),
+                    Some(users) => users.iter().map(|u| resync_local(&io, &metrics, Some(u))).sum(),
                 };
-                metrics.stream_resynced(closed);
                 tracing::info!(
                     closed,
                     users = users.as_ref().map(Vec::len),
@@ -211,8 +210,7 @@ async fn watch_losses(lost: Arc<AtomicBool>, io: SocketIo<SioAdapter>, metrics: 
     loop {
         tick.tick().await;
         if lost.swap(false, Ordering::AcqRel) {
-            let closed = cut_local(&io, None);
-            metrics.stream_resynced(closed);
+            let closed = resync_local(&io, &metrics, None);
             tracing::warn!(
                 closed,
                 "stream relay buffer overflowed: closed this node's sockets so that they sync"
