@@ -68,6 +68,17 @@ struct HttpKey {
     status: u16,
 }
 
+/// What became of a stream event that came out of position order.
+#[derive(Clone, Copy)]
+pub enum Reorder {
+    /// Waited for a smaller position.
+    Held,
+    /// Came after a larger position went out: left to the client's sync.
+    Late,
+    /// Smaller than the one that opened its user's line: emitted at once.
+    Unordered,
+}
+
 pub struct Metrics {
     http_requests: Mutex<HashMap<HttpKey, u64>>,
     http_latency: Mutex<HashMap<String, Histogram>>,
@@ -82,6 +93,7 @@ pub struct Metrics {
     overflow_polling: AtomicU64,
     stream_held: AtomicU64,
     stream_late: AtomicU64,
+    stream_unordered: AtomicU64,
     stream_resyncs: AtomicU64,
     socket_events: Mutex<HashMap<String, u64>>,
     commit_batch: Histogram,
@@ -101,6 +113,7 @@ impl Default for Metrics {
             overflow_polling: AtomicU64::new(0),
             stream_held: AtomicU64::new(0),
             stream_late: AtomicU64::new(0),
+            stream_unordered: AtomicU64::new(0),
             stream_resyncs: AtomicU64::new(0),
             socket_events: Mutex::default(),
             commit_batch: Histogram::new(BATCH_BUCKETS),
@@ -174,8 +187,12 @@ impl Metrics {
 
     /// A stream event came before a smaller position of its user (`held`: it waited for
     /// it) or after a larger one had gone out (dropped: its client syncs the gap).
-    pub fn stream_reordered(&self, held: bool) {
-        let counter = if held { &self.stream_held } else { &self.stream_late };
+    pub fn stream_reordered(&self, outcome: Reorder) {
+        let counter = match outcome {
+            Reorder::Held => &self.stream_held,
+            Reorder::Late => &self.stream_late,
+            Reorder::Unordered => &self.stream_unordered,
+        };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -265,10 +282,11 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP confab_stream_reordered_total Stream events that came out of position order: held for a smaller one, or late (left to the client's sync).\n# TYPE confab_stream_reordered_total counter\n\
-             confab_stream_reordered_total{{outcome=\"held\"}} {}\nconfab_stream_reordered_total{{outcome=\"late\"}} {}",
+            "# HELP confab_stream_reordered_total Stream events that came out of position order: held for a smaller one, late (left to the client's sync), or unordered (emitted after a larger one that opened its user's line).\n# TYPE confab_stream_reordered_total counter\n\
+             confab_stream_reordered_total{{outcome=\"held\"}} {}\nconfab_stream_reordered_total{{outcome=\"late\"}} {}\nconfab_stream_reordered_total{{outcome=\"unordered\"}} {}",
             self.stream_held.load(Ordering::Relaxed),
-            self.stream_late.load(Ordering::Relaxed)
+            self.stream_late.load(Ordering::Relaxed),
+            self.stream_unordered.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -8,6 +8,12 @@
 //! after a larger position already went out is dropped, because its client has seen the
 //! gap and syncs it. A hole that never fills (a commit whose emit was lost, an event from
 //! a node that died) costs the events behind it one hold, not their delivery.
+//!
+//! A line starts at the first event seen for its user (after a restart, or a minute of
+//! quiet), taking the positions before it as emitted. When two commits race to open a
+//! line, the smaller one comes second: nothing of it went out yet, so it goes out at once,
+//! out of order (the one exception to the order; a client that follows the rule syncs the
+//! gap it saw and ignores the repeat, an old client simply gets both).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
@@ -19,7 +25,7 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Reorder};
 
 /// How long an event waits for the smaller positions of its user.
 pub const HOLD: Duration = Duration::from_millis(300);
@@ -46,6 +52,8 @@ pub struct StreamGate {
 struct Line {
     /// The largest position emitted.
     last: u64,
+    /// The smallest position the line knows of: nothing before it went out through it.
+    start: u64,
     /// Events waiting for the positions before them.
     held: BTreeMap<u64, (String, Value)>,
     /// When the held events go out even if the hole before them is still open.
@@ -98,6 +106,7 @@ impl StreamGate {
             // The first event seen for this user: what came before is taken as emitted.
             None => shard.entry(user.to_owned()).or_insert(Line {
                 last: pos - 1,
+                start: pos,
                 held: BTreeMap::new(),
                 deadline: None,
                 timer: false,
@@ -105,8 +114,15 @@ impl StreamGate {
             }),
         };
         line.touched = now;
+        if pos < line.start {
+            // Lost a race to open the line: never emitted, so out of order rather than not.
+            self.metrics.stream_reordered(Reorder::Unordered);
+            (self.sink)(user, event, data);
+            line.start = pos;
+            return;
+        }
         if pos <= line.last {
-            self.metrics.stream_reordered(false);
+            self.metrics.stream_reordered(Reorder::Late);
             tracing::debug!(
                 user,
                 pos,
@@ -122,7 +138,7 @@ impl StreamGate {
             self.release_ready(user, line);
             return;
         }
-        self.metrics.stream_reordered(true);
+        self.metrics.stream_reordered(Reorder::Held);
         line.held.insert(pos, (event.to_owned(), data.clone()));
         if line.held.len() > MAX_HELD {
             self.release_all(user, line);
@@ -299,6 +315,19 @@ mod tests {
         assert_eq!(positions(&seen, "b"), [9], "other users do not wait");
         admit(&g, "a", 6);
         assert_eq!(positions(&seen, "a"), [5, 6, 7, 8], "a repeat is not emitted again");
+    }
+
+    #[tokio::test]
+    async fn the_loser_of_a_race_to_open_a_line_still_goes_out() {
+        let (g, seen) = recorder(Duration::from_secs(3600));
+        admit(&g, "a", 8);
+        admit(&g, "a", 7);
+        admit(&g, "a", 9);
+        admit(&g, "a", 6);
+        assert_eq!(positions(&seen, "a"), [8, 7, 9, 6], "nothing before the start went out");
+        admit(&g, "a", 7);
+        admit(&g, "a", 8);
+        assert_eq!(positions(&seen, "a"), [8, 7, 9, 6], "repeats are not emitted again");
     }
 
     #[tokio::test(start_paused = true)]
