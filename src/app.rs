@@ -14,7 +14,7 @@ use confab_sdk::http::CookieOrigins;
 use confab_sdk::plugin::{Contributions, DynPlugin};
 use confab_sdk::realtime::SharedEmitter;
 use confab_sdk::services::Services;
-use confab_sdk::storage::{DeploymentSecret, SharedMessageStore, SharedStateStore, SharedUserStore, StorageError};
+use confab_sdk::storage::{CommitObserver, DeploymentSecret, SharedMessageStore, StorageError, Stores};
 use salvo::conn::tcp::TcpAcceptor;
 use salvo::fuse::FuseConfig;
 use salvo::prelude::*;
@@ -28,7 +28,6 @@ use crate::host::{self, HostError};
 use crate::metrics::Metrics;
 use crate::server::socket::SocketHost;
 use crate::server::{self, HttpParts};
-use crate::storage::{CommitObserver, MongoStore, SqliteConfig, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -64,47 +63,9 @@ impl HealthCheck for StorageCheck {
     }
 }
 
-/// The opened storage backend (`[storage] backend`).
-#[derive(Clone, Debug)]
-pub enum Store {
-    Sqlite(Arc<SqliteStore>),
-    Mongo(Arc<MongoStore>),
-}
-
-impl Store {
-    pub fn users(&self) -> SharedUserStore {
-        match self {
-            Store::Sqlite(s) => s.clone(),
-            Store::Mongo(s) => s.clone(),
-        }
-    }
-
-    pub fn messages(&self) -> SharedMessageStore {
-        match self {
-            Store::Sqlite(s) => s.clone(),
-            Store::Mongo(s) => s.clone(),
-        }
-    }
-
-    pub fn state(&self) -> SharedStateStore {
-        match self {
-            Store::Sqlite(s) => s.clone(),
-            Store::Mongo(s) => s.clone(),
-        }
-    }
-
-    /// Finishes queued writes and stops accepting new ones.
-    pub async fn close(&self) {
-        match self {
-            Store::Sqlite(s) => s.close().await,
-            Store::Mongo(s) => s.close().await,
-        }
-    }
-}
-
 /// Everything booted short of serving: storage, services, built plugins, the document.
 pub struct Booted {
-    pub store: Store,
+    pub store: Stores,
     pub io: ClusterIo,
     pub socket_layer: SocketLayer,
     /// `/ready`'s check of the cluster backend (Redis), if it has one.
@@ -118,19 +79,18 @@ pub struct Booted {
     pub authenticator: Option<SharedAuthenticator>,
 }
 
-/// Opens the configured storage (SQLite at `sqlite`, or MongoDB), creates the cluster services and builds the enabled plugins.
+/// Opens the configured storage, creates the cluster services and builds the enabled plugins.
 /// `run` serves what this returns; `confab openapi` only prints its document.
-pub async fn boot(config: &Config, plugins: &[Box<dyn DynPlugin>], sqlite: &SqliteConfig) -> Result<Booted, AppError> {
-    boot_with(config, plugins, sqlite, false).await
+pub async fn boot(config: &Config, plugins: &[Box<dyn DynPlugin>]) -> Result<Booted, AppError> {
+    boot_with(config, plugins, None).await
 }
 
-/// `boot`; `throwaway` uses SQLite at `sqlite` and the in-process cluster backend whatever
-/// the config says (for `document`).
+/// `boot`; `throwaway` is an SQLite file used, with the in-process cluster backend,
+/// whatever the config says (for `document`).
 async fn boot_with(
     config: &Config,
     plugins: &[Box<dyn DynPlugin>],
-    sqlite: &SqliteConfig,
-    throwaway: bool,
+    throwaway: Option<&std::path::Path>,
 ) -> Result<Booted, AppError> {
     // Check the plugin plan before touching storage, so a bad plan fails fast.
     host::plan(config, plugins)?;
@@ -138,22 +98,17 @@ async fn boot_with(
     let clock: SharedClock = Arc::new(SystemClock);
     let observer_metrics = metrics.clone();
     let observer: CommitObserver = Arc::new(move |n, d| observer_metrics.commit(n, d));
-    let store = if config.storage.backend == "mongodb" && !throwaway {
-        let mongo = &config.storage.mongodb;
-        let store = MongoStore::open(mongo, clock.clone()).await?;
-        tracing::info!(database = %mongo.database, "storage ready (mongodb)");
-        Store::Mongo(store)
-    } else {
-        let store = SqliteStore::open(sqlite, clock.clone(), Some(observer)).await?;
-        tracing::info!(path = %sqlite.path, "storage ready (sqlite)");
-        Store::Sqlite(store)
+    let store = match throwaway {
+        Some(path) => crate::storage::open_throwaway(&config.storage, path, clock.clone()).await?,
+        None => crate::storage::open(&config.storage, clock.clone(), observer).await?,
     };
-    let users = store.users();
-    let messages = store.messages();
+    tracing::info!(storage = %config.storage.describe(), "storage ready");
+    let users = store.users.clone();
+    let messages = store.messages.clone();
     let secret = match users.deployment_secret().await {
         Ok(s) => DeploymentSecret(s),
         Err(e) => {
-            store.close().await;
+            store.messages.close().await;
             return Err(AppError::Other(format!("storage: {e}")));
         }
     };
@@ -172,17 +127,17 @@ async fn boot_with(
         .ping_timeout(Duration::from_secs(sock.ping_timeout_secs));
     let started = crate::cluster::start(
         &config.cluster,
-        throwaway,
+        throwaway.is_some(),
         builder,
         clock.clone(),
         metrics.clone(),
-        store.state(),
+        store.state.clone(),
     )
     .await;
     let cluster = match started {
         Ok(c) => c,
         Err(e) => {
-            store.close().await;
+            store.messages.close().await;
             return Err(AppError::Other(e));
         }
     };
@@ -236,13 +191,9 @@ fn cookie_origins(config: &Config) -> CookieOrigins {
 /// depend on the backend) so that what is printed is exactly what would be served.
 pub async fn document(config: &Config, plugins: &[Box<dyn DynPlugin>]) -> Result<OpenApi, AppError> {
     let dir = std::env::temp_dir().join(format!("confab-doc-{}", confab_sdk::ids::random_token()));
-    let sqlite = SqliteConfig {
-        path: dir.join("confab.db").to_string_lossy().into_owned(),
-        ..config.storage.sqlite.clone()
-    };
-    let booted = boot_with(config, plugins, &sqlite, true).await;
+    let booted = boot_with(config, plugins, Some(&dir.join("confab.db"))).await;
     if let Ok(b) = &booted {
-        b.store.close().await;
+        b.store.messages.close().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
     booted.map(|b| b.document)
@@ -260,8 +211,8 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
         recoveries,
         authenticator,
         ..
-    } = boot(&config, &plugins, &config.storage.sqlite).await?;
-    let messages = store.messages();
+    } = boot(&config, &plugins).await?;
+    let messages = store.messages.clone();
     let sock = &config.server.socket;
     io.install(Arc::new(SocketHost {
         middleware: contrib.connect_middleware,
@@ -385,7 +336,7 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     let left = signalled
         .get()
         .map_or(deadline, |t: &Instant| deadline.saturating_sub(t.elapsed()));
-    if tokio::time::timeout(left, store.close()).await.is_err() {
+    if tokio::time::timeout(left, store.messages.close()).await.is_err() {
         tracing::error!("storage writes did not finish within the shutdown deadline");
     }
     served.map_err(|e| AppError::Other(format!("server: {e}")))?;

@@ -206,7 +206,6 @@ fn health(port: u16) -> Result<(), String> {
 }
 
 fn migrate(config: &config::Config) -> ExitCode {
-    let mongo = &config.storage.mongodb;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -214,16 +213,10 @@ fn migrate(config: &config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("migrating mongodb database {:?}", mongo.database);
-    match runtime.block_on(crate::storage::mongo::migrate::run(mongo)) {
-        Ok(r) => {
-            println!("users migrated: {}", r.users);
-            println!("messages migrated: {}", r.messages);
-            for name in &r.username_conflicts {
-                println!("not migrated, username taken in another case: {name}");
-            }
-            for m in &r.skipped {
-                println!("message skipped (unreadable): {m}");
+    match runtime.block_on(crate::storage::migrate(&config.storage)) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
             }
             ExitCode::SUCCESS
         }

@@ -504,8 +504,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stores_kept_in_the_storage_survive_a_restart() {
         use crate::cluster::refresh_local::LocalRefreshStore;
-        use crate::storage::{SqliteConfig, SqliteStore};
         use confab_sdk::cluster::{RefreshStore, Rotation};
+        use confab_sqlite::{SqliteConfig, SqliteStore};
 
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = SqliteConfig {

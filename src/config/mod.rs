@@ -16,7 +16,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde_json::{Map, Value};
 
-pub use kernel::{ClusterConfig, LogConfig, ServerConfig, StorageConfig};
+pub use crate::storage::StorageConfig;
+pub use kernel::{ClusterConfig, LogConfig, ServerConfig};
 
 /// Where to read configuration from.
 #[derive(Clone, Debug, Default)]

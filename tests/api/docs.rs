@@ -9,7 +9,6 @@ use std::sync::atomic::AtomicBool;
 
 use confab::config::{Sources, load};
 use confab::server::{HttpParts, service};
-use confab::storage::SqliteConfig;
 use salvo::Router;
 use salvo::routing::FilterInfo;
 use serde_json::{Value, json};
@@ -58,7 +57,7 @@ async fn kernel_routes(toml: &str) -> (BTreeSet<Route>, BTreeSet<String>) {
     let file = dir.path().join("confab.toml");
     std::fs::write(&file, toml).unwrap();
     let plugins = confab::plugins::compiled();
-    let config = match load(
+    let mut config = match load(
         &Sources {
             file: Some(file),
             profile: None,
@@ -68,11 +67,8 @@ async fn kernel_routes(toml: &str) -> (BTreeSet<Route>, BTreeSet<String>) {
         Ok(c) => c,
         Err(p) => panic!("config: {p:?}"),
     };
-    let sqlite = SqliteConfig {
-        path: dir.path().join("confab.db").to_string_lossy().into_owned(),
-        ..config.storage.sqlite.clone()
-    };
-    let booted = confab::app::boot(&config, &plugins, &sqlite).await.unwrap();
+    config.storage.sqlite.path = dir.path().join("confab.db").to_string_lossy().into_owned();
+    let booted = confab::app::boot(&config, &plugins).await.unwrap();
     let events = booted.contrib.events.iter().map(|(e, _)| e.clone()).collect();
     let svc = service(
         &config,
@@ -85,7 +81,7 @@ async fn kernel_routes(toml: &str) -> (BTreeSet<Route>, BTreeSet<String>) {
             socket_layer: booted.socket_layer,
         },
     );
-    booted.store.close().await;
+    booted.store.messages.close().await;
     let mut routes = BTreeSet::new();
     walk(&svc.router, "", None, &mut routes);
     // Socket.IO's endpoint is described by the AsyncAPI document, not the OpenAPI one.

@@ -15,7 +15,6 @@ mod kernel_socket;
 mod presence;
 mod ratelimit;
 mod sessions;
-mod storage;
 mod storage_mongo;
 mod streams;
 mod streams_cluster;

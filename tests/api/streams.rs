@@ -362,11 +362,17 @@ async fn a_kill_under_load_loses_no_acked_message_and_leaves_no_hole_in_a_stream
             send_numbered(w, &to, &format!("k{i}"), 100_000, 16).await
         }));
     }
-    // Kill once the load is well under way: every sender has had acks.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Kill once the load is well under way: every sender has had acks. SecantusDB (the
+    // MongoDB test server) commits about a hundred a second, less on a busy machine.
+    let (want, deadline) = if crate::support::storage::on_mongo() {
+        (300, 60)
+    } else {
+        (1500, 30)
+    };
+    let deadline = Instant::now() + Duration::from_secs(deadline);
     loop {
         let events = metric(&s, "confab_socket_events_total{event=\"send_message\"}").await;
-        if events >= 1500 {
+        if events >= want {
             break;
         }
         assert!(Instant::now() < deadline, "the load did not get going: {events} sends");

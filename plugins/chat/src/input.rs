@@ -78,7 +78,8 @@ pub struct MarkReadRequest {
 #[serde(rename_all = "camelCase")]
 pub struct SyncRequest {
     /// The highest contiguous stream position the client holds (0: from the beginning).
-    /// Wins over `after` when both are given.
+    /// Wins over `after` when both are given. Beyond the head it answers no messages and
+    /// the true `headPos`: a client whose last position is above it starts over from 0.
     #[serde(default)]
     #[schema(minimum = 0)]
     pub after_pos: Option<u64>,

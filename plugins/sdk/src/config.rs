@@ -15,6 +15,15 @@ pub struct ConfigProblem {
     pub message: String,
 }
 
+impl ConfigProblem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigProblem {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.key, self.message)

@@ -9,6 +9,9 @@ use serde::Serialize;
 use crate::async_trait;
 use crate::time::Timestamp;
 
+/// The largest write queue (`queue_capacity`) a backend accepts.
+pub const MAX_WRITE_QUEUE: usize = 1 << 24;
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StorageError {
     /// A uniqueness rule was broken (e.g. the username is taken).
@@ -282,3 +285,27 @@ pub trait StateStore: Send + Sync + 'static {
 pub type SharedUserStore = Arc<dyn UserStore>;
 pub type SharedMessageStore = Arc<dyn MessageStore>;
 pub type SharedStateStore = Arc<dyn StateStore>;
+
+/// The faces of one opened storage backend (one object behind all three).
+#[derive(Clone)]
+pub struct Stores {
+    pub users: SharedUserStore,
+    pub messages: SharedMessageStore,
+    pub state: SharedStateStore,
+}
+
+impl Stores {
+    /// The three faces of one store.
+    pub fn of<S: UserStore + MessageStore + StateStore>(store: Arc<S>) -> Self {
+        Stores {
+            users: store.clone(),
+            messages: store.clone(),
+            state: store,
+        }
+    }
+}
+
+/// Told after each commit the number of writes it held and how long it took (from `BEGIN`
+/// to the end of `COMMIT`), by a backend that groups writes; the kernel keeps both as
+/// metrics.
+pub type CommitObserver = Arc<dyn Fn(usize, std::time::Duration) + Send + Sync>;

@@ -18,11 +18,11 @@ use confab_sdk::time::from_millis;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::CommitObserver;
-use super::checkpoint::checkpoint;
-use super::rows::{self, MESSAGE_COLUMNS, backend, is_busy, pair, side};
-use super::state::{self, PURGE_INTERVAL_MS, StateWrite};
-use super::streams;
+use crate::checkpoint::checkpoint;
+use crate::rows::{self, MESSAGE_COLUMNS, backend, is_busy, pair, side};
+use crate::state::{self, PURGE_INTERVAL_MS, StateWrite};
+use crate::streams;
+use confab_sdk::storage::CommitObserver;
 
 /// Whole-batch retries after SQLite gave up waiting for another node's lock (each
 /// attempt already waited `busy_timeout_ms`).

@@ -7,7 +7,7 @@ use confab_sdk::storage::{StateEntry, StateStore, StorageError, StorageResult};
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::ReplaceOptions;
 
-use super::{MongoStore, backend, queries as q};
+use crate::{MongoStore, backend, queries as q};
 
 fn id(kind: &str, key: &str) -> String {
     format!("{kind}/{key}")

@@ -23,21 +23,17 @@ use confab_sdk::async_trait;
 use confab_sdk::clock::SharedClock;
 use confab_sdk::futures_util::future::BoxFuture;
 use confab_sdk::storage::{
-    Conversation, Inserted, Message, MessageStore, NewMessage, NewUser, PageQuery, ReadState, StateEntry, StateStore,
-    StorageError, StorageResult, StreamPage, UserRecord, UserStore,
+    CommitObserver, Conversation, Inserted, Message, MessageStore, NewMessage, NewUser, PageQuery, ReadState,
+    StateEntry, StateStore, StorageError, StorageResult, StreamPage, UserRecord, UserStore,
 };
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-pub use config::{MAX_QUEUE, SqliteConfig};
+pub use config::SqliteConfig;
 
 use reader::ReaderPool;
 use state::StateWrite;
 use writer::{Command, Job, MarkRead, PasswordHash, Writer, WriterOptions};
-
-/// Called by the writer after each commit with the batch size and how long the batch took
-/// from `BEGIN` to the end of `COMMIT` (the kernel records both as metrics).
-pub type CommitObserver = Arc<dyn Fn(usize, Duration) + Send + Sync>;
 
 /// Users and messages in one SQLite file. See `docs/storage.md`.
 pub struct SqliteStore {

@@ -90,7 +90,7 @@ mod tests {
     #[test]
     fn unread_counts_one_side_after_the_cursor_within_the_scan_cap() {
         let mut conn = Connection::open_in_memory().expect("open");
-        crate::storage::sqlite::schema::migrate(&mut conn).expect("schema");
+        crate::schema::migrate(&mut conn).expect("schema");
         let total = UNREAD_SCAN_CAP + 5;
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)

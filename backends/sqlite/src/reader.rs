@@ -6,7 +6,7 @@ use confab_sdk::storage::{Conversation, Message, PageQuery, StorageError, Storag
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Semaphore;
 
-use super::rows::{self, MESSAGE_COLUMNS, USER_COLUMNS, backend, pair};
+use crate::rows::{self, MESSAGE_COLUMNS, USER_COLUMNS, backend, pair};
 
 pub(crate) struct ReaderPool {
     idle: Mutex<Vec<Connection>>,

@@ -7,7 +7,7 @@ use confab_sdk::futures_util::TryStreamExt;
 use confab_sdk::storage::{Message, StorageError, StorageResult, StreamPage};
 use mongodb::bson::{Document, doc};
 
-use super::{Collections, backend, queries as q};
+use crate::{Collections, backend, queries as q};
 
 async fn head(cols: &Collections, user: mongodb::bson::oid::ObjectId) -> StorageResult<u64> {
     let found = cols.streams.find_one(doc! {"_id": user}).await.map_err(backend)?;
@@ -85,7 +85,7 @@ pub(crate) async fn backfill(cols: &Collections) -> StorageResult<u64> {
         else {
             continue;
         };
-        let (sender_pos, receiver_pos) = super::insert::positions(cols, sender, receiver, None)
+        let (sender_pos, receiver_pos) = crate::insert::positions(cols, sender, receiver, None)
             .await
             .map_err(|e| StorageError::Backend(format!("stream backfill: {e}")))?;
         cols.messages
@@ -116,7 +116,7 @@ pub(super) async fn backfill_once(cols: &Collections) -> StorageResult<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if super::is_duplicate_key(&e) => Ok(()),
+        Err(e) if crate::is_duplicate_key(&e) => Ok(()),
         Err(e) => Err(backend(e)),
     }
 }

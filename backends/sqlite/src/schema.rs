@@ -160,7 +160,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::sqlite::reader;
+    use crate::reader;
 
     /// A file written at version 1 (conversation rows carrying the newest message and
     /// unread counts) reads the same after migration 2 derives both from the messages.
@@ -208,7 +208,7 @@ mod tests {
     /// the user-keyed indexes by marks: heads and pages read the same as before.
     #[test]
     fn migration_5_marks_every_stored_stream() {
-        use crate::storage::sqlite::streams::{self, MARK_EVERY};
+        use crate::streams::{self, MARK_EVERY};
         let mut conn = Connection::open_in_memory().expect("open");
         for sql in &MIGRATIONS[..4] {
             conn.execute_batch(sql).expect("versions 1-4");

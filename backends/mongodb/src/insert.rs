@@ -16,7 +16,7 @@ use mongodb::options::ReturnDocument;
 
 use mongodb::action::FindOneAndUpdate;
 
-use super::{Collections, Shared, backend, existing, is_duplicate_key, queries as q, receiver_exists};
+use crate::{Collections, Shared, backend, existing, is_duplicate_key, queries as q, receiver_exists};
 
 /// The message of one send, checked: sender and receiver ids, and its pair.
 struct Send {

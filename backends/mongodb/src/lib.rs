@@ -6,6 +6,7 @@
 //! pair's writes run one after another in call order. Each lane is one task; `lanes`
 //! bounds how many such writes are in flight at once.
 
+mod config;
 mod insert;
 pub mod migrate;
 pub mod queries;
@@ -37,7 +38,7 @@ use mongodb::{Client, Collection, Database};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::config::kernel::MongoConfig;
+pub use crate::config::MongoConfig;
 use queries as q;
 
 /// Past this many cached receiver ids the cache starts over, bounding its memory.

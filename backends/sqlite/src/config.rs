@@ -1,6 +1,7 @@
 //! The `[storage.sqlite]`-style configuration section of the SQLite backend.
 
 use confab_sdk::config::{ConfigProblem, RunProfile, Section};
+use confab_sdk::storage::MAX_WRITE_QUEUE;
 use serde::{Deserialize, Serialize};
 
 /// Settings of the embedded SQLite store.
@@ -22,9 +23,6 @@ pub struct SqliteConfig {
     /// commit is also fsynced, so it survives power loss, at one fsync per batch.
     pub synchronous: String,
 }
-
-/// The largest write queue either backend accepts.
-pub const MAX_QUEUE: usize = 1 << 24;
 
 impl Default for SqliteConfig {
     fn default() -> Self {
@@ -71,7 +69,7 @@ impl SqliteConfig {
         if !(1..=65_536).contains(&self.max_batch) {
             problem("max_batch", "must be 1 to 65536");
         }
-        if !(1..=MAX_QUEUE).contains(&self.queue_capacity) {
+        if !(1..=MAX_WRITE_QUEUE).contains(&self.queue_capacity) {
             problem("queue_capacity", "must be 1 to 16777216");
         }
         if !(1..=256).contains(&self.readers) {

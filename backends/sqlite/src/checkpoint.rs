@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::rows::is_busy;
+use crate::rows::is_busy;
 
 const INTERVAL: Duration = Duration::from_millis(100);
 

@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use confab::storage::contract::{self, ContractBackend, Stores};
-use confab::storage::{CommitObserver, SqliteConfig, SqliteStore};
+use confab_contract::storage::{self as contract, ContractBackend};
 use confab_sdk::clock::{SharedClock, SystemClock};
 use confab_sdk::futures_util::future::{BoxFuture, join_all};
 use confab_sdk::storage::{
-    Inserted, MessageStore, NewMessage, NewUser, PageQuery, StorageError, UserRecord, UserStore,
+    CommitObserver, Inserted, MessageStore, NewMessage, NewUser, PageQuery, StorageError, Stores, UserRecord, UserStore,
 };
+use confab_sqlite::{SqliteConfig, SqliteStore};
 use tempfile::TempDir;
 
 fn clock() -> SharedClock {
@@ -39,14 +39,7 @@ struct SqliteBackend {
 
 impl ContractBackend for SqliteBackend {
     fn open(&self) -> BoxFuture<'_, Stores> {
-        Box::pin(async move {
-            let store = open(&self.cfg).await;
-            Stores {
-                users: store.clone(),
-                messages: store.clone(),
-                state: store,
-            }
-        })
+        Box::pin(async move { Stores::of(open(&self.cfg).await) })
     }
 }
 

@@ -15,7 +15,7 @@
 use confab_sdk::storage::{Message, StreamPage};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{self, MESSAGE_COLUMNS};
+use crate::rows::{self, MESSAGE_COLUMNS};
 
 /// Every this many positions of a user's stream get a mark.
 pub(crate) const MARK_EVERY: u64 = 64;

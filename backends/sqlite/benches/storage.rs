@@ -18,10 +18,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use confab::storage::{CommitObserver, SqliteConfig, SqliteStore};
 use confab_sdk::clock::SystemClock;
 use confab_sdk::futures_util::future::join_all;
+use confab_sdk::storage::CommitObserver;
 use confab_sdk::storage::{MessageStore, NewMessage, NewUser, PageQuery, UserStore};
+use confab_sqlite::{SqliteConfig, SqliteStore};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 

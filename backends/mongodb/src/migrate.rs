@@ -15,9 +15,9 @@ use confab_sdk::storage::{Message, StorageError, StorageResult};
 use mongodb::Client;
 use mongodb::bson::{Document, doc};
 
-use super::queries as q;
-use super::{Collections, backend, client_options, is_duplicate_key};
-use crate::config::kernel::MongoConfig;
+use crate::config::MongoConfig;
+use crate::queries as q;
+use crate::{Collections, backend, client_options, is_duplicate_key};
 
 /// What one run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -31,6 +31,27 @@ pub struct Report {
     pub skipped: Vec<String>,
     /// Messages given their stream positions.
     pub positioned: u64,
+}
+
+impl Report {
+    /// What `confab migrate` prints, one line each.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![
+            format!("users migrated: {}", self.users),
+            format!("messages migrated: {}", self.messages),
+        ];
+        out.extend(
+            self.username_conflicts
+                .iter()
+                .map(|n| format!("not migrated, username taken in another case: {n}")),
+        );
+        out.extend(
+            self.skipped
+                .iter()
+                .map(|m| format!("message skipped (unreadable): {m}")),
+        );
+        out
+    }
 }
 
 /// The update that migrates one old user document, or `None` if there is nothing to do.
@@ -109,7 +130,7 @@ pub async fn run(cfg: &MongoConfig) -> StorageResult<Report> {
             continue;
         };
         let pair = q::pair_key(&m.sender_id, &m.receiver_id);
-        let counter = super::insert::take_seq(&cols, &pair, sender, receiver)
+        let counter = crate::insert::take_seq(&cols, &pair, sender, receiver)
             .await
             .map_err(backend)?
             .ok_or_else(|| StorageError::Backend("the pair counter was not returned".into()))?;
@@ -127,7 +148,7 @@ pub async fn run(cfg: &MongoConfig) -> StorageResult<Report> {
             .map_err(backend)?;
         report.messages += 1;
     }
-    report.positioned = super::streams::backfill(&cols).await?;
+    report.positioned = crate::streams::backfill(&cols).await?;
     Ok(report)
 }
 

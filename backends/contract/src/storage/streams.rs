@@ -40,7 +40,7 @@ fn positions(user: &str, messages: &[Message]) -> Vec<u64> {
     messages.iter().map(|m| m.pos_for(user).expect("a position")).collect()
 }
 
-pub(super) async fn streams(s: Stores) {
+pub(crate) async fn streams(s: Stores) {
     let (a, b, c) = (
         new_user(&s, "str_a").await,
         new_user(&s, "str_b").await,

@@ -1,0 +1,5 @@
+//! The contract suites of Confab's backends: what every implementation of an sdk trait
+//! must do, written once and run by each backend crate's tests. Only tests depend on this
+//! crate (as a dev-dependency), so none of it is in a production build.
+
+pub mod storage;
