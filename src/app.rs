@@ -165,7 +165,11 @@ async fn boot_with(
     let (contrib, names) = host::build(config, plugins, &mut services)?;
     let authenticator = services.get::<SharedAuthenticator>();
     tracing::info!(plugins = ?names, "plugins built");
-    let assembled = crate::openapi::assemble(crate::openapi::kernel_fragment(config.server.metrics), &contrib.openapi);
+    let assembled = crate::openapi::assemble(
+        crate::openapi::kernel_fragment(config.server.metrics),
+        &contrib.openapi,
+        &contrib.document_passes,
+    );
     document.set(assembled.clone());
     Ok(Booted {
         store,
@@ -239,6 +243,7 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
             metrics: metrics.clone(),
             draining: draining.clone(),
             socket_layer,
+            exposed_headers: contrib.exposed_headers,
         },
     );
 

@@ -62,7 +62,8 @@ pub fn plan<'p>(config: &Config, plugins: &'p [Box<dyn DynPlugin>]) -> Result<Ve
     Ok(ordered)
 }
 
-/// Builds the enabled plugins in order; later plugins see the services earlier ones provided.
+/// Builds the enabled plugins in order (later plugins see the services earlier ones
+/// provided), then finishes each of them.
 pub fn build(
     config: &Config,
     plugins: &[Box<dyn DynPlugin>],
@@ -71,14 +72,27 @@ pub fn build(
     let order = plan(config, plugins)?;
     let mut out = Contributions::default();
     let mut names = Vec::with_capacity(order.len());
-    for plugin in order {
-        let section = &config.plugins[plugin.name()].section;
+    for plugin in &order {
+        let Some(parsed) = &config.plugins[plugin.name()].parsed else {
+            return Err(HostError::Build {
+                plugin: plugin.name(),
+                message: "its config section was not parsed".into(),
+            });
+        };
         let mut reg = Registrar::new(plugin.name(), &config.profile, services, &mut out);
-        plugin.build(section, &mut reg).map_err(|e| HostError::Build {
+        plugin.build(parsed, &mut reg).map_err(|e| HostError::Build {
             plugin: plugin.name(),
             message: e.0,
         })?;
         names.push(plugin.name());
+    }
+    // Every plugin is built: each may now look up what the others provided.
+    for plugin in &order {
+        let mut reg = Registrar::new(plugin.name(), &config.profile, services, &mut out);
+        plugin.finish(&mut reg).map_err(|e| HostError::Build {
+            plugin: plugin.name(),
+            message: e.0,
+        })?;
     }
     Ok((out, names))
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use confab_sdk::docs::{DOCUMENT_INFO, SOCKET_EVENTS, SOCKET_HANDSHAKE, SocketHandshake};
 use confab_sdk::error::ApiError;
+use confab_sdk::plugin::DocumentPass;
 use serde_json::{Map, Value, json};
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, PathItem};
@@ -134,11 +135,11 @@ pub fn kernel_fragment(metrics: bool) -> OpenApi {
     doc
 }
 
-/// Merges the fragments in order (the kernel's, then each plugin's) and completes the
-/// result. utoipa's merge keeps only the first document's extensions and silently drops
+/// Merges the fragments in order (the kernel's, then each plugin's), runs the plugins'
+/// document passes and completes the result. utoipa's merge keeps only the first document's extensions and silently drops
 /// a second definition of a schema or operation, so extensions are merged here and
 /// conflicting definitions are logged.
-pub fn assemble(kernel: OpenApi, fragments: &[OpenApi]) -> OpenApi {
+pub fn assemble(kernel: OpenApi, fragments: &[OpenApi], passes: &[DocumentPass]) -> OpenApi {
     let mut doc = kernel;
     let mut ext = doc.extensions.take().unwrap_or_default();
     let mut events = match ext.remove(SOCKET_EVENTS) {
@@ -182,8 +183,8 @@ pub fn assemble(kernel: OpenApi, fragments: &[OpenApi]) -> OpenApi {
             doc.info.description = Some(d.to_owned());
         }
     }
-    if let Some(Value::Object(limits)) = ext.get(RATE_LIMITS) {
-        add_rate_limited(&mut doc, limits);
+    for pass in passes {
+        pass(&mut doc);
     }
     complete_operations(&mut doc);
     declare_tags(&mut doc);
@@ -314,41 +315,6 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 /// Adds what the kernel guarantees to every operation: error responses carry the Error
 /// body (the catcher renders every bodiless error as one); an operation that reads a body
 /// may answer 400 (malformed JSON) and 413 (`server.body_limit`); a secured one 401.
-/// The extension in which the ratelimit plugin lists its limits: `"POST /path"` (or
-/// `"event:name"`) -> the limits applied.
-const RATE_LIMITS: &str = "x-rate-limits";
-
-/// A 429 on every operation some limit applies to, describing the limits.
-fn add_rate_limited(doc: &mut OpenApi, limits: &Map<String, Value>) {
-    for (target, rules) in limits {
-        let Some((method, path)) = target.split_once(' ') else {
-            continue;
-        };
-        let Some(item) = doc.paths.paths.get_mut(path) else {
-            continue;
-        };
-        let op = match method {
-            "GET" => item.get.as_mut(),
-            "POST" => item.post.as_mut(),
-            "PUT" => item.put.as_mut(),
-            "PATCH" => item.patch.as_mut(),
-            "DELETE" => item.delete.as_mut(),
-            _ => None,
-        };
-        let Some(op) = op else { continue };
-        let mut r = ResponseBuilder::new()
-            .description(format!(
-                "Rate limited (`rate_limited`, `retryAfterMs`; `Retry-After` and `RateLimit-*` headers): {rules}"
-            ))
-            .build();
-        r.content.insert(
-            "application/json".into(),
-            ContentBuilder::new().schema(Some(schema_ref("Error"))).build(),
-        );
-        op.responses.responses.insert("429".into(), RefOr::T(r));
-    }
-}
-
 fn complete_operations(doc: &mut OpenApi) {
     let error = || json_response("", schema_ref("Error"));
     for item in doc.paths.paths.values_mut() {
@@ -474,7 +440,7 @@ mod tests {
             OperationBuilder::new(),
             json!({"x-socket-events": {"pong": {"direction": "server-to-client"}}, "x-document-info": {"title": "Acme"}}),
         );
-        let doc = serde_json::to_value(assemble(kernel_fragment(false), &[a, b])).unwrap();
+        let doc = serde_json::to_value(assemble(kernel_fragment(false), &[a, b], &[])).unwrap();
         assert_eq!(doc["info"]["title"], "Acme");
         assert_eq!(doc["openapi"], "3.1.0");
         let events = doc["x-socket-events"].as_object().unwrap();
@@ -506,21 +472,21 @@ mod tests {
 
     #[test]
     fn the_kernel_fragment_is_complete() {
-        let doc = serde_json::to_value(assemble(kernel_fragment(true), &[])).unwrap();
+        let doc = serde_json::to_value(assemble(kernel_fragment(true), &[], &[])).unwrap();
         assert!(doc["paths"]["/metrics"]["get"].is_object());
-        assert!(dangling_refs(&assemble(kernel_fragment(true), &[])).is_empty());
+        assert!(dangling_refs(&assemble(kernel_fragment(true), &[], &[])).is_empty());
         assert_eq!(doc["x-socket-events"]["error"]["direction"], "server-to-client");
         for s in ["Error", "ErrorCode", "Health", "Ready", "NotReady"] {
             assert!(doc["components"]["schemas"][s].is_object(), "{s}");
         }
-        let without = serde_json::to_value(assemble(kernel_fragment(false), &[])).unwrap();
+        let without = serde_json::to_value(assemble(kernel_fragment(false), &[], &[])).unwrap();
         assert!(without["paths"].get("/metrics").is_none());
     }
 
     #[test]
     fn conflicting_definitions_are_found() {
         let a = fragment("/a", OperationBuilder::new(), json!({}));
-        let doc = assemble(kernel_fragment(false), std::slice::from_ref(&a));
+        let doc = assemble(kernel_fragment(false), std::slice::from_ref(&a), &[]);
         assert_eq!(conflicts(&doc, &a), ["POST /a is documented twice"]);
         let mut b = OpenApiBuilder::new().build();
         b.components = Some(

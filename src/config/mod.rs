@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use confab_sdk::config::{ConfigProblem, RunProfile, merge, parse_section};
-use confab_sdk::plugin::DynPlugin;
+use confab_sdk::plugin::{DynPlugin, ParsedConfig};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde_json::{Map, Value};
@@ -41,15 +41,23 @@ pub struct Config {
     pub merged: Value,
 }
 
+#[derive(Clone)]
 pub struct PluginSection {
     pub enabled: bool,
-    pub section: Value,
+    /// The section parsed by its plugin (`None` only in a config with problems, which is
+    /// never returned).
+    pub parsed: Option<ParsedConfig>,
+}
+
+impl std::fmt::Debug for PluginSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginSection")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
 }
 
 const KERNEL_SECTIONS: &[&str] = &["server", "log", "storage", "cluster"];
-/// Plugins Confab knows of, compiled in or not: a section for one that is not compiled is
-/// reported as such rather than as an unknown key.
-const KNOWN_PLUGINS: &[&str] = &["auth", "chat", "presence", "ratelimit", "docs"];
 
 /// Loads every layer and checks the result against the kernel's and the plugins' sections.
 pub fn load(sources: &Sources, plugins: &[Box<dyn DynPlugin>]) -> Result<Config, Vec<ConfigProblem>> {
@@ -77,7 +85,7 @@ pub fn load(sources: &Sources, plugins: &[Box<dyn DynPlugin>]) -> Result<Config,
         if KERNEL_SECTIONS.contains(&key.as_str()) || plugins.iter().any(|p| p.name() == key) {
             continue;
         }
-        let message = if KNOWN_PLUGINS.contains(&key.as_str()) {
+        let message = if crate::plugins::ALL.contains(&key.as_str()) {
             "this plugin is not compiled into this build (enable its Cargo feature)".to_owned()
         } else {
             let mut known: Vec<&str> = KERNEL_SECTIONS.to_vec();
@@ -132,7 +140,13 @@ pub fn load(sources: &Sources, plugins: &[Box<dyn DynPlugin>]) -> Result<Config,
             problems.push(problem(plugin.name(), "expected a table"));
             continue;
         }
-        problems.extend(plugin.check_config(&given_section, &profile));
+        let parsed = match plugin.parse_config(&given_section, &profile) {
+            Ok(c) => Some(c),
+            Err(p) => {
+                problems.extend(p);
+                None
+            }
+        };
         let mut full = plugin.default_config();
         merge(&mut full, &given_section);
         let mut shown = Map::new();
@@ -141,13 +155,7 @@ pub fn load(sources: &Sources, plugins: &[Box<dyn DynPlugin>]) -> Result<Config,
             shown.extend(m.clone());
         }
         merged.insert(plugin.name().to_owned(), Value::Object(shown));
-        sections.insert(
-            plugin.name(),
-            PluginSection {
-                enabled,
-                section: given_section,
-            },
-        );
+        sections.insert(plugin.name(), PluginSection { enabled, parsed });
     }
     if !problems.is_empty() {
         problems.sort_by(|a, b| a.key.cmp(&b.key));
@@ -260,7 +268,8 @@ fn read_layers(
     Ok(value)
 }
 
-/// The old backend's environment variables, mapped onto our keys.
+/// The old backend's environment variables (the kernel's, and those plugins declare),
+/// mapped onto our keys.
 fn alias_layer(plugins: &[Box<dyn DynPlugin>]) -> Value {
     let mut out = Value::Object(Map::new());
     let mut set = |path: &[&str], v: Value| {
@@ -288,10 +297,15 @@ fn alias_layer(plugins: &[Box<dyn DynPlugin>]) -> Value {
         set(&["cluster", "backend"], Value::from("redis"));
         set(&["cluster", "redis", "url"], Value::String(url));
     }
-    if let Ok(secret) = std::env::var("JWT_SECRET")
-        && plugins.iter().any(|p| p.name() == "auth")
-    {
-        set(&["auth", "jwt", "secret"], Value::String(secret));
+    for plugin in plugins {
+        for alias in plugin.env_aliases() {
+            if let Ok(v) = std::env::var(alias.var) {
+                let path: Vec<&str> = std::iter::once(plugin.name())
+                    .chain(alias.key.iter().copied())
+                    .collect();
+                set(&path, Value::String(v));
+            }
+        }
     }
     out
 }

@@ -89,10 +89,16 @@ pub struct Cors {
     origins: Vec<String>,
     credentials: bool,
     max_age: String,
+    expose: HeaderValue,
 }
 
 impl Cors {
-    pub fn new(config: &ServerConfig) -> Self {
+    /// `exposed`: the plugins' readable response headers, beside the kernel's request id.
+    pub fn new(config: &ServerConfig, exposed: &[&str]) -> Self {
+        let expose = std::iter::once("x-request-id")
+            .chain(exposed.iter().copied())
+            .collect::<Vec<_>>()
+            .join(", ");
         let any = config.cors.allowed_origins.iter().any(|o| o == "*");
         Cors {
             any,
@@ -105,6 +111,7 @@ impl Cors {
             // A wildcard with credentials would let any site act as the user: never.
             credentials: config.cors.allow_credentials && !any,
             max_age: config.cors.max_age_secs.to_string(),
+            expose: HeaderValue::from_str(&expose).unwrap_or(HeaderValue::from_static("x-request-id")),
         }
     }
 
@@ -140,12 +147,7 @@ impl Handler for Cors {
                 HeaderValue::from_static("true"),
             );
         }
-        h.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(
-                "x-request-id, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset, x-has-more",
-            ),
-        );
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, self.expose.clone());
         let preflight =
             req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if !preflight {

@@ -29,6 +29,8 @@ pub struct HttpParts {
     pub metrics: Arc<Metrics>,
     pub draining: Arc<AtomicBool>,
     pub socket_layer: SocketLayer,
+    /// Response headers the enabled plugins let browsers read.
+    pub exposed_headers: Vec<&'static str>,
 }
 
 /// An empty goal: salvo runs hoops only on matched routes, so the Socket.IO layer needs a
@@ -85,7 +87,7 @@ pub fn service(config: &Config, parts: HttpParts) -> Service {
         .hoop(middleware::SecurityHeaders {
             hsts: config.profile.is_production(),
         })
-        .hoop(middleware::Cors::new(&config.server))
+        .hoop(middleware::Cors::new(&config.server, &parts.exposed_headers))
         .catcher(Catcher::new(routes::json_errors))
 }
 

@@ -79,6 +79,7 @@ async fn kernel_routes(toml: &str) -> (BTreeSet<Route>, BTreeSet<String>) {
             metrics: booted.metrics.clone(),
             draining: Arc::new(AtomicBool::new(false)),
             socket_layer: booted.socket_layer,
+            exposed_headers: booted.contrib.exposed_headers,
         },
     );
     booted.store.messages.close().await;

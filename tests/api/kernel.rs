@@ -320,6 +320,32 @@ async fn cors_follows_the_config() {
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
     assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+    // Browsers may read the headers of the enabled plugins, and only theirs.
+    let exposed = |r: &reqwest::Response| {
+        r.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        exposed(&r),
+        "x-request-id, x-has-more, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset"
+    );
+    let without =
+        Server::start("[server.cors]\nallowed_origins = [\"https://app.example\"]\n\n[ratelimit]\nenabled = false\n")
+            .await;
+    let r = without
+        .http
+        .get(without.url("/health"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        exposed(&r),
+        "x-request-id, x-has-more",
+        "no ratelimit headers without the plugin"
+    );
     let r = s
         .http
         .get(s.url("/health"))

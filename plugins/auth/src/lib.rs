@@ -9,6 +9,7 @@ use confab_sdk::auth::{Authenticator, SharedAuthenticator};
 use confab_sdk::clock::SharedClock;
 use confab_sdk::cluster::{SharedRefreshStore, SharedRevocationStore, SharedSessionStore};
 use confab_sdk::http::CookieOrigins;
+use confab_sdk::plugin::EnvAlias;
 use confab_sdk::realtime::{Handshake, SharedEmitter};
 use confab_sdk::storage::{DeploymentSecret, SharedUserStore};
 use confab_sdk::{BuildError, Plugin, Registrar};
@@ -31,6 +32,11 @@ pub struct AuthPlugin;
 impl Plugin for AuthPlugin {
     type Config = AuthConfig;
     const NAME: &'static str = "auth";
+    /// The old backend's secret variable.
+    const ENV_ALIASES: &'static [EnvAlias] = &[EnvAlias {
+        var: "JWT_SECRET",
+        key: &["jwt", "secret"],
+    }];
 
     fn build(&self, config: AuthConfig, reg: &mut Registrar<'_>) -> Result<(), BuildError> {
         let stores = service::Stores {
@@ -119,8 +125,9 @@ mod tests {
         let mut services = services();
         let mut out = Contributions::default();
         let section = serde_json::json!({"password": {"argon2": {"memory_kib": 64, "iterations": 1}}});
+        let parsed = AuthPlugin.parse_config(&section, &profile).unwrap();
         let mut reg = Registrar::new("auth", &profile, &mut services, &mut out);
-        DynPlugin::build(&AuthPlugin, &section, &mut reg).unwrap();
+        DynPlugin::build(&AuthPlugin, &parsed, &mut reg).unwrap();
         assert_eq!(out.routes.len(), 1);
         assert_eq!(out.connect_middleware.len(), 1);
         assert_eq!(out.events.len(), 1, "refresh_token");
@@ -133,7 +140,9 @@ mod tests {
         let profile = RunProfile {
             name: "production".into(),
         };
-        let problems = AuthPlugin.check_config(&serde_json::json!({}), &profile);
+        let Err(problems) = AuthPlugin.parse_config(&serde_json::json!({}), &profile) else {
+            panic!("the default secret is refused in production");
+        };
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].key, "auth.jwt.secret");
     }
@@ -145,8 +154,9 @@ mod tests {
         };
         let mut services = Services::default();
         let mut out = Contributions::default();
+        let parsed = AuthPlugin.parse_config(&serde_json::json!({}), &profile).unwrap();
         let mut reg = Registrar::new("auth", &profile, &mut services, &mut out);
-        let e = DynPlugin::build(&AuthPlugin, &serde_json::json!({}), &mut reg).unwrap_err();
+        let e = DynPlugin::build(&AuthPlugin, &parsed, &mut reg).unwrap_err();
         assert!(e.0.contains("plugin auth") && e.0.contains("UserStore"), "{e}");
     }
 }

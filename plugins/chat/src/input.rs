@@ -20,14 +20,14 @@ pub struct SendMessageRequest {
     #[schema(example = "665f1c2ab4d3e1f0a9c8b7a6", pattern = "^[0-9a-fA-F]{24}$")]
     pub receiver_id: String,
     /// The text; must not be blank. Stored as given (not trimmed). At most
-    /// `chat.max_message_chars` characters (default 4000).
-    #[schema(min_length = 1, max_length = 4000, pattern = "\\S")]
+    /// `chat.max_message_chars` characters (the document states the configured number).
+    #[schema(min_length = 1, pattern = "\\S")]
     pub message: String,
     /// Optional client-chosen id: a retry with the same id returns the stored message and
     /// is not delivered again; the same id with another receiver or text is a 409. At most
-    /// `chat.max_client_msg_id_len` characters (default 64).
+    /// `chat.max_client_msg_id_len` characters (the document states the configured number).
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(min_length = 1)]
     pub client_msg_id: Option<String>,
 }
 

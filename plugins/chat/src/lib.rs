@@ -32,6 +32,7 @@ impl Plugin for ChatPlugin {
         let typing_enabled = config.typing_enabled;
         let chat = service::Chat::new(messages, emitter, config);
         reg.route(rest::router(chat.clone(), auth));
+        reg.expose_header(rest::HAS_MORE);
         reg.on_event("send_message", socket::send_message(chat.clone()))?;
         reg.on_event("fetch_history", socket::fetch_history(chat.clone()))?;
         reg.on_event("mark_read", socket::mark_read(chat.clone()))?;

@@ -223,13 +223,25 @@ fn add<T: ToSchema>(components: ComponentsBuilder) -> ComponentsBuilder {
     components.schema(T::name(), T::schema()).schemas_from_iter(nested)
 }
 
-fn components() -> ComponentsBuilder {
-    let mut c = ComponentsBuilder::new();
+/// Sets the `maxLength` of `field` in the object schema `schema` (the configured limits
+/// are not known to the derive).
+fn set_max_length(schema: &mut RefOr<Schema>, field: &str, max: usize) {
+    if let RefOr::T(Schema::Object(o)) = schema
+        && let Some(RefOr::T(Schema::Object(f))) = o.properties.get_mut(field)
+    {
+        f.max_length = Some(max);
+    }
+}
+
+fn components(config: &ChatConfig) -> ComponentsBuilder {
+    let mut send = SendMessageRequest::schema();
+    set_max_length(&mut send, "message", config.max_message_chars);
+    set_max_length(&mut send, "clientMsgId", config.max_client_msg_id_len);
+    let mut c = ComponentsBuilder::new().schema(SendMessageRequest::name(), send);
     c = add::<Message>(c);
     c = add::<Conversation>(c);
     c = add::<ReadState>(c);
     c = add::<ApiError>(c);
-    c = add::<SendMessageRequest>(c);
     c = add::<FetchHistoryRequest>(c);
     c = add::<TypingRequest>(c);
     c = add::<MarkReadRequest>(c);
@@ -326,7 +338,7 @@ fn socket_events(config: &ChatConfig) -> Value {
 pub(crate) fn fragment(config: &ChatConfig) -> OpenApi {
     let mut doc = OpenApiBuilder::new()
         .paths(paths(config))
-        .components(Some(components().build()))
+        .components(Some(components(config).build()))
         .build();
     doc.extensions = Some(Extensions::from_iter([("x-socket-events", socket_events(config))]));
     doc
@@ -335,6 +347,19 @@ pub(crate) fn fragment(config: &ChatConfig) -> OpenApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_send_schema_states_the_configured_lengths() {
+        let config = ChatConfig {
+            max_message_chars: 120,
+            max_client_msg_id_len: 16,
+            ..ChatConfig::default()
+        };
+        let doc = serde_json::to_value(fragment(&config)).unwrap();
+        let props = &doc["components"]["schemas"]["SendMessageRequest"]["properties"];
+        assert_eq!(props["message"]["maxLength"], 120, "{props}");
+        assert_eq!(props["clientMsgId"]["maxLength"], 16, "{props}");
+    }
 
     #[test]
     fn the_fragment_has_every_path_schema_and_event() {

@@ -230,8 +230,9 @@ mod tests {
         let shared = ApiDocument::default();
         services.provide(shared.clone(), "kernel").unwrap();
         let mut out = Contributions::default();
+        let parsed = DocsPlugin.parse_config(&section, &profile).unwrap();
         let mut reg = Registrar::new("docs", &profile, &mut services, &mut out);
-        DynPlugin::build(&DocsPlugin, &section, &mut reg).unwrap();
+        DynPlugin::build(&DocsPlugin, &parsed, &mut reg).unwrap();
         if let Some(d) = doc {
             shared.set(d);
         }

@@ -17,12 +17,20 @@ use crate::limiter::Limiter;
 
 pub(crate) struct Hoop(pub Arc<Limiter>);
 
+/// The response headers this side sends (browsers may read them cross-origin).
+pub(crate) const HEADERS: [&str; 4] = [
+    "retry-after",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+];
+
 fn set_headers(res: &mut Response, d: &Decision) {
     let h = res.headers_mut();
     for (name, v) in [
-        ("ratelimit-limit", d.limit),
-        ("ratelimit-remaining", d.remaining),
-        ("ratelimit-reset", d.reset_after_ms.div_ceil(1000)),
+        (HEADERS[1], d.limit),
+        (HEADERS[2], d.remaining),
+        (HEADERS[3], d.reset_after_ms.div_ceil(1000)),
     ] {
         h.insert(name, HeaderValue::from(v));
     }
@@ -79,7 +87,7 @@ impl Handler for Hoop {
                 },
                 KeyKind::User => {
                     if user.is_none() {
-                        user = Some(match &limiter.auth {
+                        user = Some(match limiter.auth.get() {
                             Some(auth) => auth.authenticate(req.headers()).await.ok().map(|p| p.user_id),
                             None => None,
                         });

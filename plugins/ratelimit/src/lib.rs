@@ -6,6 +6,7 @@
 mod config;
 mod http;
 mod limiter;
+mod openapi;
 mod socket;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use confab_sdk::auth::SharedAuthenticator;
 use confab_sdk::clock::SharedClock;
 use confab_sdk::ratelimit::SharedRateLimitStore;
+use confab_sdk::serde_json::{Map, Value};
 use confab_sdk::{BuildError, Plugin, Registrar};
 
 pub use config::{QuotaConfig, RateLimitConfig, RuleConfig};
@@ -26,17 +28,33 @@ impl Plugin for RateLimitPlugin {
     fn build(&self, config: RateLimitConfig, reg: &mut Registrar<'_>) -> Result<(), BuildError> {
         let store: SharedRateLimitStore = reg.require()?;
         let clock: SharedClock = reg.require()?;
-        // Optional: without the auth plugin, per-user REST rules have nobody to count.
-        // Plugins build in name order after their dependencies, so `auth` is built by now.
-        let auth: Option<SharedAuthenticator> = reg.service();
-        let limiter = Arc::new(limiter::Limiter::new(&config, store, clock, auth).map_err(BuildError)?);
-        reg.openapi(limiter.openapi());
+        let limiter = Arc::new(limiter::Limiter::new(&config, store, clock).map_err(BuildError)?);
+        reg.provide(limiter.clone())?;
+        let fragment = limiter.openapi();
+        let limits = match fragment.extensions.as_ref().and_then(|e| e.get(limiter::RATE_LIMITS)) {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        reg.openapi(fragment);
+        reg.document_pass(move |doc| openapi::add_rate_limited(doc, &limits));
+        for header in http::HEADERS {
+            reg.expose_header(header);
+        }
         if limiter.has_routes() {
             reg.hoop(http::Hoop(limiter.clone()));
         }
         if limiter.has_events() {
             reg.event_guard(socket::guard(limiter.clone()));
             reg.on_disconnect(socket::forget(limiter));
+        }
+        Ok(())
+    }
+
+    fn finish(&self, reg: &mut Registrar<'_>) -> Result<(), BuildError> {
+        // Optional: without the auth plugin, per-user REST rules have nobody to count.
+        if let Some(auth) = reg.service::<SharedAuthenticator>() {
+            let limiter: Arc<limiter::Limiter> = reg.require()?;
+            let _ = limiter.auth.set(auth);
         }
         Ok(())
     }

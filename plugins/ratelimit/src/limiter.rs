@@ -14,6 +14,9 @@ use confab_sdk::utoipa::openapi::extensions::Extensions;
 
 use crate::config::{KeyKind, RateLimitConfig, Target};
 
+/// The OpenAPI extension listing the limits.
+pub(crate) const RATE_LIMITS: &str = "x-rate-limits";
+
 const DAY_MS: i64 = 86_400_000;
 
 pub(crate) enum Limit {
@@ -36,7 +39,8 @@ pub(crate) struct Limiter {
     /// Shared slices: the socket guard clones one per event.
     pub events: HashMap<String, Arc<[usize]>>,
     pub store: SharedRateLimitStore,
-    pub auth: Option<SharedAuthenticator>,
+    /// The auth plugin's, when it is enabled: set by the plugin's `finish`.
+    pub auth: std::sync::OnceLock<SharedAuthenticator>,
     pub disconnect_factor: u32,
     pub strikes: crate::socket::Strikes,
     clock: SharedClock,
@@ -44,19 +48,14 @@ pub(crate) struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(
-        config: &RateLimitConfig,
-        store: SharedRateLimitStore,
-        clock: SharedClock,
-        auth: Option<SharedAuthenticator>,
-    ) -> Result<Limiter, String> {
+    pub fn new(config: &RateLimitConfig, store: SharedRateLimitStore, clock: SharedClock) -> Result<Limiter, String> {
         let mut events: HashMap<String, Vec<usize>> = HashMap::new();
         let mut limiter = Limiter {
             rules: Vec::new(),
             routes: Vec::new(),
             events: HashMap::new(),
             store,
-            auth,
+            auth: Default::default(),
             disconnect_factor: config.disconnect_factor,
             strikes: Default::default(),
             clock,
@@ -155,7 +154,7 @@ impl Limiter {
     }
 
     /// An `x-rate-limits` extension (`"POST /path"` or `"event:name"` → the limits); the
-    /// kernel adds a 429 response to every operation it names.
+    /// plugin's document pass adds a 429 response to every operation it names.
     pub fn openapi(&self) -> OpenApi {
         let mut by_target = Map::new();
         for (method, path, idxs) in &self.routes {
@@ -169,7 +168,7 @@ impl Limiter {
             by_target.insert(format!("event:{event}"), Value::Array(docs));
         }
         let mut doc = OpenApi::default();
-        doc.extensions = Some(Extensions::from_iter([("x-rate-limits", Value::Object(by_target))]));
+        doc.extensions = Some(Extensions::from_iter([(RATE_LIMITS, Value::Object(by_target))]));
         doc
     }
 }
@@ -195,13 +194,7 @@ mod tests {
     }
 
     fn limiter() -> Limiter {
-        Limiter::new(
-            &RateLimitConfig::default(),
-            Arc::new(NoStore),
-            Arc::new(SystemClock),
-            None,
-        )
-        .unwrap()
+        Limiter::new(&RateLimitConfig::default(), Arc::new(NoStore), Arc::new(SystemClock)).unwrap()
     }
 
     #[tokio::test]

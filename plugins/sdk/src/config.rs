@@ -45,7 +45,7 @@ impl RunProfile {
 
 /// A typed configuration section. Defaults come from `Default`; `validate` adds the
 /// checks types cannot express (ranges, secrets in production).
-pub trait Section: Serialize + DeserializeOwned + Default + Send + 'static {
+pub trait Section: Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static {
     fn validate(&self, _profile: &RunProfile) -> Vec<ConfigProblem> {
         Vec::new()
     }
@@ -196,14 +196,14 @@ mod tests {
     use serde::Deserialize;
     use serde_json::json;
 
-    #[derive(Serialize, Deserialize, Default, Debug)]
+    #[derive(Serialize, Deserialize, Default, Debug, Clone)]
     #[serde(deny_unknown_fields, default)]
     struct Inner {
         size: u32,
         name: String,
     }
 
-    #[derive(Serialize, Deserialize, Default, Debug)]
+    #[derive(Serialize, Deserialize, Default, Debug, Clone)]
     #[serde(deny_unknown_fields, default)]
     struct Demo {
         port: u16,

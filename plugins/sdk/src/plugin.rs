@@ -19,8 +19,30 @@ pub trait Plugin: Send + Sync + 'static {
     const NAME: &'static str;
     /// Plugins that must be enabled, and built before this one.
     const DEPENDS_ON: &'static [&'static str] = &[];
+    /// Environment variables (of the old backend, say) that set keys of this plugin's
+    /// section; read before the config is loaded, below `CONFAB_*` variables.
+    const ENV_ALIASES: &'static [EnvAlias] = &[];
 
+    /// Registers what the plugin contributes, with its config parsed and checked once.
     fn build(&self, config: Self::Config, reg: &mut Registrar<'_>) -> Result<(), BuildError>;
+
+    /// Runs after every enabled plugin was built: the place to look up optional services
+    /// (whatever the build order), and to hand them to what `build` made (it can provide
+    /// a private type of its own to find it again here).
+    fn finish(&self, _reg: &mut Registrar<'_>) -> Result<(), BuildError> {
+        Ok(())
+    }
+}
+
+/// A plugin's config section, parsed and checked (the plugin's `Config`, type-erased).
+pub type ParsedConfig = Arc<dyn std::any::Any + Send + Sync>;
+
+/// An environment variable that sets one key of a plugin's section.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvAlias {
+    pub var: &'static str,
+    /// The key's path inside the section (`["jwt", "secret"]` for `[auth.jwt] secret`).
+    pub key: &'static [&'static str],
 }
 
 /// A failure to build: the message says what is wrong and, if it is configuration, which key.
@@ -38,10 +60,14 @@ impl From<String> for BuildError {
 pub trait DynPlugin: Send + Sync {
     fn name(&self) -> &'static str;
     fn depends_on(&self) -> &'static [&'static str];
+    fn env_aliases(&self) -> &'static [EnvAlias];
     /// The section's defaults, without `enabled` (the kernel owns that key).
     fn default_config(&self) -> Value;
-    fn check_config(&self, section: &Value, profile: &RunProfile) -> Vec<ConfigProblem>;
-    fn build(&self, section: &Value, reg: &mut Registrar<'_>) -> Result<(), BuildError>;
+    /// Parses and checks the section (without `enabled`): every problem, or the config
+    /// that [`DynPlugin::build`] takes.
+    fn parse_config(&self, section: &Value, profile: &RunProfile) -> Result<ParsedConfig, Vec<ConfigProblem>>;
+    fn build(&self, config: &ParsedConfig, reg: &mut Registrar<'_>) -> Result<(), BuildError>;
+    fn finish(&self, reg: &mut Registrar<'_>) -> Result<(), BuildError>;
 }
 
 impl<P: Plugin> DynPlugin for P {
@@ -51,18 +77,23 @@ impl<P: Plugin> DynPlugin for P {
     fn depends_on(&self) -> &'static [&'static str] {
         P::DEPENDS_ON
     }
+    fn env_aliases(&self) -> &'static [EnvAlias] {
+        P::ENV_ALIASES
+    }
     fn default_config(&self) -> Value {
         serde_json::to_value(P::Config::default()).unwrap_or_default()
     }
-    fn check_config(&self, section: &Value, profile: &RunProfile) -> Vec<ConfigProblem> {
-        parse_section::<P::Config>(P::NAME, section, profile)
-            .err()
-            .unwrap_or_default()
+    fn parse_config(&self, section: &Value, profile: &RunProfile) -> Result<ParsedConfig, Vec<ConfigProblem>> {
+        parse_section::<P::Config>(P::NAME, section, profile).map(|c| Arc::new(c) as ParsedConfig)
     }
-    fn build(&self, section: &Value, reg: &mut Registrar<'_>) -> Result<(), BuildError> {
-        let config = parse_section::<P::Config>(P::NAME, section, reg.profile())
-            .map_err(|p| BuildError(p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
-        Plugin::build(self, config, reg)
+    fn build(&self, config: &ParsedConfig, reg: &mut Registrar<'_>) -> Result<(), BuildError> {
+        let config = config
+            .downcast_ref::<P::Config>()
+            .ok_or_else(|| BuildError(format!("plugin {}: handed another plugin's config", P::NAME)))?;
+        Plugin::build(self, config.clone(), reg)
+    }
+    fn finish(&self, reg: &mut Registrar<'_>) -> Result<(), BuildError> {
+        Plugin::finish(self, reg)
     }
 }
 
@@ -77,8 +108,16 @@ pub struct Contributions {
     pub on_connect: Vec<SocketHook>,
     pub on_disconnect: Vec<SocketHook>,
     pub openapi: Vec<utoipa::openapi::OpenApi>,
+    /// Run over the assembled OpenAPI document, in build order, after every fragment is in.
+    pub document_passes: Vec<DocumentPass>,
+    /// Response headers browsers may read cross-origin (CORS `Access-Control-Expose-Headers`).
+    pub exposed_headers: Vec<&'static str>,
     pub health: Vec<Arc<dyn HealthCheck>>,
 }
+
+/// A change to the whole OpenAPI document that no fragment can express (responses added
+/// to other plugins' operations, say).
+pub type DocumentPass = Arc<dyn Fn(&mut utoipa::openapi::OpenApi) + Send + Sync>;
 
 /// What a plugin's build step receives.
 pub struct Registrar<'a> {
@@ -152,6 +191,18 @@ impl<'a> Registrar<'a> {
     /// Adds an OpenAPI fragment (paths, schemas, `x-socket-events` in extensions).
     pub fn openapi(&mut self, doc: utoipa::openapi::OpenApi) -> &mut Self {
         self.out.openapi.push(doc);
+        self
+    }
+    /// Adds a pass over the assembled document (see [`DocumentPass`]).
+    pub fn document_pass(&mut self, pass: impl Fn(&mut utoipa::openapi::OpenApi) + Send + Sync + 'static) -> &mut Self {
+        self.out.document_passes.push(Arc::new(pass));
+        self
+    }
+    /// Lets browsers read a response header this plugin sends (lower case).
+    pub fn expose_header(&mut self, name: &'static str) -> &mut Self {
+        if !self.out.exposed_headers.contains(&name) {
+            self.out.exposed_headers.push(name);
+        }
         self
     }
     pub fn health_check(&mut self, check: Arc<dyn HealthCheck>) -> &mut Self {

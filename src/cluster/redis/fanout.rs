@@ -220,7 +220,7 @@ impl Emitter for RedisEmitter {
             // nothing was emitted here yet, so the local fallback cannot deliver twice.
             match self.io.to(room.to_owned()).emit(event, data).await {
                 Ok(()) => return,
-                Err(BroadcastError::Adapter(e)) => self.health.failed(&e),
+                Err(BroadcastError::Adapter(e)) => self.health.trouble(&e),
                 // Local sockets that could not take it (closed, buffer full): nothing to redo.
                 Err(e) => {
                     tracing::debug!(room, event, error = %e, "emit failed");

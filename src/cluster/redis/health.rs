@@ -68,6 +68,17 @@ impl RedisHealth {
         }
     }
 
+    /// A command failed: a timeout counts as a slow command ([`Self::timed_out`]), any
+    /// other outage at once ([`Self::failed`]). Under load a command can miss its deadline
+    /// while Redis serves; calling that an outage would close every socket on recovery.
+    pub fn trouble(&self, e: &(dyn std::error::Error + 'static)) {
+        if is_timeout(e) {
+            self.timed_out(&e);
+        } else {
+            self.failed(&e);
+        }
+    }
+
     /// A command was answered in time.
     pub fn answered(&self) {
         self.slow.store(0, Ordering::Release);
@@ -114,11 +125,35 @@ pub fn is_outage(e: &RedisError) -> bool {
     )
 }
 
+/// Whether `e`, or an error it wraps, is a command that got no answer in time.
+pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(r) = e.downcast_ref::<RedisError>()
+            && r.is_timeout()
+        {
+            return true;
+        }
+        let bus = match e.downcast_ref::<socketioxide_redis::Error<super::fanout::BusDriver>>() {
+            // The adapter's wrapper names no source.
+            Some(socketioxide_redis::Error::Driver(b)) => Some(b),
+            _ => e.downcast_ref::<super::fanout::BusError>(),
+        };
+        match bus {
+            Some(super::fanout::BusError::Timeout(_)) => return true,
+            Some(super::fanout::BusError::Redis(r)) if r.is_timeout() => return true,
+            _ => {}
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// The storage error for a failed command: an outage is `Busy` (503, retry), anything else
 /// a backend error (500, logged).
 pub fn storage_error(health: &RedisHealth, e: RedisError) -> StorageError {
     if is_outage(&e) {
-        health.failed(&e);
+        health.trouble(&e);
         StorageError::Busy
     } else {
         StorageError::Backend(format!("redis: {e}"))
@@ -166,6 +201,24 @@ mod tests {
         assert_eq!(*recoveries.borrow(), 1, "one recovery per outage");
         h.timed_out(&"slow");
         assert!(h.is_up(), "recovering starts the count again");
+    }
+
+    #[test]
+    fn a_timed_out_publish_is_a_slow_command_wrapped_or_not() {
+        use super::super::fanout::{BusDriver, BusError};
+        let bare = BusError::Timeout(std::time::Duration::from_secs(1));
+        assert!(is_timeout(&bare));
+        let wrapped = socketioxide::AdapterError::from(Box::new(socketioxide_redis::Error::<BusDriver>::Driver(
+            BusError::Timeout(std::time::Duration::from_secs(1)),
+        )) as Box<dyn std::error::Error + Send>);
+        assert!(is_timeout(&wrapped));
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(!is_timeout(&refused));
+        let h = RedisHealth::default();
+        h.trouble(&wrapped);
+        assert!(h.is_up(), "one timeout is not an outage");
+        h.trouble(&refused);
+        assert!(!h.is_up(), "a refused connection is");
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub struct StreamRelay {
     node: String,
     health: Arc<RedisHealth>,
     unrelayed: Mutex<Unrelayed>,
+    /// `unrelayed` holds someone (read without the lock on every publish).
+    pending: AtomicBool,
 }
 
 impl StreamRelay {
@@ -96,6 +98,7 @@ impl StreamRelay {
             node: confab_sdk::ids::random_token(),
             health,
             unrelayed: Mutex::default(),
+            pending: AtomicBool::new(false),
         });
         let lost = Arc::new(AtomicBool::new(false));
         for chan in &relay.channels {
@@ -137,10 +140,18 @@ impl StreamRelay {
         if self.health.is_up() {
             let payload = self.payload(&OutEvent { user, pos, event, data });
             match self.bus.publish(self.channel(user).to_owned(), payload).await {
-                Ok(()) => return,
-                Err(e) => self.health.failed(&e),
+                Ok(()) => {
+                    // Publishes that timed out while Redis stayed up: their users sync now.
+                    if self.pending.load(Ordering::Acquire) && self.health.is_up() {
+                        self.name_unrelayed().await;
+                    }
+                    return;
+                }
+                // It may or may not have gone out: its user is named either way.
+                Err(e) => self.health.trouble(&e),
             }
         }
+        self.pending.store(true, Ordering::Release);
         let mut u = self.unrelayed.lock().unwrap_or_else(|e| e.into_inner());
         if !u.everyone {
             u.users.insert(user.to_owned());
@@ -153,8 +164,11 @@ impl StreamRelay {
 
     /// Tells every node to close the sockets of the users whose events did not go out.
     async fn name_unrelayed(&self) {
-        let Unrelayed { users, everyone } =
-            std::mem::take(&mut *self.unrelayed.lock().unwrap_or_else(|e| e.into_inner()));
+        let Unrelayed { users, everyone } = {
+            let mut u = self.unrelayed.lock().unwrap_or_else(|e| e.into_inner());
+            self.pending.store(false, Ordering::Release);
+            std::mem::take(&mut *u)
+        };
         if users.is_empty() && !everyone {
             return;
         }
@@ -162,7 +176,8 @@ impl StreamRelay {
         let payload = self.payload(&Wire::Resync { users: named });
         // One channel is enough: every node listens on all of them.
         if let Err(e) = self.bus.publish(self.channels[0].clone(), payload).await {
-            self.health.failed(&e);
+            self.health.trouble(&e);
+            self.pending.store(true, Ordering::Release);
             let mut u = self.unrelayed.lock().unwrap_or_else(|e| e.into_inner());
             u.everyone |= everyone;
             u.users.extend(users);
