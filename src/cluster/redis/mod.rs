@@ -112,11 +112,8 @@ impl RedisCluster {
                 Ok(v)
             }
             Ok(Err(e)) => Err(health::storage_error(&self.health, e)),
-            Err(_) => {
-                self.health
-                    .timed_out(&format!("no answer within {} ms", self.timeout.as_millis()));
-                Err(StorageError::Busy)
-            }
+            // Busy, not an outage: the monitor's pings judge that (RedisHealth::trouble).
+            Err(_) => Err(StorageError::Busy),
         }
     }
 
