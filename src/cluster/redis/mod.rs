@@ -125,6 +125,8 @@ impl RedisCluster {
         let both = async { tokio::try_join!(ping(self.data.clone()), ping(self.bus.conn())) };
         match tokio::time::timeout(self.timeout, both).await {
             Ok(Ok(_)) => self.health.recovered(),
+            // The connection's own response timeout fires with ours.
+            Ok(Err(e)) if health::is_timeout(&e) => self.health.timed_out(&e),
             Ok(Err(e)) => self.health.failed(&e),
             Err(_) => self
                 .health
