@@ -202,7 +202,10 @@ pub async fn next_event(ws: &mut Ws, name: &str, within: Duration) -> Option<ser
 pub async fn emit_ack(ws: &mut Ws, id: u32, event: &str, data: serde_json::Value) -> Option<serde_json::Value> {
     let packet = format!("42{id}{}", serde_json::json!([event, data]));
     ws.send(Message::text(packet)).await.ok()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // SecantusDB (the MongoDB test server) answers large reads slowly while other tests
+    // load it; a missing answer still shows within this.
+    let wait = if super::storage::on_mongo() { 30 } else { 5 };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let prefix = format!("43{id}");
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
