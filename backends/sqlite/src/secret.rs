@@ -40,10 +40,10 @@ fn read(path: &Path) -> StorageResult<String> {
 /// Reads the secret, creating it first if there is none.
 pub fn load_or_create(db: &Path) -> StorageResult<String> {
     let path = secret_path(db);
-    match read(&path) {
-        Ok(s) => return Ok(s),
-        Err(_) if !path.exists() => {}
-        Err(e) => return Err(e),
+    // Linked in whole once written, so a file that exists is complete. (Reading first and
+    // checking for the file after a failure raced with a node creating it in between.)
+    if path.exists() {
+        return read(&path);
     }
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
