@@ -130,7 +130,7 @@ async fn boot_with(
         throwaway.is_some(),
         builder,
         clock.clone(),
-        metrics.clone(),
+        metrics.live.clone(),
         store.state.clone(),
     )
     .await;
@@ -302,7 +302,7 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
                     if let Some(auth) = &authenticator {
                         io.recheck(auth).await;
                     }
-                    io.resync(&metrics);
+                    io.resync(&metrics.live);
                 }
             }
         })

@@ -3,9 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
+
+use confab_sdk::live::LiveCounters;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -68,33 +71,15 @@ struct HttpKey {
     status: u16,
 }
 
-/// What became of a stream event that came out of position order.
-#[derive(Clone, Copy)]
-pub enum Reorder {
-    /// Waited for a smaller position.
-    Held,
-    /// Came after a larger position went out: left to the client's sync.
-    Late,
-    /// Smaller than the one that opened its user's line: emitted at once.
-    Unordered,
-}
-
 pub struct Metrics {
+    /// Sockets and stream deliveries, counted where the cluster backends deliver too.
+    pub live: Arc<LiveCounters>,
     http_requests: Mutex<HashMap<HttpKey, u64>>,
     http_latency: Mutex<HashMap<String, Histogram>>,
-    open_sockets: AtomicI64,
     open_connections: AtomicI64,
     /// Connections closed on accept: over the total cap, over the per-address cap.
     refused_total: AtomicU64,
     refused_per_ip: AtomicU64,
-    /// Sockets whose buffer could not take a stream event: closed at the transport, or
-    /// (on polling) left to the heartbeat.
-    overflow_closed: AtomicU64,
-    overflow_polling: AtomicU64,
-    stream_held: AtomicU64,
-    stream_late: AtomicU64,
-    stream_unordered: AtomicU64,
-    stream_resyncs: AtomicU64,
     socket_events: Mutex<HashMap<String, u64>>,
     commit_batch: Histogram,
     commit_latency: Histogram,
@@ -103,18 +88,12 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
+            live: Arc::default(),
             http_requests: Mutex::default(),
             http_latency: Mutex::default(),
-            open_sockets: AtomicI64::new(0),
             open_connections: AtomicI64::new(0),
             refused_total: AtomicU64::new(0),
             refused_per_ip: AtomicU64::new(0),
-            overflow_closed: AtomicU64::new(0),
-            overflow_polling: AtomicU64::new(0),
-            stream_held: AtomicU64::new(0),
-            stream_late: AtomicU64::new(0),
-            stream_unordered: AtomicU64::new(0),
-            stream_resyncs: AtomicU64::new(0),
             socket_events: Mutex::default(),
             commit_batch: Histogram::new(BATCH_BUCKETS),
             commit_latency: Histogram::new(LATENCY_BUCKETS),
@@ -149,14 +128,6 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn socket_opened(&self) {
-        self.open_sockets.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn socket_closed(&self) {
-        self.open_sockets.fetch_sub(1, Ordering::Relaxed);
-    }
-
     pub fn connection_opened(&self) {
         self.open_connections.fetch_add(1, Ordering::Relaxed);
     }
@@ -173,36 +144,6 @@ impl Metrics {
             &self.refused_per_ip
         };
         counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A socket's buffer could not take a stream event; `closed`: its connection was cut.
-    pub fn stream_overflow(&self, closed: bool) {
-        let counter = if closed {
-            &self.overflow_closed
-        } else {
-            &self.overflow_polling
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A stream event came before a smaller position of its user (`held`: it waited for
-    /// it) or after a larger one had gone out (dropped: its client syncs the gap).
-    pub fn stream_reordered(&self, outcome: Reorder) {
-        let counter = match outcome {
-            Reorder::Held => &self.stream_held,
-            Reorder::Late => &self.stream_late,
-            Reorder::Unordered => &self.stream_unordered,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Sockets closed so that their clients sync what cross-node fan-out could not carry.
-    pub fn stream_resynced(&self, sockets: usize) {
-        self.stream_resyncs.fetch_add(sockets as u64, Ordering::Relaxed);
-    }
-
-    pub fn open_sockets(&self) -> i64 {
-        self.open_sockets.load(Ordering::Relaxed)
     }
 
     /// Counts an event by name; names no handler knows count as `unknown`, so clients
@@ -256,11 +197,7 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP confab_open_sockets Socket.IO connections open on this node.\n# TYPE confab_open_sockets gauge\nconfab_open_sockets {}",
-            self.open_sockets()
-        );
+        self.live.render(&mut out);
         let _ = writeln!(
             out,
             "# HELP confab_open_connections TCP connections open on this node.\n# TYPE confab_open_connections gauge\nconfab_open_connections {}",
@@ -272,26 +209,6 @@ impl Metrics {
              confab_connections_refused_total{{reason=\"total\"}} {}\nconfab_connections_refused_total{{reason=\"per_ip\"}} {}",
             self.refused_total.load(Ordering::Relaxed),
             self.refused_per_ip.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP confab_stream_overflows_total Sockets whose buffer could not take a message: closed at the transport, or on polling left to the heartbeat.\n# TYPE confab_stream_overflows_total counter\n\
-             confab_stream_overflows_total{{action=\"closed\"}} {}\nconfab_stream_overflows_total{{action=\"polling\"}} {}",
-            self.overflow_closed.load(Ordering::Relaxed),
-            self.overflow_polling.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP confab_stream_reordered_total Stream events that came out of position order: held for a smaller one, late (left to the client's sync), or unordered (emitted after a larger one that opened its user's line).\n# TYPE confab_stream_reordered_total counter\n\
-             confab_stream_reordered_total{{outcome=\"held\"}} {}\nconfab_stream_reordered_total{{outcome=\"late\"}} {}\nconfab_stream_reordered_total{{outcome=\"unordered\"}} {}",
-            self.stream_held.load(Ordering::Relaxed),
-            self.stream_late.load(Ordering::Relaxed),
-            self.stream_unordered.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP confab_stream_resyncs_total Sockets closed so that their clients sync what cross-node fan-out could not carry.\n# TYPE confab_stream_resyncs_total counter\nconfab_stream_resyncs_total {}",
-            self.stream_resyncs.load(Ordering::Relaxed)
         );
         out.push_str("# HELP confab_socket_events_total Socket.IO events received, by name.\n# TYPE confab_socket_events_total counter\n");
         let events: BTreeMap<String, u64> = self

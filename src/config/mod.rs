@@ -16,8 +16,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde_json::{Map, Value};
 
+pub use crate::cluster::ClusterConfig;
 pub use crate::storage::StorageConfig;
-pub use kernel::{ClusterConfig, LogConfig, ServerConfig};
+pub use kernel::{LogConfig, ServerConfig};
 
 /// Where to read configuration from.
 #[derive(Clone, Debug, Default)]

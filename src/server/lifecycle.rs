@@ -6,14 +6,14 @@
 //!
 //! Ending a socket sends `session_ended {code, message}`, then disconnects it. A socket
 //! whose buffer is full cannot take the disconnect (socketioxide refuses it); its
-//! WebSocket connection is then closed under it (`transport::cut`).
+//! WebSocket connection is then closed under it (`confab_sdk::live::end`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use confab_sdk::auth::{Principal, SharedAuthenticator, credential_rooms, ended};
+use confab_sdk::live::end;
 use futures_util::StreamExt;
-use serde_json::json;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
@@ -78,58 +78,6 @@ fn expire_at<A: Adapter>(s: SocketRef<A>, at: i64) -> AbortHandle {
     })
     .abort_handle()
 }
-
-/// Sends `session_ended` and disconnects the socket. A socket whose outgoing buffer is
-/// full can take neither: its WebSocket connection is closed under it instead
-/// (`transport::cut`).
-pub fn end<A: Adapter>(s: &SocketRef<A>, code: &str, message: &str) {
-    use socketioxide::{SendError, SocketError};
-    let told = match s.emit(ended::EVENT, &json!({"code": code, "message": message})) {
-        Ok(()) => true,
-        // Already ended (a logout ends a socket through its token's and its login's rooms):
-        // its packets are on their way, and cutting now could drop them.
-        Err(SendError::Socket(SocketError::Closed)) => return,
-        Err(_) => false,
-    };
-    tracing::info!(socket = %s.id, code, "ending socket: its credential ended");
-    if told {
-        match s.clone().disconnect() {
-            Ok(()) => {
-                s.extensions.insert(Ending);
-                // Queued is not sent: a client that stopped reading (with room left in its
-                // buffer) would keep the connection open. Cut it if it is still there then.
-                let s = s.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(END_GRACE).await;
-                    super::transport::cut(&s);
-                });
-                return;
-            }
-            Err(SocketError::Closed) => return,
-            Err(SocketError::InternalChannelFull) => {}
-        }
-    }
-    if super::transport::cut(s) {
-        tracing::warn!(socket = %s.id, code, "socket buffer full: closed its connection");
-    } else {
-        // Polling: there is no connection of its own; the heartbeat closes it.
-        tracing::warn!(socket = %s.id, code, "socket buffer full on polling: left to the heartbeat");
-    }
-}
-
-/// In the extensions of a socket told `session_ended` and disconnected: it stays listed
-/// until its transport closes, and nothing else should cut it before the grace is over.
-#[derive(Clone, Copy)]
-pub struct Ending;
-
-/// Whether `s` is an ended socket waiting for its grace (see [`Ending`]).
-pub fn is_ending<A: Adapter>(s: &SocketRef<A>) -> bool {
-    s.extensions.get::<Ending>().is_some()
-}
-
-/// How long an ended socket's client has to read `session_ended` and the disconnect
-/// before its connection is cut.
-const END_GRACE: Duration = Duration::from_secs(1);
 
 /// How many sockets' credentials are checked at once after an outage.
 const RECHECKS_AT_ONCE: usize = 32;

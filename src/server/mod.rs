@@ -7,7 +7,6 @@ pub mod lifecycle;
 pub mod middleware;
 pub mod routes;
 pub mod socket;
-pub mod stream;
 pub mod transport;
 
 use std::sync::Arc;
@@ -60,6 +59,7 @@ pub fn service(config: &Config, parts: HttpParts) -> Service {
                 .layer(l)
                 .compat(),
         ),
+        #[cfg(feature = "redis")]
         SocketLayer::Redis(l) => socket_route.hoop(
             tower::ServiceBuilder::new()
                 .layer(CompactHeadLayer)

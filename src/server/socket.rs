@@ -11,20 +11,19 @@ use confab_sdk::auth::Principal;
 use confab_sdk::error::{ApiError, ErrorCode};
 use confab_sdk::net::ClientIp;
 use confab_sdk::realtime::{
-    Ack, ConnectMiddleware, Emitter, EventGuard, EventHandler, Handshake, SocketCtx, SocketHook, SocketOps, user_room,
+    Ack, ConnectMiddleware, EventGuard, EventHandler, Handshake, SocketCtx, SocketHook, SocketOps, user_room,
 };
 use futures_util::FutureExt;
 use serde_json::Value;
 use socketioxide::SocketIo;
-use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::Socket;
 use socketioxide_core::adapter::DefinedAdapter;
 use tokio::sync::oneshot;
 
-use super::lifecycle::{self, Credential};
-use super::stream::StreamGate;
+use super::lifecycle::Credential;
 use crate::metrics::Metrics;
 
 /// What the plugins contributed to sockets, shared by every socket.
@@ -166,7 +165,7 @@ pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHo
     let connect = move |s: SocketRef<A>| {
         let host = host.clone();
         async move {
-            host.metrics.socket_opened();
+            host.metrics.live.socket_opened();
             let Some(state) = s.extensions.get::<SocketState>() else {
                 return;
             };
@@ -190,7 +189,7 @@ fn register_handlers<A: Adapter>(s: &SocketRef<A>, host: &Arc<SocketHost>) {
     s.on_disconnect(move |s: SocketRef<A>| {
         let host = disconnect_host.clone();
         async move {
-            host.metrics.socket_closed();
+            host.metrics.live.socket_closed();
             if let Some(state) = s.extensions.get::<SocketState>() {
                 state.credential.release();
                 let c = ctx(&s, &state);
@@ -308,53 +307,11 @@ fn dispatch<A: Adapter>(
     .boxed()
 }
 
-/// Ends this node's sockets in `room` (see `lifecycle::end`).
-pub fn end_local<A: Adapter>(io: &SocketIo<A>, room: &str, code: &str, message: &str) {
-    for s in io.local().to(room.to_owned()).sockets() {
-        lifecycle::end(&s, code, message);
-    }
-}
-
 /// One event's slot in its socket's in-flight count, given back on drop.
 struct InFlight(Arc<AtomicUsize>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Emits through socketioxide's in-process adapter (the local cluster backend).
-pub struct AdapterEmitter<A: Adapter = LocalAdapter> {
-    pub io: SocketIo<A>,
-    pub metrics: Arc<Metrics>,
-    pub gate: Arc<StreamGate>,
-}
-
-impl<A: Adapter> AdapterEmitter<A> {
-    pub fn new(io: SocketIo<A>, metrics: Arc<Metrics>) -> Self {
-        let gate = StreamGate::local(io.clone(), metrics.clone());
-        AdapterEmitter { io, metrics, gate }
-    }
-}
-
-#[confab_sdk::async_trait]
-impl<A: Adapter> Emitter for AdapterEmitter<A> {
-    async fn to_user(&self, user_id: &str, event: &str, data: &Value) {
-        self.to_room(&user_room(user_id), event, data).await;
-    }
-    async fn to_room(&self, room: &str, event: &str, data: &Value) {
-        if let Err(e) = self.io.to(room.to_owned()).emit(event, data).await {
-            tracing::debug!(room, event, error = %e, "emit failed");
-        }
-    }
-    async fn stream_to_user(&self, user_id: &str, pos: u64, event: &str, data: &Value) {
-        self.gate.admit(user_id, pos, event, data);
-    }
-    async fn end_room(&self, room: &str, code: &str, message: &str) {
-        end_local(&self.io, room, code, message);
-    }
-    fn local_sockets(&self) -> usize {
-        self.metrics.open_sockets().max(0) as usize
     }
 }

@@ -5,117 +5,15 @@
 //! `cargo bench -p confab-auth` (release). Sizes: `BENCH_LOGINS` (default 100),
 //! `BENCH_ME` (default 50000), `BENCH_CONCURRENCY` (default 16).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confab_auth::service::{AuthService, LoginRequest, RegisterRequest, Stores};
 use confab_auth::{AuthConfig, routes};
-use confab_sdk::async_trait;
+use confab_contract::fakes::{MemRefresh, MemRevocations, MemSessions, MemUsers};
 use confab_sdk::clock::SystemClock;
-use confab_sdk::cluster::{RevocationStore, SessionData, SessionStore};
 use confab_sdk::salvo::test::TestClient;
 use confab_sdk::salvo::{Router, Service};
-use confab_sdk::storage::{NewUser, StorageError, StorageResult, UserRecord, UserStore};
-
-#[derive(Default)]
-struct Users(Mutex<HashMap<String, UserRecord>>);
-
-#[async_trait]
-impl UserStore for Users {
-    async fn create_user(&self, u: NewUser) -> StorageResult<UserRecord> {
-        let mut all = self.0.lock().unwrap();
-        let key = u.username.to_lowercase();
-        if all.contains_key(&key) {
-            return Err(StorageError::Conflict("username taken".into()));
-        }
-        let rec = UserRecord {
-            id: confab_sdk::ids::new_id(0),
-            username: u.username,
-            display_name: u.display_name,
-            password_hash: u.password_hash,
-            created_at: Default::default(),
-            updated_at: Default::default(),
-        };
-        all.insert(key, rec.clone());
-        Ok(rec)
-    }
-    async fn user_by_id(&self, id: &str) -> StorageResult<Option<UserRecord>> {
-        Ok(self.0.lock().unwrap().values().find(|u| u.id == id).cloned())
-    }
-    async fn user_by_username(&self, name: &str) -> StorageResult<Option<UserRecord>> {
-        Ok(self.0.lock().unwrap().get(&name.to_lowercase()).cloned())
-    }
-    async fn set_password_hash(&self, id: &str, hash: &str) -> StorageResult<()> {
-        if let Some(u) = self.0.lock().unwrap().values_mut().find(|u| u.id == id) {
-            u.password_hash = hash.to_owned();
-        }
-        Ok(())
-    }
-    async fn deployment_secret(&self) -> StorageResult<String> {
-        Ok("ab".repeat(32))
-    }
-}
-
-#[derive(Default)]
-struct Sessions(Mutex<HashMap<String, SessionData>>);
-
-#[async_trait]
-impl SessionStore for Sessions {
-    async fn create(&self, data: SessionData, _: u64, _: u64) -> StorageResult<String> {
-        let id = confab_sdk::ids::random_token();
-        self.0.lock().unwrap().insert(id.clone(), data);
-        Ok(id)
-    }
-    async fn get(&self, id: &str) -> StorageResult<Option<SessionData>> {
-        Ok(self.0.lock().unwrap().get(id).cloned())
-    }
-    async fn delete(&self, id: &str) -> StorageResult<()> {
-        self.0.lock().unwrap().remove(id);
-        Ok(())
-    }
-}
-
-/// Logins issue a refresh family; the bench never refreshes.
-struct Refresh;
-
-#[async_trait]
-impl confab_sdk::cluster::RefreshStore for Refresh {
-    async fn issue(
-        &self,
-        user_id: &str,
-        username: &str,
-        _: u64,
-    ) -> StorageResult<(String, confab_sdk::cluster::RefreshGrant)> {
-        let family = confab_sdk::ids::random_token();
-        let grant = confab_sdk::cluster::RefreshGrant {
-            family: family.clone(),
-            user_id: user_id.into(),
-            username: username.into(),
-        };
-        Ok((confab_sdk::cluster::new_refresh_token(&family), grant))
-    }
-    async fn rotate(&self, _: &str, _: u64) -> StorageResult<confab_sdk::cluster::Rotation> {
-        Ok(confab_sdk::cluster::Rotation::Invalid)
-    }
-    async fn revoke_family(&self, _: &str) -> StorageResult<()> {
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct Revocations(Mutex<HashMap<String, i64>>);
-
-#[async_trait]
-impl RevocationStore for Revocations {
-    async fn revoke(&self, jti: &str, until: i64) -> StorageResult<()> {
-        self.0.lock().unwrap().insert(jti.to_owned(), until);
-        Ok(())
-    }
-    async fn is_revoked(&self, jti: &str) -> StorageResult<bool> {
-        Ok(self.0.lock().unwrap().contains_key(jti))
-    }
-}
 
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -178,10 +76,10 @@ async fn main() {
     let mut config = AuthConfig::default();
     config.jwt.secret = "benchmark-secret-0123456789abcdef-0123456789".into();
     let stores = Stores {
-        users: Arc::new(Users::default()),
-        sessions: Arc::new(Sessions::default()),
-        revocations: Arc::new(Revocations::default()),
-        refresh: Arc::new(Refresh),
+        users: Arc::new(MemUsers::default()),
+        sessions: Arc::new(MemSessions::default()),
+        revocations: Arc::new(MemRevocations::default()),
+        refresh: Arc::new(MemRefresh),
         clock: Arc::new(SystemClock),
     };
     let svc = Arc::new(AuthService::new(&config, stores, false, Some("bench-secret")).unwrap());

@@ -86,7 +86,7 @@ mod tests {
     use confab_sdk::services::Services;
 
     use super::*;
-    use crate::service::tests::{MemRefresh, MemRevocations, MemSessions, MemUsers};
+    use confab_contract::fakes::{MemRefresh, MemRevocations, MemSessions, MemUsers};
 
     fn services() -> Services {
         let mut s = Services::default();

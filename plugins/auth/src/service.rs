@@ -478,120 +478,14 @@ impl Authenticator for AuthService {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
+    use confab_contract::fakes::{MemRefresh, MemRevocations, MemSessions, MemUsers};
     use confab_sdk::clock::{Clock, OffsetClock};
-    use confab_sdk::cluster::{RefreshGrant, RevocationStore, SessionStore};
-    use confab_sdk::storage::{StorageResult, UserStore};
-    use confab_sdk::time::Timestamp;
+    use confab_sdk::storage::UserStore;
 
     use super::*;
     use crate::config::{Argon2Config, JwtKey};
-
-    /// In-memory stores with the semantics the traits promise (enough for the plugin's logic;
-    /// the kernel's real ones have their own contract suites).
-    #[derive(Default)]
-    pub struct MemUsers(Mutex<Vec<UserRecord>>);
-
-    #[async_trait]
-    impl UserStore for MemUsers {
-        async fn create_user(&self, u: NewUser) -> StorageResult<UserRecord> {
-            let mut all = self.0.lock().unwrap();
-            if all.iter().any(|x| x.username.eq_ignore_ascii_case(&u.username)) {
-                return Err(StorageError::Conflict("username taken".into()));
-            }
-            let rec = UserRecord {
-                id: confab_sdk::ids::new_id(0),
-                username: u.username,
-                display_name: u.display_name,
-                password_hash: u.password_hash,
-                created_at: Timestamp::default(),
-                updated_at: Timestamp::default(),
-            };
-            all.push(rec.clone());
-            Ok(rec)
-        }
-        async fn user_by_id(&self, id: &str) -> StorageResult<Option<UserRecord>> {
-            Ok(self.0.lock().unwrap().iter().find(|u| u.id == id).cloned())
-        }
-        async fn user_by_username(&self, name: &str) -> StorageResult<Option<UserRecord>> {
-            Ok(self
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|u| u.username.eq_ignore_ascii_case(name))
-                .cloned())
-        }
-        async fn set_password_hash(&self, id: &str, hash: &str) -> StorageResult<()> {
-            let mut all = self.0.lock().unwrap();
-            let u = all
-                .iter_mut()
-                .find(|u| u.id == id)
-                .ok_or(StorageError::NotFound("user".into()))?;
-            u.password_hash = hash.to_owned();
-            Ok(())
-        }
-        async fn deployment_secret(&self) -> StorageResult<String> {
-            Ok("ab".repeat(32))
-        }
-    }
-
-    #[derive(Default)]
-    pub struct MemSessions(Mutex<HashMap<String, SessionData>>);
-
-    #[async_trait]
-    impl SessionStore for MemSessions {
-        async fn create(&self, data: SessionData, _: u64, _: u64) -> StorageResult<String> {
-            let id = confab_sdk::ids::random_token();
-            self.0.lock().unwrap().insert(id.clone(), data);
-            Ok(id)
-        }
-        async fn get(&self, id: &str) -> StorageResult<Option<SessionData>> {
-            Ok(self.0.lock().unwrap().get(id).cloned())
-        }
-        async fn delete(&self, id: &str) -> StorageResult<()> {
-            self.0.lock().unwrap().remove(id);
-            Ok(())
-        }
-    }
-
-    #[derive(Default)]
-    pub struct MemRevocations(Mutex<HashMap<String, i64>>);
-
-    #[async_trait]
-    impl RevocationStore for MemRevocations {
-        async fn revoke(&self, jti: &str, until: i64) -> StorageResult<()> {
-            self.0.lock().unwrap().insert(jti.to_owned(), until);
-            Ok(())
-        }
-        async fn is_revoked(&self, jti: &str) -> StorageResult<bool> {
-            Ok(self.0.lock().unwrap().contains_key(jti))
-        }
-    }
-
-    /// Refresh tokens that always rotate (the kernel's stores pass the real contract).
-    pub struct MemRefresh;
-
-    #[async_trait]
-    impl confab_sdk::cluster::RefreshStore for MemRefresh {
-        async fn issue(&self, user_id: &str, username: &str, _: u64) -> StorageResult<(String, RefreshGrant)> {
-            let family = confab_sdk::ids::random_token();
-            let grant = RefreshGrant {
-                family: family.clone(),
-                user_id: user_id.into(),
-                username: username.into(),
-            };
-            Ok((confab_sdk::cluster::new_refresh_token(&family), grant))
-        }
-        async fn rotate(&self, _: &str, _: u64) -> StorageResult<Rotation> {
-            Ok(Rotation::Invalid)
-        }
-        async fn revoke_family(&self, _: &str) -> StorageResult<()> {
-            Ok(())
-        }
-    }
 
     pub struct Fixture {
         pub svc: Arc<AuthService>,
@@ -796,7 +690,7 @@ pub(crate) mod tests {
         assert_eq!(e.message, BAD_SESSION);
         // Revoked until exp + leeway.
         let claims = f.svc.tokens.verify(&s.body.token).unwrap();
-        assert_eq!(f.revocations.0.lock().unwrap()[&claims.jti], claims.exp + 5);
+        assert_eq!(f.revocations.until(&claims.jti), Some(claims.exp + 5));
         // Nothing valid presented: 401.
         assert_eq!(
             f.svc.logout(&HeaderMap::new()).await.unwrap_err().message,

@@ -14,6 +14,9 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod ids;
+#[cfg(feature = "socketio")]
+pub mod live;
+pub mod memory;
 pub mod net;
 pub mod plugin;
 pub mod ratelimit;

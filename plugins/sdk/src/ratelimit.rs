@@ -69,6 +69,18 @@ pub struct Decision {
     pub reset_after_ms: u64,
 }
 
+/// The decision of a quota check: `count` of `limit` used in a window that resets in
+/// `reset_after_ms`.
+pub fn quota_decision(allowed: bool, count: u64, limit: u64, reset_after_ms: u64) -> Decision {
+    Decision {
+        allowed,
+        limit,
+        remaining: limit.saturating_sub(count),
+        retry_after_ms: if allowed { 0 } else { reset_after_ms.max(1) },
+        reset_after_ms,
+    }
+}
+
 /// GCRA on one stored value, the theoretical arrival time (TAT) in microseconds. Returns
 /// the decision and the new TAT to store (`None`: store nothing). The Redis store runs the
 /// same arithmetic in Lua; this is the reference and the in-process implementation.

@@ -135,14 +135,14 @@ pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
         {
             return true;
         }
-        let bus = match e.downcast_ref::<socketioxide_redis::Error<super::fanout::BusDriver>>() {
+        let bus = match e.downcast_ref::<socketioxide_redis::Error<crate::fanout::BusDriver>>() {
             // The adapter's wrapper names no source.
             Some(socketioxide_redis::Error::Driver(b)) => Some(b),
-            _ => e.downcast_ref::<super::fanout::BusError>(),
+            _ => e.downcast_ref::<crate::fanout::BusError>(),
         };
         match bus {
-            Some(super::fanout::BusError::Timeout(_)) => return true,
-            Some(super::fanout::BusError::Redis(r)) if r.is_timeout() => return true,
+            Some(crate::fanout::BusError::Timeout(_)) => return true,
+            Some(crate::fanout::BusError::Redis(r)) if r.is_timeout() => return true,
             _ => {}
         }
         next = e.source();
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_timed_out_publish_is_a_slow_command_wrapped_or_not() {
-        use super::super::fanout::{BusDriver, BusError};
+        use crate::fanout::{BusDriver, BusError};
         let bare = BusError::Timeout(std::time::Duration::from_secs(1));
         assert!(is_timeout(&bare));
         let wrapped = socketioxide::AdapterError::from(Box::new(socketioxide_redis::Error::<BusDriver>::Driver(

@@ -19,13 +19,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use confab_sdk::realtime::user_room;
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use tokio::time::Instant;
 
-use crate::metrics::{Metrics, Reorder};
+use super::{LiveCounters, Reorder};
 
 /// How long an event waits for the smaller positions of its user.
 pub const HOLD: Duration = Duration::from_millis(300);
@@ -38,14 +37,14 @@ const IDLE: Duration = Duration::from_secs(60);
 
 const SHARDS: usize = 64;
 
-/// Hands one stream event to this node's sockets of a user (see [`stream_local`]).
+/// Hands one stream event to this node's sockets of a user (see [`super::emit::stream_local`]).
 pub type StreamSink = Arc<dyn Fn(&str, &str, &Value) + Send + Sync>;
 
 /// Per-user ordering of this node's stream events.
 pub struct StreamGate {
     shards: Box<[Mutex<HashMap<String, Line>>]>,
     sink: StreamSink,
-    metrics: Arc<Metrics>,
+    metrics: Arc<LiveCounters>,
     hold: Duration,
 }
 
@@ -64,7 +63,7 @@ struct Line {
 }
 
 impl StreamGate {
-    pub fn new(sink: StreamSink, metrics: Arc<Metrics>, hold: Duration) -> Arc<Self> {
+    pub fn new(sink: StreamSink, metrics: Arc<LiveCounters>, hold: Duration) -> Arc<Self> {
         let gate = Arc::new(StreamGate {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             sink,
@@ -76,10 +75,12 @@ impl StreamGate {
     }
 
     /// A gate whose events go to `io`'s local sockets.
-    pub fn local<A: Adapter>(io: SocketIo<A>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn local<A: Adapter>(io: SocketIo<A>, metrics: Arc<LiveCounters>) -> Arc<Self> {
         let m = metrics.clone();
         Self::new(
-            Arc::new(move |user: &str, event: &str, data: &Value| stream_local(&io, &m, user, event, data)),
+            Arc::new(move |user: &str, event: &str, data: &Value| {
+                super::emit::stream_local(&io, &m, user, event, data)
+            }),
             metrics,
             HOLD,
         )
@@ -230,46 +231,6 @@ async fn sweep(gate: Weak<StreamGate>) {
     }
 }
 
-/// A stream event to each of `user_id`'s sockets on this node, one by one: a socket whose
-/// buffer is full is closed at the transport (counted, logged with the user) instead of
-/// skipped; its client reconnects and syncs what it missed.
-pub fn stream_local<A: Adapter>(io: &SocketIo<A>, metrics: &Metrics, user_id: &str, event: &str, data: &Value) {
-    for s in io.local().to(user_room(user_id)).sockets() {
-        match s.emit(event, data) {
-            Ok(()) => {}
-            Err(socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => {
-                let closed = super::transport::cut(&s);
-                metrics.stream_overflow(closed);
-                tracing::warn!(
-                    socket = %s.id,
-                    user = user_id,
-                    event,
-                    closed,
-                    "socket buffer full: closed its connection rather than skip a stream event"
-                );
-            }
-            Err(e) => tracing::debug!(socket = %s.id, event, error = %e, "stream emit failed"),
-        }
-    }
-}
-
-/// Cuts the connection of every socket on this node (of `user_id` only, if given): their
-/// clients reconnect and sync what this node could not deliver. Sockets being ended
-/// (`session_ended` on its way) are left to their grace. Counted in
-/// `confab_stream_resyncs_total`; returns how many were closed.
-pub fn resync_local<A: Adapter>(io: &SocketIo<A>, metrics: &Metrics, user_id: Option<&str>) -> usize {
-    let sockets = match user_id {
-        Some(u) => io.local().to(user_room(u)).sockets(),
-        None => io.local().sockets(),
-    };
-    let closed = sockets
-        .iter()
-        .filter(|s| !super::lifecycle::is_ending(s) && super::transport::cut(s))
-        .count();
-    metrics.stream_resynced(closed);
-    closed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,7 +247,7 @@ mod tests {
                 .unwrap()
                 .push((user.to_owned(), data["pos"].as_u64().unwrap()))
         });
-        (StreamGate::new(sink, Arc::new(Metrics::default()), hold), seen)
+        (StreamGate::new(sink, Arc::new(LiveCounters::default()), hold), seen)
     }
 
     fn admit(g: &Arc<StreamGate>, user: &str, pos: u64) {

@@ -14,8 +14,8 @@ use confab_sdk::ids::random_token;
 use confab_sdk::storage::{StorageError, StorageResult};
 use redis::Script;
 
-use super::RedisCluster;
-use crate::cluster::local::LocalRevocationStore;
+use crate::RedisCluster;
+use confab_sdk::memory::MemoryRevocationStore;
 
 /// KEYS[1] session; ARGV user, username, absolute ms, idle ms, the login's token id ('' if
 /// none), until when it is accepted (unix s), its refresh family (''). 0 if the id is taken.
@@ -132,7 +132,7 @@ impl SessionStore for RedisSessionStore {
 pub struct RedisRevocationStore {
     cluster: Arc<RedisCluster>,
     clock: SharedClock,
-    mine: LocalRevocationStore,
+    mine: MemoryRevocationStore,
     fail_open: bool,
 }
 
@@ -140,7 +140,7 @@ impl RedisRevocationStore {
     pub fn new(cluster: Arc<RedisCluster>, clock: SharedClock, fail_open: bool) -> Self {
         RedisRevocationStore {
             cluster,
-            mine: LocalRevocationStore::new(clock.clone()),
+            mine: MemoryRevocationStore::new(clock.clone()),
             clock,
             fail_open,
         }
@@ -218,8 +218,8 @@ mod tests {
     use confab_sdk::futures_util::FutureExt;
 
     use super::*;
-    use crate::cluster::contract;
-    use crate::cluster::redis::testing;
+    use crate::testing;
+    use confab_contract::cluster as contract;
 
     fn sleeper() -> contract::Advance {
         Arc::new(|ms| tokio::time::sleep(Duration::from_millis(ms)).boxed())

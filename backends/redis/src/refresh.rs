@@ -13,7 +13,7 @@ use confab_sdk::ids::random_token;
 use confab_sdk::storage::StorageResult;
 use redis::Script;
 
-use super::RedisCluster;
+use crate::RedisCluster;
 
 /// KEYS family, token; ARGV user, username, ttl ms.
 const ISSUE: &str = r"
@@ -142,8 +142,8 @@ mod tests {
     use confab_sdk::futures_util::FutureExt;
 
     use super::*;
-    use crate::cluster::contract;
-    use crate::cluster::redis::testing;
+    use crate::testing;
+    use confab_contract::cluster as contract;
 
     #[tokio::test]
     async fn refresh_store_passes_the_contract_across_two_nodes() {

@@ -21,10 +21,10 @@ use socketioxide::SocketIo;
 use socketioxide_redis::drivers::Driver;
 use tokio::sync::mpsc;
 
-use super::fanout::{BusDriver, SioAdapter};
-use super::health::RedisHealth;
-use crate::metrics::Metrics;
-use crate::server::stream::{StreamGate, resync_local};
+use crate::fanout::{BusDriver, SioAdapter};
+use crate::health::RedisHealth;
+use confab_sdk::live::LiveCounters;
+use confab_sdk::live::{StreamGate, resync_local};
 
 /// Channels the users are spread over (each its own slot on a Redis Cluster).
 const CHANNELS: usize = 16;
@@ -90,7 +90,7 @@ impl StreamRelay {
         health: Arc<RedisHealth>,
         io: SocketIo<SioAdapter>,
         gate: Arc<StreamGate>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<LiveCounters>,
     ) -> Result<Arc<Self>, String> {
         let relay = Arc::new(StreamRelay {
             bus,
@@ -195,7 +195,7 @@ async fn receive(
     mut rx: mpsc::Receiver<(String, Vec<u8>)>,
     io: SocketIo<SioAdapter>,
     gate: Arc<StreamGate>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<LiveCounters>,
 ) {
     while let Some((_, payload)) = rx.recv().await {
         if payload.len() < NODE_ID_LEN || payload[..NODE_ID_LEN] == *node.as_bytes() {
@@ -220,7 +220,7 @@ async fn receive(
 }
 
 /// A relayed event dropped for a full buffer may be anyone's: every socket here resyncs.
-async fn watch_losses(lost: Arc<AtomicBool>, io: SocketIo<SioAdapter>, metrics: Arc<Metrics>) {
+async fn watch_losses(lost: Arc<AtomicBool>, io: SocketIo<SioAdapter>, metrics: Arc<LiveCounters>) {
     let mut tick = tokio::time::interval(LOSS_CHECK);
     loop {
         tick.tick().await;

@@ -1,16 +1,11 @@
 //! In-process cluster services for a single node: sessions, revoked token ids and presence
 //! kept in memory, expired by the clock service.
 //!
-//! Memory stays bounded without a background task: every write may sweep. A sweep runs
-//! when [`SWEEP_INTERVAL_MS`] of clock time has passed since the last one, or when the map
-//! has doubled since then (so a burst of short-lived entries is collected in amortized
-//! O(1) per write). Reads drop the expired entry they hit.
-//!
-//! Sessions and revocations can also be kept in the storage ([`Persist`]): the kernel
-//! does so on the embedded default, so a restart forgets no logout.
+//! Memory stays bounded without a background task (`confab_sdk::memory`). Sessions and
+//! revocations are also kept in the storage ([`Persist`]), so a restart forgets no logout.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use confab_sdk::async_trait;
 use confab_sdk::clock::SharedClock;
@@ -20,45 +15,9 @@ use confab_sdk::storage::{SharedStateStore, StorageResult};
 use confab_sdk::time::from_millis;
 use serde::{Deserialize, Serialize};
 
-use super::persist::{self, Persist};
+use confab_sdk::memory::{Expiring, MemoryRevocationStore, lock};
 
-/// Clock time between two sweeps triggered by time alone.
-pub const SWEEP_INTERVAL_MS: i64 = 60_000;
-/// Below this many entries, growth alone never triggers a sweep.
-const MIN_SWEEP_LEN: usize = 1024;
-
-/// Entries with an expiry, and when to sweep them next.
-struct Expiring<V> {
-    map: HashMap<String, V>,
-    next_sweep_ms: i64,
-    sweep_at_len: usize,
-}
-
-impl<V> Expiring<V> {
-    fn new(now_ms: i64) -> Self {
-        Expiring {
-            map: HashMap::new(),
-            next_sweep_ms: now_ms + SWEEP_INTERVAL_MS,
-            sweep_at_len: MIN_SWEEP_LEN,
-        }
-    }
-
-    /// Drops every entry `live` rejects, if a sweep is due.
-    fn maybe_sweep(&mut self, now_ms: i64, live: impl Fn(&V) -> bool) {
-        if now_ms < self.next_sweep_ms && self.map.len() < self.sweep_at_len {
-            return;
-        }
-        self.map.retain(|_, v| live(v));
-        self.next_sweep_ms = now_ms + SWEEP_INTERVAL_MS;
-        self.sweep_at_len = (self.map.len() * 2).max(MIN_SWEEP_LEN);
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The maps stay consistent even if a holder panicked: every update is a single insert
-    // or remove, so a poisoned lock is safe to reuse.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::persist::{self, Persist};
 
 /// A session as kept in memory and, with persistence, in the storage.
 #[derive(Clone, Serialize, Deserialize)]
@@ -226,43 +185,28 @@ impl SessionStore for LocalSessionStore {
     }
 }
 
-/// Revoked token ids in process memory, for a single node; with [`Persist`], also kept
-/// in the storage and restored at boot.
+/// Revoked token ids in process memory, for a single node, also kept in the storage and
+/// restored at boot.
 pub struct LocalRevocationStore {
     clock: SharedClock,
-    /// jti -> revoked until (unix milliseconds).
-    inner: Mutex<Expiring<i64>>,
-    persist: Option<Persist>,
+    inner: MemoryRevocationStore,
+    persist: Persist,
 }
 
 impl LocalRevocationStore {
-    pub fn new(clock: SharedClock) -> Self {
-        let now = clock.now_millis();
-        LocalRevocationStore {
-            clock,
-            inner: Mutex::new(Expiring::new(now)),
-            persist: None,
-        }
-    }
-
     /// A store kept in `state`, holding the revocations `state` already has.
     pub async fn restore(clock: SharedClock, state: SharedStateStore) -> StorageResult<Self> {
         let persist = Persist::new(state, "revoked");
-        let now = clock.now_millis();
-        let mut inner = Expiring::new(now);
-        for (jti, until_ms) in persist.load::<i64>(now).await? {
-            inner.map.insert(jti, until_ms);
+        let inner = MemoryRevocationStore::new(clock.clone());
+        for (jti, until_ms) in persist.load::<i64>(clock.now_millis()).await? {
+            inner.restore(jti, until_ms);
         }
-        Ok(LocalRevocationStore {
-            clock,
-            inner: Mutex::new(inner),
-            persist: Some(persist),
-        })
+        Ok(LocalRevocationStore { clock, inner, persist })
     }
 
     /// Entries held, live or not yet swept (for tests and metrics).
     pub fn len(&self) -> usize {
-        lock(&self.inner).map.len()
+        self.inner.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -273,38 +217,17 @@ impl LocalRevocationStore {
 #[async_trait]
 impl RevocationStore for LocalRevocationStore {
     async fn revoke(&self, jti: &str, until_unix_secs: i64) -> StorageResult<()> {
-        let _order = persist::order(&self.persist).await;
-        let now = self.clock.now_millis();
+        let _order = self.persist.order().await;
         let until_ms = until_unix_secs.saturating_mul(1000);
-        if until_ms <= now {
-            // The token has expired already: nothing to remember.
+        if until_ms <= self.clock.now_millis() || self.inner.holds(jti, until_ms) {
             return Ok(());
         }
-        // Revoking twice keeps the later deadline.
-        if lock(&self.inner).map.get(jti).is_some_and(|held| *held >= until_ms) {
-            return Ok(());
-        }
-        if let Some(p) = &self.persist {
-            p.put(jti, &until_ms, until_ms).await?;
-        }
-        let mut inner = lock(&self.inner);
-        inner.maybe_sweep(now, |until| now < *until);
-        let entry = inner.map.entry(jti.to_owned()).or_insert(until_ms);
-        *entry = (*entry).max(until_ms);
-        Ok(())
+        self.persist.put(jti, &until_ms, until_ms).await?;
+        self.inner.revoke(jti, until_unix_secs).await
     }
 
     async fn is_revoked(&self, jti: &str) -> StorageResult<bool> {
-        let now = self.clock.now_millis();
-        let mut inner = lock(&self.inner);
-        match inner.map.get(jti) {
-            Some(until) if now < *until => Ok(true),
-            Some(_) => {
-                inner.map.remove(jti);
-                Ok(false)
-            }
-            None => Ok(false),
-        }
+        self.inner.is_revoked(jti).await
     }
 }
 
@@ -389,7 +312,8 @@ mod tests {
     use confab_sdk::futures_util::FutureExt;
 
     use super::*;
-    use crate::cluster::contract;
+    use confab_contract::cluster as contract;
+    use confab_sdk::memory::{MIN_SWEEP_LEN, SWEEP_INTERVAL_MS};
 
     fn clock() -> Arc<OffsetClock> {
         Arc::new(OffsetClock::new(0))
@@ -420,14 +344,14 @@ mod tests {
     #[tokio::test]
     async fn revocation_store_passes_the_contract() {
         let c = clock();
-        let store = LocalRevocationStore::new(c.clone());
+        let store = MemoryRevocationStore::new(c.clone());
         contract::revocation_store(&store, c.clone(), advancer(&c)).await;
     }
 
     #[tokio::test]
     async fn refresh_store_passes_the_contract() {
         let c = clock();
-        let store = crate::cluster::refresh_local::LocalRefreshStore::new(c.clone());
+        let store = crate::refresh::LocalRefreshStore::new(c.clone());
         contract::refresh_store(&store, None, advancer(&c)).await;
     }
 
@@ -476,7 +400,7 @@ mod tests {
     #[tokio::test]
     async fn revocations_are_swept_by_time_and_growth() {
         let c = clock();
-        let store = LocalRevocationStore::new(c.clone());
+        let store = MemoryRevocationStore::new(c.clone());
         let now_secs = c.now_millis() / 1000;
         for n in 0..5000 {
             store.revoke(&format!("j{n}"), now_secs + 2).await.unwrap();
@@ -493,29 +417,25 @@ mod tests {
     #[tokio::test]
     async fn revoking_an_expired_token_stores_nothing() {
         let c = clock();
-        let store = LocalRevocationStore::new(c.clone());
+        let store = MemoryRevocationStore::new(c.clone());
         store.revoke("old", c.now_millis() / 1000 - 1).await.unwrap();
         assert!(store.is_empty());
         assert!(!store.is_revoked("old").await.unwrap());
     }
 
-    /// The three stores the kernel keeps in the storage, over a real SQLite file: what they
-    /// hold comes back after the file is closed and reopened (a restart).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// The three stores kept in the storage: what they hold comes back when they are built
+    /// again over the same records (a restart). The records' own storage is the storage
+    /// backends' contract (`confab_contract::storage::state`).
+    #[tokio::test]
     async fn stores_kept_in_the_storage_survive_a_restart() {
-        use crate::cluster::refresh_local::LocalRefreshStore;
         use confab_sdk::cluster::{RefreshStore, Rotation};
-        use confab_sqlite::{SqliteConfig, SqliteStore};
 
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = SqliteConfig {
-            path: dir.path().join("confab.db").to_string_lossy().into_owned(),
-            ..SqliteConfig::default()
-        };
+        use crate::refresh::LocalRefreshStore;
+
+        let state: SharedStateStore = Arc::new(confab_contract::fakes::MemState::default());
         let c = clock();
         let open = || async {
-            let db = SqliteStore::open(&cfg, c.clone(), None).await.expect("open sqlite");
-            let state: SharedStateStore = db.clone();
+            let state = state.clone();
             let sessions = LocalSessionStore::restore(c.clone(), state.clone())
                 .await
                 .expect("sessions");
@@ -523,10 +443,10 @@ mod tests {
                 .await
                 .expect("revocations");
             let refresh = LocalRefreshStore::restore(c.clone(), state).await.expect("refresh");
-            (db, sessions, revoked, refresh)
+            (sessions, revoked, refresh)
         };
 
-        let (db, sessions, revoked, refresh) = open().await;
+        let (sessions, revoked, refresh) = open().await;
         let kept = sessions.create(data(1), 3600, 4).await.expect("create");
         let ended = sessions.create(data(2), 3600, 600).await.expect("create");
         sessions.delete(&ended).await.expect("delete");
@@ -541,11 +461,10 @@ mod tests {
         };
         let (other, grant) = refresh.issue("u2", "user2", 3600).await.expect("issue");
         refresh.revoke_family(&grant.family).await.expect("revoke_family");
-        db.close().await;
 
         // 3 s after the last use: past the first idle deadline, not the stored second one.
         c.advance(3_000);
-        let (db, sessions, revoked, refresh) = open().await;
+        let (sessions, revoked, refresh) = open().await;
         assert_eq!(
             sessions.get(&kept).await.expect("get"),
             Some(data(1)),
@@ -578,15 +497,13 @@ mod tests {
             Rotation::Invalid,
             "the reuse revoked the family for good"
         );
-        db.close().await;
 
-        let (db, sessions, _, _) = open().await;
+        let (sessions, _, _) = open().await;
         c.advance(5_000);
         assert_eq!(
             sessions.get(&kept).await.expect("get"),
             None,
             "an idle session still expires"
         );
-        db.close().await;
     }
 }

@@ -14,7 +14,7 @@ use confab_sdk::ids::random_token;
 use confab_sdk::storage::{SharedStateStore, StorageResult};
 use serde::{Deserialize, Serialize};
 
-use super::persist::{self, Persist};
+use crate::persist::{self, Persist};
 
 #[derive(Clone, Serialize, Deserialize)]
 struct Family {

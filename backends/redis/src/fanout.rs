@@ -23,12 +23,12 @@ use socketioxide_core::adapter::errors::BroadcastError;
 use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
 use tokio::sync::mpsc;
 
-use super::conn::RedisConn;
-use super::health::RedisHealth;
-use super::relay::StreamRelay;
-use crate::config::kernel::RedisConfig;
-use crate::metrics::Metrics;
-use crate::server::stream::StreamGate;
+use crate::config::RedisConfig;
+use crate::conn::RedisConn;
+use crate::health::RedisHealth;
+use crate::relay::StreamRelay;
+use confab_sdk::live::LiveCounters;
+use confab_sdk::live::StreamGate;
 
 /// The Socket.IO adapter of the Redis backend.
 pub type SioAdapter = socketioxide_redis::CustomRedisAdapter<socketioxide::adapter::Emitter, BusDriver>;
@@ -202,7 +202,7 @@ impl Driver for BusDriver {
 /// still reaches this node's sockets.
 pub struct RedisEmitter {
     pub io: SocketIo<SioAdapter>,
-    pub metrics: Arc<Metrics>,
+    pub counters: Arc<LiveCounters>,
     pub health: Arc<RedisHealth>,
     pub gate: Arc<StreamGate>,
     pub relay: Arc<StreamRelay>,
@@ -247,7 +247,7 @@ impl Emitter for RedisEmitter {
         {
             tracing::warn!(room, error = %e, "session_ended did not reach every node");
         }
-        crate::server::socket::end_local(&self.io, room, code, message);
+        confab_sdk::live::end_local(&self.io, room, code, message);
         if self.health.is_up()
             && let Err(e) = self.io.to(room.to_owned()).disconnect().await
         {
@@ -256,6 +256,6 @@ impl Emitter for RedisEmitter {
     }
 
     fn local_sockets(&self) -> usize {
-        self.metrics.open_sockets().max(0) as usize
+        self.counters.open_sockets().max(0) as usize
     }
 }

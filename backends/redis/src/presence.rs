@@ -29,7 +29,7 @@ use confab_sdk::storage::{StorageError, StorageResult};
 use confab_sdk::time::from_millis;
 use redis::Script;
 
-use super::RedisCluster;
+use crate::RedisCluster;
 
 /// Helpers every script starts with. ARGV[1] is always the base of the keys, KEYS[1] the
 /// nodes key (which routes the script to its slot on a Redis Cluster).
@@ -374,8 +374,8 @@ mod tests {
     use confab_sdk::clock::SystemClock;
 
     use super::*;
-    use crate::cluster::contract;
-    use crate::cluster::redis::testing;
+    use crate::testing;
+    use confab_contract::cluster as contract;
 
     async fn node(cluster: &Arc<RedisCluster>, ttl_ms: u64) -> RedisPresenceStore {
         RedisPresenceStore::start(cluster.clone(), Arc::new(SystemClock), Duration::from_millis(ttl_ms))

@@ -9,10 +9,12 @@
 //! it can: local deliveries, storage, token checks (see `revocations_fail_open`).
 //! Key layout: `docs/cluster.md`.
 
+mod config;
 mod conn;
 mod fanout;
 mod health;
 mod presence;
+mod ratelimit;
 mod refresh;
 mod relay;
 mod sessions;
@@ -24,18 +26,79 @@ use std::time::Duration;
 use confab_sdk::storage::{StorageError, StorageResult};
 use redis::RedisResult;
 
-use crate::config::kernel::RedisConfig;
+use confab_sdk::clock::SharedClock;
+use confab_sdk::live::{ClusterParts, LiveCounters, StreamGate};
+use socketioxide::SocketIoBuilder;
+use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
 
+pub use config::RedisConfig;
 pub use conn::RedisConn;
 pub use fanout::{BusDriver, RedisEmitter, SioAdapter};
 pub use health::{RedisCheck, RedisHealth};
 pub use presence::RedisPresenceStore;
+pub use ratelimit::RedisRateLimitStore;
 pub use refresh::RedisRefreshStore;
 pub use relay::StreamRelay;
 pub use sessions::{RedisRevocationStore, RedisSessionStore};
 
 /// How often the monitor pings Redis.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Connects to Redis, registers this node and builds the Socket.IO server on the Redis
+/// adapter.
+pub async fn start(
+    cfg: &RedisConfig,
+    builder: SocketIoBuilder,
+    clock: SharedClock,
+    counters: Arc<LiveCounters>,
+) -> Result<ClusterParts<SioAdapter>, String> {
+    let cluster = RedisCluster::connect(cfg).await?;
+    let adapter = RedisAdapterConfig::new()
+        .with_prefix(cluster.channel_prefix())
+        .with_request_timeout(Duration::from_millis(cfg.command_timeout_ms))
+        // Cross-node emits queue here while the adapter hands them to local sockets.
+        .with_stream_buffer(16 * 1024);
+    let (layer, io) = builder
+        .with_adapter::<SioAdapter>(RedisAdapterCtr::new_with_driver(cluster.bus(), adapter))
+        .build_layer();
+    let ttl = Duration::from_secs(cfg.heartbeat_ttl_secs);
+    let presence = RedisPresenceStore::start(cluster.clone(), clock.clone(), ttl)
+        .await
+        .map_err(|e| format!("cluster.redis: cannot register this node: {e}"))?;
+    let gate = StreamGate::local(io.clone(), counters.clone());
+    let relay = StreamRelay::start(
+        cluster.bus(),
+        &cluster.key(""),
+        cluster.health(),
+        io.clone(),
+        gate.clone(),
+        counters.clone(),
+    )
+    .await?;
+    tracing::info!(key_prefix = %cfg.key_prefix, heartbeat_ttl_secs = cfg.heartbeat_ttl_secs, "cluster ready (redis)");
+    Ok(ClusterParts {
+        sessions: Arc::new(RedisSessionStore::new(cluster.clone())),
+        refresh: Arc::new(RedisRefreshStore::new(cluster.clone())),
+        revocations: Arc::new(RedisRevocationStore::new(
+            cluster.clone(),
+            clock,
+            cfg.revocations_fail_open,
+        )),
+        presence: Arc::new(presence),
+        ratelimit: Arc::new(RedisRateLimitStore::new(cluster.clone())),
+        emitter: Arc::new(RedisEmitter {
+            io: io.clone(),
+            counters,
+            health: cluster.health(),
+            gate,
+            relay,
+        }),
+        io,
+        layer,
+        health: Some(Arc::new(RedisCheck(cluster.health()))),
+        recoveries: Some(cluster.health().recoveries()),
+    })
+}
 
 /// Connections to Redis and what every store shares.
 pub struct RedisCluster {

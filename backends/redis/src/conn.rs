@@ -9,7 +9,7 @@ use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Client, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, RedisFuture, RedisResult, Value};
 
-use crate::config::kernel::RedisConfig;
+use crate::config::RedisConfig;
 
 #[derive(Clone)]
 pub enum RedisConn {
