@@ -196,9 +196,16 @@ fn cookie_origins(config: &Config) -> CookieOrigins {
 pub async fn document(config: &Config, plugins: &[Box<dyn DynPlugin>]) -> Result<OpenApi, AppError> {
     let dir = std::env::temp_dir().join(format!("confab-doc-{}", confab_sdk::ids::random_token()));
     let booted = boot_with(config, plugins, Some(&dir.join("confab.db"))).await;
-    if let Ok(b) = &booted {
-        b.store.messages.close().await;
-    }
+    let booted = match booted {
+        Ok(mut b) => {
+            for (_, stop) in std::mem::take(&mut b.contrib.shutdown) {
+                stop().await;
+            }
+            b.store.messages.close().await;
+            Ok(b)
+        }
+        Err(e) => Err(e),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     booted.map(|b| b.document)
 }
@@ -217,6 +224,7 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
         ..
     } = boot(&config, &plugins).await?;
     let messages = store.messages.clone();
+    let plugin_shutdown = contrib.shutdown;
     let sock = &config.server.socket;
     io.install(Arc::new(SocketHost {
         middleware: contrib.connect_middleware,
@@ -337,12 +345,18 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     if let Some(m) = metrics_listener {
         m.abort();
     }
-    // In-flight requests are done; now finish queued storage writes.
     let left = signalled
         .get()
         .map_or(deadline, |t: &Instant| deadline.saturating_sub(t.elapsed()));
-    if tokio::time::timeout(left, store.messages.close()).await.is_err() {
-        tracing::error!("storage writes did not finish within the shutdown deadline");
+    // In-flight requests are done; now the plugins' background work and queued storage
+    // writes finish, side by side, within what is left of the deadline.
+    let plugins = futures_util::future::join_all(plugin_shutdown.into_iter().map(|(plugin, hook)| async move {
+        hook().await;
+        tracing::debug!(plugin, "plugin stopped");
+    }));
+    let stopping = async { tokio::join!(plugins, store.messages.close()) };
+    if tokio::time::timeout(left, stopping).await.is_err() {
+        tracing::error!("storage writes or the plugins' background work did not finish within the shutdown deadline");
     }
     served.map_err(|e| AppError::Other(format!("server: {e}")))?;
     tracing::info!("stopped");

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use confab_sdk::backend::repeat_of;
 use confab_sdk::ids::new_id;
 use confab_sdk::storage::{Inserted, Message, NewMessage, StorageError, StorageResult};
 use confab_sdk::time::from_millis;
@@ -31,12 +32,9 @@ pub(super) async fn insert(shared: &Shared, m: NewMessage) -> StorageResult<Inse
     let sender = q::oid(&m.sender_id).ok_or_else(|| StorageError::NotFound("sender not found".into()))?;
     let receiver = q::oid(&m.receiver_id).ok_or_else(not_found)?;
     if let Some(cid) = &m.client_msg_id
-        && let Some(message) = existing(shared, sender, cid).await?
+        && let Some(repeat) = repeat_of(existing(shared, sender, cid).await?)
     {
-        return Ok(Inserted {
-            message,
-            created: false,
-        });
+        return Ok(repeat);
     }
     if !receiver_exists(shared, receiver).await? {
         return Err(not_found());
@@ -101,6 +99,14 @@ fn take_pos(cols: &Collections, user: ObjectId) -> FindOneAndUpdate<'_, Document
         .return_document(ReturnDocument::After)
 }
 
+/// The pair's sequence number in the counter document `take_seq` returned.
+pub(super) fn seq_of(counter: Option<&Document>) -> StorageResult<i64> {
+    let counter = counter.ok_or_else(|| StorageError::Backend("the pair counter was not returned".into()))?;
+    counter
+        .get_i64("seq")
+        .map_err(|e| StorageError::Backend(format!("pair counter: {e}")))
+}
+
 fn head_of(doc: Option<Document>) -> StorageResult<u64> {
     doc.and_then(|d| d.get_i64("head").ok())
         .and_then(|h| u64::try_from(h).ok())
@@ -146,9 +152,7 @@ pub(super) async fn positions(
 
 /// The message that takes sequence number `counter.seq` of its pair.
 fn message_at(shared: &Shared, s: &Send, counter: &Document, positions: (u64, u64)) -> StorageResult<(Message, i64)> {
-    let seq = counter
-        .get_i64("seq")
-        .map_err(|e| StorageError::Backend(format!("pair counter: {e}")))?;
+    let seq = seq_of(Some(counter))?;
     // Never dated before the pair's last message, so `since` keeps the pair's order even
     // if the wall clock steps back.
     let last_at = counter
@@ -173,13 +177,7 @@ fn message_at(shared: &Shared, s: &Send, counter: &Document, positions: (u64, u6
 /// The message stored by the same `(sender, clientMsgId)` that made this insert collide.
 async fn the_original(shared: &Shared, s: &Send, e: MongoError) -> StorageResult<Inserted> {
     let cid = s.new.client_msg_id.as_deref().unwrap_or_default();
-    match existing(shared, s.sender, cid).await? {
-        Some(message) => Ok(Inserted {
-            message,
-            created: false,
-        }),
-        None => Err(backend(e)),
-    }
+    repeat_of(existing(shared, s.sender, cid).await?).ok_or_else(|| backend(e))
 }
 
 /// How one transaction attempt ended before its commit.

@@ -13,14 +13,13 @@ pub mod queries;
 mod state;
 mod streams;
 
-use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use confab_sdk::async_trait;
+use confab_sdk::backend::{Admission, KnownIds, Slot, check_config};
 use confab_sdk::clock::SharedClock;
 use confab_sdk::futures_util::TryStreamExt;
 use confab_sdk::futures_util::future::BoxFuture;
@@ -40,9 +39,6 @@ use tokio::task::JoinHandle;
 
 pub use crate::config::MongoConfig;
 use queries as q;
-
-/// Past this many cached receiver ids the cache starts over, bounding its memory.
-const KNOWN_USERS_CAP: usize = 200_000;
 
 pub(crate) fn backend(e: mongodb::error::Error) -> StorageError {
     StorageError::Backend(e.to_string())
@@ -130,7 +126,7 @@ struct Shared {
     cols: Collections,
     clock: SharedClock,
     /// Receivers found once (users are never deleted).
-    known: Mutex<HashSet<ObjectId>>,
+    known: Mutex<KnownIds<ObjectId>>,
     /// A replica set (or mongos): a message's writes commit in one transaction.
     transactions: bool,
     /// How long a write may keep retrying transient transaction errors.
@@ -148,12 +144,10 @@ const USER_STRIPES: usize = 256;
 pub struct MongoStore {
     shared: Arc<Shared>,
     /// Emptied by `close`: dropping the senders lets each lane drain and end.
-    lanes: RwLock<Vec<mpsc::UnboundedSender<Command>>>,
+    lanes: RwLock<Vec<mpsc::UnboundedSender<(Command, Slot)>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
-    /// Commands queued or running in all lanes; bounded by `queue_capacity`.
-    queued: Arc<AtomicUsize>,
-    capacity: usize,
-    closed: AtomicBool,
+    /// Commands queued or running in all lanes, at most `queue_capacity`.
+    admission: Admission,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -191,14 +185,7 @@ impl MongoStore {
 
     /// Connects (checking that the server answers), creates the indexes, and starts the lanes.
     pub async fn open(cfg: &MongoConfig, clock: SharedClock) -> StorageResult<Arc<MongoStore>> {
-        let problems = cfg.problems();
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            return Err(StorageError::Backend(format!(
-                "invalid mongodb configuration: {}",
-                list.join("; ")
-            )));
-        }
+        check_config("mongodb", &cfg.problems())?;
         let client = Client::with_options(client_options(cfg).await?).map_err(backend)?;
         let db = client.database(&cfg.database);
         db.run_command(doc! {"ping": 1})
@@ -211,26 +198,23 @@ impl MongoStore {
         let shared = Arc::new(Shared {
             cols,
             clock,
-            known: Mutex::new(HashSet::new()),
+            known: Mutex::new(KnownIds::default()),
             transactions,
             timeout: Duration::from_millis(cfg.timeout_ms),
             user_stripes: (0..USER_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         });
-        let queued = Arc::new(AtomicUsize::new(0));
         let mut lanes = Vec::with_capacity(cfg.lanes);
         let mut workers = Vec::with_capacity(cfg.lanes);
         for _ in 0..cfg.lanes {
             let (tx, rx) = mpsc::unbounded_channel();
             lanes.push(tx);
-            workers.push(tokio::spawn(lane(shared.clone(), rx, queued.clone())));
+            workers.push(tokio::spawn(lane(shared.clone(), rx)));
         }
         Ok(Arc::new(MongoStore {
             shared,
             lanes: RwLock::new(lanes),
             workers: Mutex::new(workers),
-            queued,
-            capacity: cfg.queue_capacity,
-            closed: AtomicBool::new(false),
+            admission: Admission::new(cfg.queue_capacity),
         }))
     }
 
@@ -244,7 +228,7 @@ impl MongoStore {
         {
             // Under the write lock: no enqueue is halfway, so whatever was queued is kept.
             let mut lanes = self.lanes.write().unwrap_or_else(|e| e.into_inner());
-            self.closed.store(true, Ordering::Release);
+            self.admission.close();
             lanes.clear();
         }
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
@@ -254,11 +238,7 @@ impl MongoStore {
     }
 
     fn check_open(&self) -> StorageResult<()> {
-        if self.closed.load(Ordering::Acquire) {
-            Err(StorageError::Closed)
-        } else {
-            Ok(())
-        }
+        self.admission.check_open()
     }
 
     /// Queues a command into the lane of its pair, now.
@@ -270,26 +250,19 @@ impl MongoStore {
     ) -> BoxFuture<'static, StorageResult<T>> {
         let (tx, rx) = oneshot::channel();
         let lanes = self.lanes.read().unwrap_or_else(|e| e.into_inner());
-        let queued = self.check_open().and_then(|()| {
+        let queued = self.admission.admit().and_then(|slot| {
             if lanes.is_empty() {
                 return Err(StorageError::Closed);
-            }
-            if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-                self.queued.fetch_sub(1, Ordering::AcqRel);
-                return Err(StorageError::Busy);
             }
             let mut h = DefaultHasher::new();
             q::pair_key(a, b).hash(&mut h);
             let lane = &lanes[(h.finish() % lanes.len() as u64) as usize];
-            lane.send(make(tx)).map_err(|_| {
-                self.queued.fetch_sub(1, Ordering::AcqRel);
-                StorageError::Closed
-            })
+            lane.send((make(tx), slot)).map_err(|_| StorageError::Closed)
         });
         drop(lanes);
         Box::pin(async move {
             queued?;
-            rx.await.unwrap_or(Err(StorageError::Closed))
+            confab_sdk::backend::reply(rx).await
         })
     }
 }
@@ -327,8 +300,9 @@ fn redact(uri: &str) -> String {
 
 /// One lane: runs its commands one at a time, in the order they were queued, until its
 /// sender is dropped (by `close`, or with the store) and its queue is empty.
-async fn lane(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Command>, queued: Arc<AtomicUsize>) {
-    while let Some(cmd) = rx.recv().await {
+async fn lane(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Command, Slot)>) {
+    // The slot is given back once its command is done.
+    while let Some((cmd, _slot)) = rx.recv().await {
         match cmd {
             Command::Insert(m, reply) => {
                 let _ = reply.send(insert::insert(&shared, m).await);
@@ -337,7 +311,6 @@ async fn lane(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Command>, que
                 let _ = reply.send(mark_read(&shared, r).await);
             }
         }
-        queued.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -354,11 +327,11 @@ async fn receiver_exists(shared: &Shared, id: ObjectId) -> StorageResult<bool> {
         .map_err(backend)?
         .is_some();
     if found {
-        let mut known = shared.known.lock().unwrap_or_else(|e| e.into_inner());
-        if known.len() >= KNOWN_USERS_CAP {
-            known.clear();
-        }
-        known.insert(id);
+        shared
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(std::iter::once(id));
     }
     Ok(found)
 }

@@ -11,7 +11,7 @@
 //!   (`streams::backfill`).
 
 use confab_sdk::futures_util::TryStreamExt;
-use confab_sdk::storage::{Message, StorageError, StorageResult};
+use confab_sdk::storage::{Message, StorageResult};
 use mongodb::Client;
 use mongodb::bson::{Document, doc};
 
@@ -22,10 +22,12 @@ use crate::{Collections, backend, client_options, is_duplicate_key};
 /// What one run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
+    /// Users given their case-insensitive key (`usernameLower`).
     pub users: u64,
     /// Usernames that equal another user's but for case: not migrated (they cannot log in
     /// until renamed in the database).
     pub username_conflicts: Vec<String>,
+    /// Messages given their pair, sequence number and ObjectId user ids.
     pub messages: u64,
     /// Messages whose sender, receiver or text could not be read; left untouched.
     pub skipped: Vec<String>,
@@ -132,11 +134,8 @@ pub async fn run(cfg: &MongoConfig) -> StorageResult<Report> {
         let pair = q::pair_key(&m.sender_id, &m.receiver_id);
         let counter = crate::insert::take_seq(&cols, &pair, sender, receiver)
             .await
-            .map_err(backend)?
-            .ok_or_else(|| StorageError::Backend("the pair counter was not returned".into()))?;
-        let seq = counter
-            .get_i64("seq")
-            .map_err(|e| StorageError::Backend(format!("pair counter: {e}")))?;
+            .map_err(backend)?;
+        let seq = crate::insert::seq_of(counter.as_ref())?;
         // The conversation first: if the run stops before the message is marked, the next
         // run gives it a later seq and the conversation follows.
         let (filter, update) = conversation_last(&pair, &m, seq);

@@ -13,13 +13,14 @@ mod streams;
 mod writer;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use confab_sdk::async_trait;
+use confab_sdk::backend::{self, Admission, check_config};
 use confab_sdk::clock::SharedClock;
 use confab_sdk::futures_util::future::BoxFuture;
 use confab_sdk::storage::{
@@ -38,7 +39,7 @@ use writer::{Command, Job, MarkRead, PasswordHash, Writer, WriterOptions};
 /// Users and messages in one SQLite file. See `docs/storage.md`.
 pub struct SqliteStore {
     queue: mpsc::Sender<Command>,
-    closed: AtomicBool,
+    admission: Admission,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Dropping the sender stops the checkpointer.
     checkpointer: Mutex<Option<(std_mpsc::Sender<()>, JoinHandle<()>)>>,
@@ -50,7 +51,7 @@ pub struct SqliteStore {
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .field("closed", &self.admission.is_closed())
             .finish_non_exhaustive()
     }
 }
@@ -63,14 +64,7 @@ impl SqliteStore {
         clock: SharedClock,
         observer: Option<CommitObserver>,
     ) -> Result<Arc<SqliteStore>, StorageError> {
-        let problems = cfg.problems();
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            return Err(StorageError::Backend(format!(
-                "invalid sqlite configuration: {}",
-                list.join("; ")
-            )));
-        }
+        check_config("sqlite", &cfg.problems())?;
         let setup = cfg.clone();
         let conns = tokio::task::spawn_blocking(move || connect_all(&setup))
             .await
@@ -101,7 +95,8 @@ impl SqliteStore {
             .map_err(thread_failed)?;
         Ok(Arc::new(SqliteStore {
             queue,
-            closed: AtomicBool::new(false),
+            // The queue bounds itself (`queue_capacity`).
+            admission: Admission::new(usize::MAX),
             writer: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(Some((stop, checkpointer))),
             readers: Arc::new(ReaderPool::new(conns.readers)),
@@ -113,7 +108,7 @@ impl SqliteStore {
     /// queued, and waits for the writer thread to end. Also reachable without the trait
     /// in scope.
     pub async fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.admission.close();
         let (done, finished) = oneshot::channel();
         // Waits for room in a full queue: what is queued ahead of it still commits.
         if self.queue.send(Command::Shutdown(done)).await.is_ok() {
@@ -135,9 +130,7 @@ impl SqliteStore {
 
     /// Hands a command to the writer now, so the order of calls is the order of commits.
     fn enqueue(&self, cmd: Command) -> StorageResult<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StorageError::Closed);
-        }
+        self.admission.check_open()?;
         self.queue.try_send(cmd).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => StorageError::Busy,
             mpsc::error::TrySendError::Closed(_) => StorageError::Closed,
@@ -152,8 +145,7 @@ impl SqliteStore {
         let queued = self.enqueue(cmd);
         Box::pin(async move {
             queued?;
-            // The writer answers every command it took; a dropped reply means it is gone.
-            reply.await.unwrap_or(Err(StorageError::Closed))
+            backend::reply(reply).await
         })
     }
 }
@@ -340,7 +332,7 @@ impl MessageStore for SqliteStore {
 
     async fn ping(&self) -> StorageResult<()> {
         // A closed queue also means the writer thread is gone: not ready for writes.
-        if self.closed.load(Ordering::Acquire) || self.queue.is_closed() {
+        if self.admission.is_closed() || self.queue.is_closed() {
             return Err(StorageError::Closed);
         }
         self.readers.run(reader::ping).await

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use confab_sdk::backend::{KnownIds, repeat_of};
 use confab_sdk::clock::SharedClock;
 use confab_sdk::ids::new_id;
 use confab_sdk::storage::{Inserted, NewMessage, NewUser, ReadState, StorageError, StorageResult, UserRecord};
@@ -27,9 +28,6 @@ use confab_sdk::storage::CommitObserver;
 /// Whole-batch retries after SQLite gave up waiting for another node's lock (each
 /// attempt already waited `busy_timeout_ms`).
 const BUSY_RETRIES: u32 = 3;
-
-/// Past this many cached receiver ids the cache starts over, bounding its memory.
-const KNOWN_USERS_CAP: usize = 200_000;
 
 /// Past this many cached stream heads the head cache starts over.
 const KNOWN_HEADS_CAP: usize = 200_000;
@@ -141,7 +139,7 @@ pub(crate) struct Writer {
     observer: Option<CommitObserver>,
     max_batch: usize,
     /// Receivers known to exist (users are never deleted), sparing a lookup per insert.
-    known_users: HashSet<String>,
+    known_users: KnownIds<String>,
     /// Users found during the current attempt; trusted only once it commits.
     seen_users: Vec<String>,
     /// Pairs known to have a conversation row (rows are never deleted): `pair_hi`s by
@@ -163,12 +161,16 @@ pub(crate) struct Writer {
     data_version: i64,
 }
 
+/// `storage.sqlite`'s `max_batch` (commands per transaction) and `busy_timeout_ms` (how
+/// long a write waits for another connection's lock), and what the writer reports to.
 pub(crate) struct WriterOptions {
     pub clock: SharedClock,
-    pub observer: Option<CommitObserver>,
     pub max_batch: usize,
-    pub restart_wanted: Arc<AtomicBool>,
     pub busy_timeout: Duration,
+    /// Hears each commit: how many commands, how long.
+    pub observer: Option<CommitObserver>,
+    /// Set by the checkpointer when the WAL should restart from its beginning.
+    pub restart_wanted: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -178,7 +180,7 @@ impl Writer {
             clock: o.clock,
             observer: o.observer,
             max_batch: o.max_batch,
-            known_users: HashSet::new(),
+            known_users: KnownIds::default(),
             seen_users: Vec::new(),
             known_pairs: HashMap::new(),
             known_pair_count: 0,
@@ -270,9 +272,6 @@ impl Writer {
         };
         match outcome {
             Ok(()) => {
-                if self.known_users.len() + self.seen_users.len() > KNOWN_USERS_CAP {
-                    self.known_users.clear();
-                }
                 self.known_users.extend(self.seen_users.drain(..));
                 if self.known_pair_count + self.seen_pairs.len() > KNOWN_PAIRS_CAP {
                     self.known_pairs.clear();
@@ -379,11 +378,8 @@ impl Writer {
                 ))?
                 .query_row(params![m.sender_id, client_msg_id], rows::message)
                 .optional()?;
-            if let Some(message) = existing {
-                return Ok(Inserted {
-                    message,
-                    created: false,
-                });
+            if let Some(repeat) = repeat_of(existing) {
+                return Ok(repeat);
             }
         }
         if !self.user_exists(&m.receiver_id)? {

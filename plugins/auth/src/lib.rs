@@ -72,6 +72,7 @@ impl Plugin for AuthPlugin {
         }));
         reg.on_event("refresh_token", socket::refresh_token(svc.clone()))?;
         reg.openapi(openapi::document(&svc.cookie.name));
+        reg.on_shutdown(move || Box::pin(async move { svc.shutdown().await }));
         Ok(())
     }
 }

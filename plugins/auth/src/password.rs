@@ -27,7 +27,9 @@ pub struct Hasher {
     argon: Argon2<'static>,
     params: Params,
     permits: Arc<Semaphore>,
-    pool: std::sync::mpsc::Sender<Job>,
+    /// The hashing threads' queue; `None` once shut down.
+    pool: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// A hash of a random password with the current parameters: unknown usernames are
     /// verified against it so they cost as much as a wrong password.
     dummy: String,
@@ -51,11 +53,13 @@ impl Hasher {
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let dummy_password = confab_sdk::ids::random_token();
         let dummy = hash_with(&argon, &dummy_password).map_err(|e| format!("auth: cannot hash passwords: {e}"))?;
+        let (pool, threads) = start_pool(concurrency(config.hash_concurrency));
         Ok(Hasher {
             argon,
             params,
             permits: Arc::new(Semaphore::new(concurrency(config.hash_concurrency))),
-            pool: start_pool(concurrency(config.hash_concurrency)),
+            pool: std::sync::Mutex::new(Some(pool)),
+            threads: std::sync::Mutex::new(threads),
             dummy,
         })
     }
@@ -93,8 +97,24 @@ impl Hasher {
             drop(permit);
             let _ = tx.send(result);
         });
-        self.pool.send(job).map_err(ApiError::internal)?;
+        let sent = match &*self.pool.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(pool) => pool.send(job).map_err(ApiError::internal),
+            None => Err(ApiError::unavailable("the server is shutting down")),
+        };
+        sent?;
         rx.await.map_err(ApiError::internal)
+    }
+
+    /// Ends the hashing threads once they have finished the jobs queued (at shutdown).
+    pub async fn shutdown(&self) {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        let _ = joined.await;
     }
 }
 
@@ -104,9 +124,10 @@ type Job = Box<dyn FnOnce() + Send>;
 /// default); on tokio's blocking pool every new thread keeps its own malloc arena with
 /// that much in it, and a burst of logins left the process at hundreds of MiB. A few
 /// long-lived threads bound that to `threads x memory_kib`.
-fn start_pool(threads: usize) -> std::sync::mpsc::Sender<Job> {
+fn start_pool(threads: usize) -> (std::sync::mpsc::Sender<Job>, Vec<std::thread::JoinHandle<()>>) {
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let rx = Arc::new(std::sync::Mutex::new(rx));
+    let mut handles = Vec::with_capacity(threads);
     for i in 0..threads {
         let rx = rx.clone();
         let spawned = std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
@@ -122,11 +143,12 @@ fn start_pool(threads: usize) -> std::sync::mpsc::Sender<Job> {
                 }
             }
         });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a password hashing thread");
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => tracing::error!(error = %e, "cannot start a password hashing thread"),
         }
     }
-    tx
+    (tx, handles)
 }
 
 fn hash_with(argon: &Argon2<'_>, password: &str) -> Result<String, argon2::password_hash::Error> {
@@ -216,6 +238,30 @@ mod tests {
         assert!(!h.needs_rehash(&hash));
         // Salts are random: the same password hashes differently.
         assert_ne!(hash, h.hash("correct horse".into()).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_threads_after_their_jobs() {
+        let h = Arc::new(Hasher::new(&config(64, 1)).unwrap());
+        // As many jobs as there are permits: each is sent to the threads once it has one.
+        let queued: Vec<_> = (0..2)
+            .map(|i| {
+                let h = h.clone();
+                tokio::spawn(async move { h.hash(format!("pw-{i}")).await })
+            })
+            .collect();
+        // Every job is on a thread or queued before the threads are told to stop (a
+        // current-thread runtime: a job takes its permit and is sent in one poll).
+        while h.permits.available_permits() > 0 && !queued.iter().all(|t| t.is_finished()) {
+            tokio::task::yield_now().await;
+        }
+        h.shutdown().await;
+        assert!(h.threads.lock().unwrap().is_empty(), "every thread was joined");
+        for t in queued {
+            assert!(t.await.unwrap().is_ok(), "a job taken before shutdown still finishes");
+        }
+        let refused = h.hash("late".into()).await.unwrap_err();
+        assert_eq!(refused.code, confab_sdk::ErrorCode::Unavailable);
     }
 
     #[tokio::test]

@@ -108,6 +108,11 @@ pub struct Stores {
 }
 
 impl AuthService {
+    /// Ends the password hashing threads (at shutdown, once requests are done).
+    pub async fn shutdown(&self) {
+        self.hasher.shutdown().await;
+    }
+
     /// `secure_cookie`: the profile's say on top of `auth.session.secure`.
     /// `generated`: the deployment secret, which signs when no secret is configured.
     pub fn new(

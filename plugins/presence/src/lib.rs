@@ -43,7 +43,8 @@ impl Plugin for PresencePlugin {
         reg.on_connect(socket::on_connect(presence.clone()));
         reg.on_disconnect(socket::on_disconnect(presence.clone()));
         reg.on_event("subscribe_presence", socket::subscribe(presence.clone()))?;
-        reg.on_event("unsubscribe_presence", socket::unsubscribe(presence))?;
+        reg.on_event("unsubscribe_presence", socket::unsubscribe(presence.clone()))?;
+        reg.on_shutdown(move || Box::pin(async move { presence.shutdown().await }));
         Ok(())
     }
 }

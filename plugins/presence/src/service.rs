@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use confab_sdk::cluster::{PresenceState, SharedPresenceStore};
 use confab_sdk::realtime::SharedEmitter;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::config::PresenceConfig;
 
@@ -25,6 +26,8 @@ const LANES: usize = 8;
 enum Op {
     Connected(String),
     Disconnected(String),
+    /// Ends the lane once everything queued before it is done.
+    Stop(oneshot::Sender<()>),
 }
 
 #[derive(Default)]
@@ -43,6 +46,7 @@ pub(crate) struct Presence {
     pub config: PresenceConfig,
     sockets: Mutex<Sockets>,
     lanes: OnceLock<Vec<mpsc::UnboundedSender<Op>>>,
+    sweeper: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,6 +74,7 @@ impl Presence {
             config,
             sockets: Mutex::default(),
             lanes: OnceLock::new(),
+            sweeper: Mutex::default(),
         })
     }
 
@@ -81,7 +86,7 @@ impl Presence {
     fn lanes(self: &Arc<Self>) -> &[mpsc::UnboundedSender<Op>] {
         self.lanes.get_or_init(|| {
             if let Some(every) = self.store.sweep_interval() {
-                tokio::spawn(sweep(Arc::downgrade(self), every));
+                *lock(&self.sweeper) = Some(tokio::spawn(sweep(Arc::downgrade(self), every)));
             }
             (0..LANES)
                 .map(|_| {
@@ -93,11 +98,31 @@ impl Presence {
         })
     }
 
+    /// At shutdown (the sockets are closed by then): stops the sweep, lets every lane
+    /// finish the updates queued (the last sockets' closes, so that their users go
+    /// offline), and ends the lanes. Later updates are dropped.
+    pub async fn shutdown(&self) {
+        if let Some(sweeper) = lock(&self.sweeper).take() {
+            sweeper.abort();
+        }
+        let Some(lanes) = self.lanes.get() else { return };
+        let mut done = Vec::with_capacity(lanes.len());
+        for lane in lanes {
+            let (tx, rx) = oneshot::channel();
+            if lane.send(Op::Stop(tx)).is_ok() {
+                done.push(rx);
+            }
+        }
+        for rx in done {
+            let _ = rx.await;
+        }
+    }
+
     fn enqueue(self: &Arc<Self>, user: &str, op: Op) {
         let mut h = DefaultHasher::new();
         user.hash(&mut h);
         let lanes = self.lanes();
-        // A lane only stops when its sender is dropped, which cannot happen while `self` lives.
+        // A lane stops at shutdown only: what comes after is not counted.
         let _ = lanes[(h.finish() % lanes.len() as u64) as usize].send(op);
     }
 
@@ -169,9 +194,13 @@ impl Presence {
 
 async fn lane(mut rx: mpsc::UnboundedReceiver<Op>, store: SharedPresenceStore, emitter: SharedEmitter) {
     while let Some(op) = rx.recv().await {
-        let result = match &op {
-            Op::Connected(user) => store.connected(user).await,
-            Op::Disconnected(user) => store.disconnected(user).await,
+        let result = match op {
+            Op::Connected(user) => store.connected(&user).await,
+            Op::Disconnected(user) => store.disconnected(&user).await,
+            Op::Stop(done) => {
+                let _ = done.send(());
+                return;
+            }
         };
         match result {
             Ok(Some(state)) => announce(&emitter, &state).await,
@@ -285,6 +314,27 @@ mod tests {
         assert_eq!(events.len(), 40, "online and offline for every connect/close");
         assert!(events.iter().all(|(room, _)| room == "presence:u1"));
         assert_eq!(p.tracked(), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn shutdown_finishes_the_queued_updates_then_stops() {
+        let store = Arc::new(Recorder::default());
+        let p = Presence::new(store.clone(), Arc::new(Emits::default()), PresenceConfig::default());
+        p.start();
+        for i in 0..10 {
+            p.socket_opened(&format!("s{i}"), &format!("u{i}"));
+            p.socket_closed(&format!("s{i}"));
+        }
+        p.shutdown().await;
+        assert_eq!(
+            lock(&store.calls).len(),
+            20,
+            "every queued update ran before the lanes ended"
+        );
+        p.socket_opened("late", "u1");
+        settle().await;
+        assert_eq!(lock(&store.calls).len(), 20, "nothing runs after shutdown");
+        p.shutdown().await;
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //! realtime emitter, the clock, the authenticator) are looked up by type.
 
 pub mod auth;
+pub mod backend;
 pub mod clock;
 pub mod cluster;
 pub mod config;

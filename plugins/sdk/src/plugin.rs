@@ -1,8 +1,10 @@
 //! The plugin contract: a name, the plugins it needs, a typed config section, and one
-//! build step that contributes to the server through a [`Registrar`].
+//! build step that contributes to the server through a [`Registrar`], a `finish` step once
+//! every plugin is built, and shutdown hooks ([`Registrar::on_shutdown`]).
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use salvo::{Handler, Router};
 use serde_json::Value;
 
@@ -113,7 +115,13 @@ pub struct Contributions {
     /// Response headers browsers may read cross-origin (CORS `Access-Control-Expose-Headers`).
     pub exposed_headers: Vec<&'static str>,
     pub health: Vec<Arc<dyn HealthCheck>>,
+    /// Stops a plugin's background work, by plugin name, run once at shutdown.
+    pub shutdown: Vec<(&'static str, ShutdownHook)>,
 }
+
+/// Stops a plugin's background work (tasks, threads) once the server has stopped serving:
+/// it may finish what is queued, within the shutdown deadline the kernel gives it.
+pub type ShutdownHook = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 
 /// A change to the whole OpenAPI document that no fragment can express (responses added
 /// to other plugins' operations, say).
@@ -203,6 +211,11 @@ impl<'a> Registrar<'a> {
         if !self.out.exposed_headers.contains(&name) {
             self.out.exposed_headers.push(name);
         }
+        self
+    }
+    /// Runs `hook` at shutdown, after sockets and HTTP have stopped (see [`ShutdownHook`]).
+    pub fn on_shutdown(&mut self, hook: impl FnOnce() -> BoxFuture<'static, ()> + Send + 'static) -> &mut Self {
+        self.out.shutdown.push((self.plugin, Box::new(hook)));
         self
     }
     pub fn health_check(&mut self, check: Arc<dyn HealthCheck>) -> &mut Self {
