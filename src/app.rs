@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use confab_sdk::async_trait;
 use confab_sdk::auth::SharedAuthenticator;
 use confab_sdk::clock::{SharedClock, SystemClock};
-use confab_sdk::docs::ApiDocument;
+use confab_sdk::docs::{ApiDocument, AsyncApiRenderer};
 use confab_sdk::health::HealthCheck;
 use confab_sdk::http::CookieOrigins;
 use confab_sdk::plugin::{Contributions, DynPlugin};
@@ -41,11 +41,14 @@ pub enum AppError {
     Other(String),
 }
 
+/// The exit status of a configuration mistake.
+pub const EXIT_CONFIG: u8 = 2;
+
 impl AppError {
-    /// Configuration mistakes exit with 2 like a bad config file; the rest with 1.
+    /// Configuration mistakes exit with [`EXIT_CONFIG`] like a bad config file; the rest with 1.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Plugins(_) => crate::cli::EXIT_CONFIG,
+            AppError::Plugins(_) => EXIT_CONFIG,
             _ => 1,
         }
     }
@@ -77,6 +80,8 @@ pub struct Booted {
     pub recoveries: Option<watch::Receiver<u64>>,
     /// The auth plugin's, if it is enabled: re-checks sockets after an outage.
     pub authenticator: Option<SharedAuthenticator>,
+    /// The docs plugin's, if it is enabled: the AsyncAPI form of `document`.
+    pub asyncapi: Option<AsyncApiRenderer>,
 }
 
 /// Opens the configured storage, creates the cluster services and builds the enabled plugins.
@@ -164,6 +169,7 @@ async fn boot_with(
     }
     let (contrib, names) = host::build(config, plugins, &mut services)?;
     let authenticator = services.get::<SharedAuthenticator>();
+    let asyncapi = services.get::<AsyncApiRenderer>();
     tracing::info!(plugins = ?names, "plugins built");
     let assembled = crate::openapi::assemble(
         crate::openapi::kernel_fragment(config.server.metrics),
@@ -181,6 +187,7 @@ async fn boot_with(
         metrics,
         recoveries: cluster.recoveries,
         authenticator,
+        asyncapi,
     })
 }
 
@@ -190,10 +197,14 @@ fn cookie_origins(config: &Config) -> CookieOrigins {
     CookieOrigins(Arc::new(listed.cloned().collect()))
 }
 
-/// The OpenAPI document of this configuration, built without serving: plugins are built
+/// The OpenAPI document of this configuration (and the docs plugin's AsyncAPI renderer,
+/// if it is enabled), built without serving: plugins are built
 /// against a throwaway database (and in-process cluster services: the document does not
 /// depend on the backend) so that what is printed is exactly what would be served.
-pub async fn document(config: &Config, plugins: &[Box<dyn DynPlugin>]) -> Result<OpenApi, AppError> {
+pub async fn document(
+    config: &Config,
+    plugins: &[Box<dyn DynPlugin>],
+) -> Result<(OpenApi, Option<AsyncApiRenderer>), AppError> {
     let dir = std::env::temp_dir().join(format!("confab-doc-{}", confab_sdk::ids::random_token()));
     let booted = boot_with(config, plugins, Some(&dir.join("confab.db"))).await;
     let booted = match booted {
@@ -207,7 +218,7 @@ pub async fn document(config: &Config, plugins: &[Box<dyn DynPlugin>]) -> Result
         Err(e) => Err(e),
     };
     let _ = std::fs::remove_dir_all(&dir);
-    booted.map(|b| b.document)
+    booted.map(|b| (b.document, b.asyncapi))
 }
 
 /// Serves until SIGINT or SIGTERM, then stops gracefully within `shutdown_timeout_secs`.
@@ -250,7 +261,7 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
             checks,
             metrics: metrics.clone(),
             draining: draining.clone(),
-            socket_layer,
+            socket_route: socket_layer.route(),
             exposed_headers: contrib.exposed_headers,
         },
     );

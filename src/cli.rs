@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::app::EXIT_CONFIG;
 use crate::config::{self, Sources};
 
 #[derive(Parser, Debug)]
@@ -60,9 +61,6 @@ pub enum ConfigAction {
     /// Print the merged configuration, secrets masked.
     Show,
 }
-
-/// Exit status for configuration errors.
-pub const EXIT_CONFIG: u8 = 2;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -143,7 +141,7 @@ fn print_document(
     yaml: bool,
     asyncapi: bool,
 ) -> ExitCode {
-    use confab_sdk::docs;
+    use confab_sdk::docs::{self, AsyncApiRenderer};
     let config = match loaded {
         Ok(c) => c,
         Err(problems) => return report(&problems),
@@ -164,11 +162,11 @@ fn print_document(
             .map_err(|e| e.to_string())
     });
     // The OpenAPI document is rendered from its struct, keeping its field order.
-    let text = doc.and_then(|d| {
-        if asyncapi {
-            docs::asyncapi(&d).and_then(|a| render(&a, yaml))
-        } else {
-            render(&d, yaml)
+    let text = doc.and_then(|(d, renderer)| match (asyncapi, renderer) {
+        (false, _) => render(&d, yaml),
+        (true, Some(AsyncApiRenderer(to_asyncapi))) => to_asyncapi(&d).and_then(|a| render(&a, yaml)),
+        (true, None) => {
+            Err("the AsyncAPI document comes from the docs plugin: enable it ([docs] enabled = true)".into())
         }
     });
     match text {

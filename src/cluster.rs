@@ -85,6 +85,17 @@ pub enum SocketLayer {
     Redis(SocketIoLayer<confab_redis::SioAdapter>),
 }
 
+impl SocketLayer {
+    /// The `/socket.io/` route on this layer.
+    pub fn route(self) -> salvo::Router {
+        match self {
+            SocketLayer::Local(l) => crate::server::socket_io_route(l),
+            #[cfg(feature = "redis")]
+            SocketLayer::Redis(l) => crate::server::socket_io_route(l),
+        }
+    }
+}
+
 impl ClusterIo {
     /// Installs the `/` namespace; with Redis, waits until the adapter has subscribed.
     pub async fn install(&self, host: Arc<SocketHost>) -> Result<(), String> {

@@ -14,7 +14,6 @@ use std::sync::atomic::AtomicBool;
 
 use self::compact::CompactHeadLayer;
 use self::transport::CuttableLayer;
-use crate::cluster::SocketLayer;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use confab_sdk::health::HealthCheck;
@@ -27,7 +26,8 @@ pub struct HttpParts {
     pub checks: Vec<Arc<dyn HealthCheck>>,
     pub metrics: Arc<Metrics>,
     pub draining: Arc<AtomicBool>,
-    pub socket_layer: SocketLayer,
+    /// `/socket.io/`, on the cluster backend's adapter ([`socket_io_route`]).
+    pub socket_route: Router,
     /// Response headers the enabled plugins let browsers read.
     pub exposed_headers: Vec<&'static str>,
 }
@@ -36,6 +36,18 @@ pub struct HttpParts {
 /// route with a goal to hang on.
 #[handler]
 async fn socket_io_goal() {}
+
+/// `/socket.io/` served by socketioxide's `layer`, behind the kernel's own WebSocket
+/// upgrade (`transport`) and request-head compaction (`compact`).
+pub fn socket_io_route<A: socketioxide::adapter::Adapter>(layer: socketioxide::layer::SocketIoLayer<A>) -> Router {
+    Router::with_path("socket.io/{**rest}").goal(socket_io_goal).hoop(
+        tower::ServiceBuilder::new()
+            .layer(CompactHeadLayer)
+            .layer(CuttableLayer::default())
+            .layer(layer)
+            .compat(),
+    )
+}
 
 /// The salvo service with every route, hoop and the JSON error catcher.
 pub fn service(config: &Config, parts: HttpParts) -> Service {
@@ -49,25 +61,7 @@ pub fn service(config: &Config, parts: HttpParts) -> Service {
     if config.server.metrics && config.server.metrics_addr.is_empty() {
         router = router.push(Router::with_path("metrics").get(routes::MetricsRoute(parts.metrics.clone())));
     }
-    // One arm per cluster adapter: the layer's type depends on it.
-    let socket_route = Router::with_path("socket.io/{**rest}").goal(socket_io_goal);
-    router = router.push(match parts.socket_layer {
-        SocketLayer::Local(l) => socket_route.hoop(
-            tower::ServiceBuilder::new()
-                .layer(CompactHeadLayer)
-                .layer(CuttableLayer::default())
-                .layer(l)
-                .compat(),
-        ),
-        #[cfg(feature = "redis")]
-        SocketLayer::Redis(l) => socket_route.hoop(
-            tower::ServiceBuilder::new()
-                .layer(CompactHeadLayer)
-                .layer(CuttableLayer::default())
-                .layer(l)
-                .compat(),
-        ),
-    });
+    router = router.push(parts.socket_route);
     let mut plugin_routes = Router::new();
     for h in parts.hoops {
         plugin_routes = plugin_routes.hoop(ArcHandler(h));

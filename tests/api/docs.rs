@@ -78,7 +78,7 @@ async fn kernel_routes(toml: &str) -> (BTreeSet<Route>, BTreeSet<String>) {
             checks: Vec::new(),
             metrics: booted.metrics.clone(),
             draining: Arc::new(AtomicBool::new(false)),
-            socket_layer: booted.socket_layer,
+            socket_route: booted.socket_layer.route(),
             exposed_headers: booted.contrib.exposed_headers,
         },
     );

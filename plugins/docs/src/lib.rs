@@ -3,12 +3,13 @@
 //! `/swagger.yaml` (the same, as YAML), `/asyncapi.json` (the Socket.IO events, derived
 //! from the OpenAPI document's `x-socket-events`) and `/docs`, a UI. See docs/api-docs.md.
 
+pub mod asyncapi;
 mod config;
 mod ui;
 
 use std::sync::{Arc, OnceLock};
 
-use confab_sdk::docs::{self, ApiDocument, DOCUMENT_INFO};
+use confab_sdk::docs::{self, ApiDocument, AsyncApiRenderer, DOCUMENT_INFO};
 use confab_sdk::salvo::http::HeaderValue;
 use confab_sdk::salvo::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use confab_sdk::salvo::hyper::body::Bytes;
@@ -37,6 +38,7 @@ impl Plugin for DocsPlugin {
         let page = ui::page(&config);
         let csp = HeaderValue::from_str(&page.csp).map_err(|e| BuildError(format!("docs: the page's CSP: {e}")))?;
         reg.openapi(fragment(&config));
+        reg.provide(AsyncApiRenderer(Arc::new(asyncapi::asyncapi)))?;
         reg.route(
             Router::new()
                 .push(Router::with_path("openapi.json").get(Serve(docs.clone(), Kind::OpenApi)))
@@ -83,7 +85,7 @@ fn render(doc: &OpenApi, kind: Kind) -> Result<String, String> {
     match kind {
         Kind::OpenApi => serde_json::to_string(doc).map_err(|e| e.to_string()),
         Kind::Yaml => docs::to_yaml(doc),
-        Kind::AsyncApi => docs::asyncapi(doc).and_then(|a| serde_json::to_string(&a).map_err(|e| e.to_string())),
+        Kind::AsyncApi => asyncapi::asyncapi(doc).and_then(|a| serde_json::to_string(&a).map_err(|e| e.to_string())),
     }
 }
 
