@@ -180,7 +180,7 @@ async fn boot_with(
     Ok(Booted {
         store,
         io: cluster.io,
-        socket_layer: cluster.socket_layer,
+        socket_layer: cluster.layer,
         cluster_check: cluster.health,
         contrib,
         document: assembled,

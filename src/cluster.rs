@@ -9,18 +9,12 @@ use std::sync::Arc;
 
 use confab_sdk::auth::SharedAuthenticator;
 use confab_sdk::clock::SharedClock;
-use confab_sdk::cluster::{SharedPresenceStore, SharedRefreshStore, SharedRevocationStore, SharedSessionStore};
-use confab_sdk::config::{ConfigProblem, RunProfile, Section};
-use confab_sdk::health::HealthCheck;
+use confab_sdk::config::{ConfigProblem, RunProfile, Section, backend_problems};
 use confab_sdk::live::{ClusterParts, LiveCounters};
-use confab_sdk::ratelimit::SharedRateLimitStore;
-use confab_sdk::realtime::SharedEmitter;
 use confab_sdk::storage::SharedStateStore;
 use serde::{Deserialize, Serialize};
-use socketioxide::adapter::Adapter;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SocketIo, SocketIoBuilder};
-use tokio::sync::watch;
 
 use crate::server::socket::SocketHost;
 
@@ -52,22 +46,14 @@ const BACKENDS: &[&str] = &[
 
 impl Section for ClusterConfig {
     fn validate(&self, profile: &RunProfile) -> Vec<ConfigProblem> {
-        let mut p = Vec::new();
-        if !BACKENDS.contains(&self.backend.as_str()) {
-            p.push(ConfigProblem::new(
-                "backend",
-                format!("expected one of {BACKENDS:?}, got {:?}", self.backend),
-            ));
-        }
         #[cfg(feature = "redis")]
-        p.extend(
-            self.redis
-                .validate(profile)
-                .into_iter()
-                .map(|e| ConfigProblem::new(format!("redis.{}", e.key), e.message)),
-        );
-        let _ = profile;
-        p
+        let sections = vec![("redis", self.redis.validate(profile))];
+        #[cfg(not(feature = "redis"))]
+        let sections: Vec<(&str, Vec<ConfigProblem>)> = {
+            let _ = profile;
+            Vec::new()
+        };
+        backend_problems(&self.backend, BACKENDS, sections)
     }
 }
 
@@ -150,42 +136,8 @@ impl ClusterIo {
     }
 }
 
-/// The cluster services of one node.
-pub struct Cluster {
-    pub sessions: SharedSessionStore,
-    pub revocations: SharedRevocationStore,
-    pub refresh: SharedRefreshStore,
-    pub presence: SharedPresenceStore,
-    pub ratelimit: SharedRateLimitStore,
-    pub emitter: SharedEmitter,
-    pub io: ClusterIo,
-    pub socket_layer: SocketLayer,
-    /// `/ready`'s check of the backend, if it can fail.
-    pub health: Option<Arc<dyn HealthCheck>>,
-    /// Changes each time the backend is reachable again after an outage (Redis).
-    pub recoveries: Option<watch::Receiver<u64>>,
-}
-
-impl Cluster {
-    fn of<A: Adapter>(
-        parts: ClusterParts<A>,
-        io: impl FnOnce(SocketIo<A>) -> ClusterIo,
-        layer: impl FnOnce(SocketIoLayer<A>) -> SocketLayer,
-    ) -> Self {
-        Cluster {
-            sessions: parts.sessions,
-            revocations: parts.revocations,
-            refresh: parts.refresh,
-            presence: parts.presence,
-            ratelimit: parts.ratelimit,
-            emitter: parts.emitter,
-            io: io(parts.io),
-            socket_layer: layer(parts.layer),
-            health: parts.health,
-            recoveries: parts.recoveries,
-        }
-    }
-}
+/// The cluster services of one node, and its Socket.IO server.
+pub type Cluster = ClusterParts<ClusterIo, SocketLayer>;
 
 /// Starts the configured backend (`local_only` forces the in-process one, for building
 /// the API document without a Redis) and the Socket.IO server on its adapter. The
@@ -201,11 +153,11 @@ pub async fn start(
     #[cfg(feature = "redis")]
     if config.backend == "redis" && !local_only {
         let parts = confab_redis::start(&config.redis, builder, clock, counters).await?;
-        return Ok(Cluster::of(parts, ClusterIo::Redis, SocketLayer::Redis));
+        return Ok(parts.map(ClusterIo::Redis, SocketLayer::Redis));
     }
     let _ = (config, local_only);
     let parts = confab_local::start(builder, clock, counters, state).await?;
-    Ok(Cluster::of(parts, ClusterIo::Local, SocketLayer::Local))
+    Ok(parts.map(ClusterIo::Local, SocketLayer::Local))
 }
 
 #[cfg(all(test, feature = "redis"))]

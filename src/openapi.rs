@@ -5,7 +5,7 @@
 use confab_sdk::docs::build::{json_response, schema_ref};
 use std::collections::BTreeSet;
 
-use confab_sdk::docs::{DOCUMENT_INFO, SOCKET_EVENTS, SOCKET_HANDSHAKE, SocketHandshake};
+use confab_sdk::docs::{DOCUMENT_INFO, SCHEMA_REF, SOCKET_EVENTS, SOCKET_HANDSHAKE, SocketHandshake, schema_refs};
 use confab_sdk::error::ApiError;
 use confab_sdk::plugin::DocumentPass;
 use serde_json::{Map, Value, json};
@@ -379,27 +379,13 @@ fn declare_tags(doc: &mut OpenApi) {
 fn dangling_refs(doc: &OpenApi) -> Vec<String> {
     let v = serde_json::to_value(doc).unwrap_or_default();
     let defined = v.pointer("/components/schemas").and_then(Value::as_object);
-    let mut refs = BTreeSet::new();
-    collect_refs(&v, &mut refs);
-    refs.into_iter()
-        .filter(|r| match r.strip_prefix("#/components/schemas/") {
-            Some(name) => !defined.is_some_and(|d| d.contains_key(name)),
-            None => false,
-        })
+    let mut names = BTreeSet::new();
+    schema_refs(&v, &mut names);
+    names
+        .into_iter()
+        .filter(|name| !defined.is_some_and(|d| d.contains_key(name)))
+        .map(|name| format!("{SCHEMA_REF}{name}"))
         .collect()
-}
-
-fn collect_refs(v: &Value, out: &mut BTreeSet<String>) {
-    match v {
-        Value::Object(m) => {
-            if let Some(Value::String(r)) = m.get("$ref") {
-                out.insert(r.clone());
-            }
-            m.values().for_each(|v| collect_refs(v, out));
-        }
-        Value::Array(a) => a.iter().for_each(|v| collect_refs(v, out)),
-        _ => {}
-    }
 }
 
 #[cfg(test)]

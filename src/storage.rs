@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use confab_sdk::clock::SharedClock;
-use confab_sdk::config::{ConfigProblem, RunProfile, Section};
+use confab_sdk::config::{ConfigProblem, RunProfile, Section, backend_problems};
 use confab_sdk::storage::{CommitObserver, StorageError, Stores};
 use confab_sqlite::{SqliteConfig, SqliteStore};
 use serde::{Deserialize, Serialize};
@@ -41,22 +41,12 @@ const BACKENDS: &[&str] = &[
 
 impl Section for StorageConfig {
     fn validate(&self, profile: &RunProfile) -> Vec<ConfigProblem> {
-        let mut p = Vec::new();
-        if !BACKENDS.contains(&self.backend.as_str()) {
-            p.push(ConfigProblem::new(
-                "backend",
-                format!("expected one of {BACKENDS:?}, got {:?}", self.backend),
-            ));
-        }
-        fn nested(section: &str, problems: Vec<ConfigProblem>) -> impl Iterator<Item = ConfigProblem> + '_ {
-            problems
-                .into_iter()
-                .map(move |e| ConfigProblem::new(format!("{section}.{}", e.key), e.message))
-        }
-        p.extend(nested("sqlite", self.sqlite.validate(profile)));
-        #[cfg(feature = "mongodb")]
-        p.extend(nested("mongodb", self.mongodb.validate(profile)));
-        p
+        let sections = [
+            ("sqlite", self.sqlite.validate(profile)),
+            #[cfg(feature = "mongodb")]
+            ("mongodb", self.mongodb.validate(profile)),
+        ];
+        backend_problems(&self.backend, BACKENDS, sections)
     }
 }
 

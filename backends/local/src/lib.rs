@@ -12,7 +12,7 @@ mod stores;
 use std::sync::Arc;
 
 use confab_sdk::clock::SharedClock;
-use confab_sdk::live::{AdapterEmitter, ClusterParts, LiveCounters};
+use confab_sdk::live::{AdapterEmitter, AdapterParts, ClusterParts, LiveCounters};
 use confab_sdk::storage::{SharedStateStore, StorageError};
 use socketioxide::SocketIoBuilder;
 use socketioxide::adapter::LocalAdapter;
@@ -27,7 +27,7 @@ pub async fn start(
     clock: SharedClock,
     counters: Arc<LiveCounters>,
     state: SharedStateStore,
-) -> Result<ClusterParts<LocalAdapter>, String> {
+) -> Result<AdapterParts<LocalAdapter>, String> {
     let restore_failed = |e: StorageError| format!("storage: cannot restore the sessions and revocations: {e}");
     let sessions = LocalSessionStore::restore(clock.clone(), state.clone()).await;
     let revocations = LocalRevocationStore::restore(clock.clone(), state.clone()).await;

@@ -27,7 +27,7 @@ use confab_sdk::storage::{StorageError, StorageResult};
 use redis::RedisResult;
 
 use confab_sdk::clock::SharedClock;
-use confab_sdk::live::{ClusterParts, LiveCounters, StreamGate};
+use confab_sdk::live::{AdapterParts, ClusterParts, LiveCounters, StreamGate};
 use socketioxide::SocketIoBuilder;
 use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
 
@@ -51,7 +51,7 @@ pub async fn start(
     builder: SocketIoBuilder,
     clock: SharedClock,
     counters: Arc<LiveCounters>,
-) -> Result<ClusterParts<SioAdapter>, String> {
+) -> Result<AdapterParts<SioAdapter>, String> {
     let cluster = RedisCluster::connect(cfg).await?;
     let adapter = RedisAdapterConfig::new()
         .with_prefix(cluster.channel_prefix())

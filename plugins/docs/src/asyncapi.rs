@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use confab_sdk::docs::{SOCKET_HANDSHAKE, SocketEvent, SocketHandshake, socket_events};
+use confab_sdk::docs::{SOCKET_HANDSHAKE, SocketEvent, SocketHandshake, schema_refs, socket_events};
 use confab_sdk::utoipa::openapi::OpenApi;
 use serde_json::{Map, Value, json};
 
 /// The Socket.IO namespace, the only channel.
 const CHANNEL: &str = "root";
 const SERVER: &str = "confab";
-const SCHEMA_REF: &str = "#/components/schemas/";
 
 /// The AsyncAPI 3.0 document of the Socket.IO API described by `doc`'s socket events,
 /// handshake and security schemes. Fails only if a plugin's event description is malformed.
@@ -417,36 +416,19 @@ fn reachable_schemas(openapi: &Value, messages: &BTreeMap<String, Value>) -> Map
     let mut out = Map::new();
     let mut todo = Vec::new();
     for m in messages.values() {
-        collect_refs(m, &mut todo);
+        schema_refs(m, &mut todo);
     }
     while let Some(name) = todo.pop() {
         if out.contains_key(&name) {
             continue;
         }
         if let Some(schema) = all.and_then(|a| a.get(&name)) {
-            collect_refs(schema, &mut todo);
+            schema_refs(schema, &mut todo);
             out.insert(name, schema.clone());
         }
     }
     out.sort_keys();
     out
-}
-
-fn collect_refs(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            if let Some(name) = m
-                .get("$ref")
-                .and_then(Value::as_str)
-                .and_then(|r| r.strip_prefix(SCHEMA_REF))
-            {
-                out.push(name.to_owned());
-            }
-            m.values().for_each(|v| collect_refs(v, out));
-        }
-        Value::Array(a) => a.iter().for_each(|v| collect_refs(v, out)),
-        _ => {}
-    }
 }
 
 #[cfg(test)]

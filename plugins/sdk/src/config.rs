@@ -51,6 +51,31 @@ pub trait Section: Serialize + DeserializeOwned + Default + Clone + Send + Sync 
     }
 }
 
+/// The problems of a `backend` key (one of `built`, the backends this build has) and of
+/// each backend's own section, named `<backend>.<key>`: the check of a section that
+/// selects one of several backends, each owning a subsection.
+pub fn backend_problems<'a>(
+    backend: &str,
+    built: &[&str],
+    sections: impl IntoIterator<Item = (&'a str, Vec<ConfigProblem>)>,
+) -> Vec<ConfigProblem> {
+    let mut p = Vec::new();
+    if !built.contains(&backend) {
+        p.push(ConfigProblem::new(
+            "backend",
+            format!("expected one of {built:?}, got {backend:?}"),
+        ));
+    }
+    for (name, problems) in sections {
+        p.extend(
+            problems
+                .into_iter()
+                .map(|e| ConfigProblem::new(format!("{name}.{}", e.key), e.message)),
+        );
+    }
+    p
+}
+
 /// Deserializes `value` into `C`, or returns every problem, each named `prefix.key`.
 pub fn parse_section<C: Section>(prefix: &str, value: &Value, profile: &RunProfile) -> Result<C, Vec<ConfigProblem>> {
     let defaults = serde_json::to_value(C::default()).unwrap_or(Value::Object(Map::new()));

@@ -158,6 +158,27 @@ pub fn socket_events(doc: &Value) -> Result<BTreeMap<String, SocketEvent>, Strin
         .collect()
 }
 
+/// Where the component schemas live; a `$ref` to one is this and its name.
+pub const SCHEMA_REF: &str = "#/components/schemas/";
+
+/// The names of the component schemas `v` refers to, anywhere inside it.
+pub fn schema_refs(v: &Value, out: &mut impl Extend<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(name) = m
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix(SCHEMA_REF))
+            {
+                out.extend(std::iter::once(name.to_owned()));
+            }
+            m.values().for_each(|v| schema_refs(v, out));
+        }
+        Value::Array(a) => a.iter().for_each(|v| schema_refs(v, out)),
+        _ => {}
+    }
+}
+
 /// The AsyncAPI form of an assembled OpenAPI document, provided by the docs plugin (which
 /// owns the conversion) for `confab asyncapi`.
 #[derive(Clone)]

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use socketioxide::SocketIo;
-use socketioxide::adapter::Adapter;
 use socketioxide::layer::SocketIoLayer;
 use tokio::sync::watch;
 
@@ -123,18 +122,40 @@ impl LiveCounters {
 }
 
 /// What a cluster backend starts for one node: the shared services, the emitter, and the
-/// Socket.IO server on the backend's adapter.
-pub struct ClusterParts<A: Adapter> {
+/// Socket.IO server with its tower layer (on the backend's adapter: [`AdapterParts`]; the
+/// kernel turns them into its own adapter-free types with [`ClusterParts::map`]).
+pub struct ClusterParts<Io, Layer> {
     pub sessions: SharedSessionStore,
     pub revocations: SharedRevocationStore,
     pub refresh: SharedRefreshStore,
     pub presence: SharedPresenceStore,
     pub ratelimit: SharedRateLimitStore,
     pub emitter: SharedEmitter,
-    pub io: SocketIo<A>,
-    pub layer: SocketIoLayer<A>,
+    pub io: Io,
+    pub layer: Layer,
     /// `/ready`'s check of the backend, if it can fail.
     pub health: Option<Arc<dyn HealthCheck>>,
     /// Changes each time the backend is reachable again after an outage.
     pub recoveries: Option<watch::Receiver<u64>>,
+}
+
+/// A backend's [`ClusterParts`]: the Socket.IO server on adapter `A`.
+pub type AdapterParts<A> = ClusterParts<SocketIo<A>, SocketIoLayer<A>>;
+
+impl<Io, Layer> ClusterParts<Io, Layer> {
+    /// The same services, the server and the layer passed through `io` and `layer`.
+    pub fn map<I, L>(self, io: impl FnOnce(Io) -> I, layer: impl FnOnce(Layer) -> L) -> ClusterParts<I, L> {
+        ClusterParts {
+            sessions: self.sessions,
+            revocations: self.revocations,
+            refresh: self.refresh,
+            presence: self.presence,
+            ratelimit: self.ratelimit,
+            emitter: self.emitter,
+            io: io(self.io),
+            layer: layer(self.layer),
+            health: self.health,
+            recoveries: self.recoveries,
+        }
+    }
 }
