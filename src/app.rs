@@ -239,7 +239,14 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
     let sock = &config.server.socket;
     io.install(Arc::new(SocketHost {
         middleware: contrib.connect_middleware,
-        events: contrib.events.into_iter().collect::<HashMap<_, _>>(),
+        events: contrib
+            .events
+            .into_iter()
+            .map(|(name, handler)| {
+                let stats = metrics.event_stats(&name);
+                (name, (handler, stats))
+            })
+            .collect::<HashMap<_, _>>(),
         guards: contrib.event_guards,
         on_connect: contrib.on_connect,
         on_disconnect: contrib.on_disconnect,

@@ -4,6 +4,7 @@
 //! arrivals behind the last position), throughput and latency percentiles.
 //! With `--idle K` it instead holds K idle authenticated sockets for memory measurements.
 
+mod server;
 mod sio;
 mod stats;
 
@@ -45,9 +46,10 @@ struct Args {
     /// Idle mode: seconds to hold the sockets.
     #[arg(long, default_value_t = 5)]
     hold: u64,
-    /// Idle mode: the server's pid, to report its RSS per socket.
+    /// The server's pid (twice with `--url2`: both nodes): its RSS per idle socket, or
+    /// its CPU per delivered message.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// Check through REST afterwards that every acked message is stored.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     verify: bool,
@@ -155,7 +157,7 @@ async fn idle(args: &Args, http: &reqwest::Client, run: &str) {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = args.server_pid.and_then(rss_kib);
+    let before = args.server_pid.first().copied().and_then(rss_kib);
     let started = Instant::now();
     let mut held = Vec::with_capacity(args.idle);
     for i in 0..args.idle {
@@ -174,7 +176,7 @@ async fn idle(args: &Args, http: &reqwest::Client, run: &str) {
         started.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    if let (Some(pid), Some(b)) = (args.server_pid, before) {
+    if let (Some(&pid), Some(b)) = (args.server_pid.first(), before) {
         let after = rss_kib(pid).unwrap_or(b);
         let per = (after.saturating_sub(b)) as f64 / held.len().max(1) as f64;
         println!("server RSS {b} KiB -> {after} KiB: {per:.2} KiB per idle socket");
@@ -371,6 +373,8 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
             "flat out".into()
         }
     );
+    let cpu_before: Vec<Option<f64>> = args.server_pid.iter().map(|p| server::cpu_secs(*p)).collect();
+    let hist_before = server::event_buckets(http, &args.url, "send_message").await;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     stop.store(true, Ordering::Relaxed);
@@ -387,6 +391,13 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu: Option<f64> = args
+        .server_pid
+        .iter()
+        .zip(&cpu_before)
+        .map(|(p, b)| Some(server::cpu_secs(*p)? - (*b)?))
+        .sum();
+    let hist_after = server::event_buckets(http, &args.url, "send_message").await;
     let _ = done_tx.send(true);
     let (mut sent, mut acked, mut errors, mut delivered, mut dups, mut missing) = (0, 0, 0, 0, 0, 0);
     let mut ack_lat = Samples::default();
@@ -424,6 +435,17 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
         elapsed
     );
     streams.print();
+    if let Some(cpu) = cpu.filter(|_| !args.server_pid.is_empty()) {
+        println!(
+            "server CPU: {:.2} cores over {:.1} s, {:.1} us per delivered message",
+            cpu / elapsed,
+            elapsed,
+            cpu * 1e6 / delivered.max(1) as f64
+        );
+    }
+    if let (Some(b), Some(a)) = (&hist_before, &hist_after) {
+        println!("server send_message (received to handled) {}", server::summary(b, a));
+    }
     println!("send->ack     {}", ack_lat.summary());
     println!("send->receive {}", recv_lat.summary());
     if args.verify {

@@ -24,12 +24,13 @@ use socketioxide_core::adapter::DefinedAdapter;
 use tokio::sync::oneshot;
 
 use super::lifecycle::Credential;
-use crate::metrics::Metrics;
+use crate::metrics::{EventStats, Metrics};
 
 /// What the plugins contributed to sockets, shared by every socket.
 pub struct SocketHost {
     pub middleware: Vec<ConnectMiddleware>,
-    pub events: HashMap<String, EventHandler>,
+    /// Each event's handler and figures (`Metrics::event_stats`).
+    pub events: HashMap<String, (EventHandler, Arc<EventStats>)>,
     /// Consulted before each handler (rate limits); see [`EventGuard`].
     pub guards: Vec<EventGuard>,
     pub on_connect: Vec<SocketHook>,
@@ -210,8 +211,12 @@ fn dispatch<A: Adapter>(
     ack: AckInfo<A>,
     data: Result<Value, socketioxide::ParserError>,
 ) -> futures_util::future::BoxFuture<'static, ()> {
+    let started = std::time::Instant::now();
     let handler = host.events.get(&event);
-    host.metrics.socket_event(&event, handler.is_some());
+    match handler {
+        Some((_, stats)) => stats.received(),
+        None => host.metrics.unknown_event(),
+    }
     let Some(state) = s.extensions.get::<SocketState>() else {
         return async {}.boxed();
     };
@@ -220,7 +225,7 @@ fn dispatch<A: Adapter>(
     let sender = ack.sender;
     let ack =
         Ack::new(wanted.then(|| Box::new(move |v: Value| drop(sender.send(&v))) as Box<dyn FnOnce(Value) + Send>));
-    let Some(handler) = handler else {
+    let Some((handler, stats)) = handler else {
         if ack.wanted() {
             ack.fail(&c, &ApiError::not_found(format!("unknown event `{event}`")));
         }
@@ -278,8 +283,10 @@ fn dispatch<A: Adapter>(
     if before.is_none() && pending.is_empty() {
         drop(tail);
         let fut = handler(c, data, ack);
+        let stats = stats.clone();
         return async move {
             fut.await;
+            stats.handled(started.elapsed());
             drop(in_flight);
         }
         .boxed();
@@ -287,7 +294,7 @@ fn dispatch<A: Adapter>(
     let (done, next) = oneshot::channel();
     *tail = Some(next);
     drop(tail);
-    let handler = handler.clone();
+    let (handler, stats) = (handler.clone(), stats.clone());
     async move {
         if let Some(before) = before {
             // Sent or dropped (the earlier event was refused or its task ended): go on.
@@ -302,6 +309,7 @@ fn dispatch<A: Adapter>(
         let fut = handler(c, data, ack);
         let _ = done.send(());
         fut.await;
+        stats.handled(started.elapsed());
         drop(in_flight);
     }
     .boxed()

@@ -93,6 +93,34 @@ async fn unknown_events_are_refused_and_the_socket_stays_usable() {
 }
 
 #[tokio::test]
+async fn handled_events_are_timed_by_name() {
+    let s = Server::start(TOML).await;
+    let u = register(&s, "timed").await;
+    let c = connect(&s, &u.token).await;
+    for _ in 0..2 {
+        let ack = ack_once(&c, "sync", json!({"limit": 1})).await.expect("ack");
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    // The ack goes out inside the handler, the timing is taken once it ends.
+    let count = "confab_socket_event_duration_seconds_count{event=\"sync\"} 2";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut metrics = s.get_text("/metrics").await;
+    while !metrics.contains(count) && tokio::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
+        metrics = s.get_text("/metrics").await;
+    }
+    assert!(metrics.contains(count), "{metrics}");
+    assert!(
+        metrics.contains("confab_socket_event_duration_seconds_bucket{event=\"sync\",le=\"+Inf\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("confab_socket_event_duration_seconds_count{event=\"send_message\"} 0"),
+        "every handled event has its histogram from the start: {metrics}"
+    );
+}
+
+#[tokio::test]
 async fn a_disabled_plugin_has_no_socket_events_and_no_routes() {
     let s = Server::start(&format!("{TOML}\n[chat]\nenabled = false\n")).await;
     let u = register(&s, "nochat").await;
