@@ -114,10 +114,10 @@ pub fn main() -> ExitCode {
                 Err(problems) => return report(&problems),
             };
             crate::logging::init(&config.log, cli.log_format.as_deref());
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match crate::runtime::build(&config) {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
+                    eprintln!("error: {e}");
                     return ExitCode::FAILURE;
                 }
             };
@@ -204,10 +204,10 @@ fn health(port: u16) -> Result<(), String> {
 }
 
 fn migrate(config: &config::Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match crate::runtime::build(config) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -10,5 +10,6 @@ pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod plugins;
+pub mod runtime;
 pub mod server;
 pub mod storage;

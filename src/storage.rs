@@ -51,6 +51,16 @@ impl Section for StorageConfig {
 }
 
 impl StorageConfig {
+    /// Threads of its own the backend keeps busy under load, which the async runtime leaves
+    /// a core to: SQLite's writer (its checkpointer is mostly idle); MongoDB's driver runs
+    /// on the runtime.
+    pub fn busy_threads(&self) -> usize {
+        match self.backend.as_str() {
+            "sqlite" => 1,
+            _ => 0,
+        }
+    }
+
     /// What `/ready` and the boot log call the selected backend's location.
     pub fn describe(&self) -> String {
         match self.backend.as_str() {

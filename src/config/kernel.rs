@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// client that stops reading (a full TCP window) is cut at the transport, sockets
     /// whose Socket.IO buffer is full included.
     pub write_stall_timeout_secs: u64,
+    /// Threads of the async runtime; 0: one per core, less one per thread the storage
+    /// backend keeps busy itself (SQLite's writer), at least one.
+    pub worker_threads: usize,
     pub cors: CorsConfig,
     pub socket: SocketConfig,
 }
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: 120,
             body_timeout_secs: 30,
             write_stall_timeout_secs: 20,
+            worker_threads: 0,
             cors: CorsConfig::default(),
             socket: SocketConfig::default(),
         }
@@ -94,6 +98,9 @@ impl Section for ServerConfig {
                     self.metrics_addr
                 ),
             ));
+        }
+        if self.worker_threads > 1024 {
+            p.push(problem("worker_threads", "expected 0 (automatic) to 1024 threads"));
         }
         if !(1..=1_000_000).contains(&self.max_connections) {
             p.push(problem("max_connections", "expected 1 to 1000000 connections"));

@@ -204,8 +204,8 @@ async fn a_misspelt_profile_is_refused_and_limits_are_bounded() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("profile") && err.contains("\"prod\""), "{err}");
 
-    let toml = "[server.socket]\nmax_in_flight = 0\nping_timeout_secs = 0\n\
-                [storage.sqlite]\nmax_batch = 100000000\nqueue_capacity = 100000000000\n";
+    let toml = "[server]\nworker_threads = 5000\n[server.socket]\nmax_in_flight = 0\nping_timeout_secs = 0\n\
+                [storage.sqlite]\nmax_batch = 100000000\nqueue_capacity = 100000000000\nlinger_us = 1000000\n";
     let out = run_cli(&["config", "check", "--config", "confab.toml"], toml, &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -214,6 +214,8 @@ async fn a_misspelt_profile_is_refused_and_limits_are_bounded() {
         "server.socket.ping_timeout_secs:",
         "storage.sqlite.max_batch:",
         "storage.sqlite.queue_capacity:",
+        "storage.sqlite.linger_us:",
+        "server.worker_threads:",
     ] {
         assert!(
             err.lines().any(|l| l.trim_start().starts_with(key)),

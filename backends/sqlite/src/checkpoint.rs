@@ -6,17 +6,31 @@
 //! back with PASSIVE checkpoints (which never block the writer), and when the WAL has
 //! grown past a bound it asks the writer to restart it between two batches — by then
 //! only the short tail the last passive pass missed is left to copy.
+//!
+//! Passes are paced by how fast the WAL grows, so that each finds about the same number
+//! of new frames: a page rewritten many times between two passes is copied back once, so
+//! at moderate rates a pass a second costs far less than ten (BENCHMARKS.md, "Cost per
+//! message"), while flat out the passes come every 100 ms and keep the WAL short.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use crate::rows::is_busy;
 
-const INTERVAL: Duration = Duration::from_millis(100);
+/// Shortest and longest wait between two passive checkpoints.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_INTERVAL: Duration = Duration::from_secs(1);
+
+/// New WAL frames a pass aims to find: 4096 × 4 KiB = 16 MiB.
+const FRAMES_PER_PASS: f64 = 4096.0;
+
+/// A WAL frame: a page and its 24-byte header.
+const PAGE_BYTES: u64 = 4096 + 24;
 
 /// WAL frames (pages) after which the writer restarts the log: 8192 × 4 KiB = 32 MiB.
 pub(crate) const RESTART_FRAMES: i64 = 8192;
@@ -30,17 +44,45 @@ pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64
 
 /// Until `stop` fires or its sender is dropped (the store is gone).
 pub(crate) fn run(conn: Connection, restart_wanted: Arc<AtomicBool>, stop: Receiver<()>) {
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(INTERVAL) {
-        match passive(&conn) {
-            Some(frames) if frames >= RESTART_FRAMES => {
-                // A second pass copies what was committed during the first, so the
-                // writer's restart (which stalls commits) has only a short tail left.
-                passive(&conn);
-                restart_wanted.store(true, Ordering::Relaxed);
-            }
-            _ => {}
+    let wal = conn.path().map(|p| PathBuf::from(format!("{p}-wal")));
+    let wal_len = || {
+        wal.as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    };
+    let (mut due, mut last_frames, mut last_pass, mut last_len) = (Instant::now(), 0, Instant::now(), 0);
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(MIN_INTERVAL) {
+        // A burst after a quiet spell must not wait out a long pace: the file growing
+        // by a pass's worth of frames calls a pass at once.
+        let len = wal_len();
+        if Instant::now() < due && len < last_len + FRAMES_PER_PASS as u64 * PAGE_BYTES {
+            continue;
         }
+        let Some(frames) = passive(&conn) else { continue };
+        if frames >= RESTART_FRAMES {
+            // A second pass copies what was committed during the first, so the
+            // writer's restart (which stalls commits) has only a short tail left.
+            passive(&conn);
+            restart_wanted.store(true, Ordering::Relaxed);
+        }
+        // Fewer frames than last time: the log started over in between.
+        let new = if frames >= last_frames {
+            frames - last_frames
+        } else {
+            frames
+        };
+        due = Instant::now() + next_wait(new, last_pass.elapsed());
+        (last_frames, last_pass, last_len) = (frames, Instant::now(), len);
     }
+}
+
+/// The wait after a pass that found `new` frames written over `elapsed`.
+fn next_wait(new: i64, elapsed: Duration) -> Duration {
+    let per_sec = new.max(0) as f64 / elapsed.as_secs_f64().max(1e-3);
+    if per_sec * MAX_INTERVAL.as_secs_f64() <= FRAMES_PER_PASS {
+        return MAX_INTERVAL;
+    }
+    Duration::from_secs_f64(FRAMES_PER_PASS / per_sec).clamp(MIN_INTERVAL, MAX_INTERVAL)
 }
 
 /// A passive checkpoint; the number of frames in the WAL, if it ran.
@@ -53,5 +95,24 @@ fn passive(conn: &Connection) -> Option<i64> {
             tracing::warn!(error = %e, "sqlite passive checkpoint failed");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_come_as_often_as_the_wal_grows() {
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            next_wait(0, second),
+            MAX_INTERVAL,
+            "an idle WAL is looked at once a second"
+        );
+        assert_eq!(next_wait(4_000, second), MAX_INTERVAL);
+        assert_eq!(next_wait(8_192, second), Duration::from_millis(500));
+        assert_eq!(next_wait(1_000_000, second), MIN_INTERVAL, "flat out: every 100 ms");
+        assert_eq!(next_wait(-5, second), MAX_INTERVAL);
     }
 }

@@ -14,6 +14,10 @@ pub struct SqliteConfig {
     pub busy_timeout_ms: u64,
     /// Most write commands committed together in one transaction.
     pub max_batch: usize,
+    /// Longest time, in microseconds, a small batch waits for more writes to join it
+    /// before it commits, when the recent write rate says some will come (0, the default:
+    /// never; docs/storage.md says when it pays).
+    pub linger_us: u64,
     /// Write commands that may wait for the writer; beyond that `insert` answers `Busy`.
     pub queue_capacity: usize,
     /// Read-only connections serving history, sync, conversations and lookups.
@@ -30,6 +34,7 @@ impl Default for SqliteConfig {
             path: "data/confab.db".into(),
             busy_timeout_ms: 5000,
             max_batch: 512,
+            linger_us: 0,
             queue_capacity: 65536,
             readers: 4,
             synchronous: "normal".into(),
@@ -68,6 +73,9 @@ impl SqliteConfig {
         // Upper bounds: each is allocated up front (a batch buffer, a channel, connections).
         if !(1..=65_536).contains(&self.max_batch) {
             problem("max_batch", "must be 1 to 65536");
+        }
+        if self.linger_us > 100_000 {
+            problem("linger_us", "must be 0 to 100000 (100 ms)");
         }
         if !(1..=MAX_WRITE_QUEUE).contains(&self.queue_capacity) {
             problem("queue_capacity", "must be 1 to 16777216");

@@ -4,6 +4,7 @@
 
 mod checkpoint;
 mod config;
+mod linger;
 mod reader;
 mod rows;
 mod schema;
@@ -85,6 +86,7 @@ impl SqliteStore {
                 clock,
                 observer,
                 max_batch: cfg.max_batch,
+                linger: Duration::from_micros(cfg.linger_us),
                 restart_wanted,
                 busy_timeout: Duration::from_millis(cfg.busy_timeout_ms),
             },

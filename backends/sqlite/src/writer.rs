@@ -20,6 +20,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoint::checkpoint;
+use crate::linger::Linger;
 use crate::rows::{self, MESSAGE_COLUMNS, backend, is_busy, pair, side};
 use crate::state::{self, PURGE_INTERVAL_MS, StateWrite};
 use crate::streams;
@@ -138,6 +139,8 @@ pub(crate) struct Writer {
     clock: SharedClock,
     observer: Option<CommitObserver>,
     max_batch: usize,
+    /// How long a small batch waits for more commands.
+    linger: Linger,
     /// Receivers known to exist (users are never deleted), sparing a lookup per insert.
     known_users: KnownIds<String>,
     /// Users found during the current attempt; trusted only once it commits.
@@ -161,11 +164,13 @@ pub(crate) struct Writer {
     data_version: i64,
 }
 
-/// `storage.sqlite`'s `max_batch` (commands per transaction) and `busy_timeout_ms` (how
+/// `storage.sqlite`'s `max_batch` (commands per transaction), `linger_us` and `busy_timeout_ms` (how
 /// long a write waits for another connection's lock), and what the writer reports to.
 pub(crate) struct WriterOptions {
     pub clock: SharedClock,
     pub max_batch: usize,
+    /// Longest wait for more commands to join a small batch (`linger_us`).
+    pub linger: Duration,
     pub busy_timeout: Duration,
     /// Hears each commit: how many commands, how long.
     pub observer: Option<CommitObserver>,
@@ -180,6 +185,7 @@ impl Writer {
             clock: o.clock,
             observer: o.observer,
             max_batch: o.max_batch,
+            linger: Linger::new(o.linger),
             known_users: KnownIds::default(),
             seen_users: Vec::new(),
             known_pairs: HashMap::new(),
@@ -201,16 +207,15 @@ impl Writer {
         while shutdown.is_none()
             && let Some(first) = rx.blocking_recv()
         {
-            let mut next = Some(first);
-            while let Some(cmd) = next.take() {
-                match cmd {
-                    Command::Shutdown(done) => shutdown = Some(done),
-                    cmd => batch.push(cmd),
-                }
-                if shutdown.is_none() && batch.len() < self.max_batch {
-                    next = rx.try_recv().ok();
-                }
+            self.gather(&mut rx, Some(first), &mut batch, &mut shutdown);
+            if shutdown.is_none()
+                && batch.len() < self.max_batch
+                && let Some(wait) = self.linger.wait()
+            {
+                std::thread::sleep(wait);
+                self.gather(&mut rx, None, &mut batch, &mut shutdown);
             }
+            self.linger.taken(batch.len(), Instant::now());
             if !batch.is_empty() {
                 self.commit(&mut batch);
             }
@@ -225,6 +230,26 @@ impl Writer {
         drop(self.conn);
         if let Some(done) = shutdown {
             let _ = done.send(());
+        }
+    }
+
+    /// Adds what is queued (after `first`) to the batch, up to `max_batch` or a shutdown.
+    fn gather(
+        &self,
+        rx: &mut mpsc::Receiver<Command>,
+        first: Option<Command>,
+        batch: &mut Vec<Command>,
+        shutdown: &mut Option<oneshot::Sender<()>>,
+    ) {
+        let mut next = first.or_else(|| rx.try_recv().ok());
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Command::Shutdown(done) => *shutdown = Some(done),
+                cmd => batch.push(cmd),
+            }
+            if shutdown.is_none() && batch.len() < self.max_batch {
+                next = rx.try_recv().ok();
+            }
         }
     }
 

@@ -223,6 +223,46 @@ async fn sqlite_group_commit_batches_concurrent_inserts() {
     store.close().await;
 }
 
+/// Writes that arrive one at a time, each queued before the previous one committed, but
+/// far enough apart that a free writer commits each alone.
+async fn paced_inserts(linger_us: u64) -> (usize, usize) {
+    const N: usize = 300;
+    let dir = TempDir::new().expect("tempdir");
+    let commits = Arc::new(Commits::default());
+    let cfg = SqliteConfig {
+        linger_us,
+        ..config(&dir)
+    };
+    let store = SqliteStore::open(&cfg, clock(), Some(observer(&commits)))
+        .await
+        .expect("open");
+    let (a, b) = (user(&store, "lg_a").await, user(&store, "lg_b").await);
+    let before = commits.count.load(Ordering::Relaxed);
+    let mut pending = Vec::with_capacity(N);
+    for i in 0..N {
+        pending.push(store.insert(msg(&a, &b, format!("{i}"), None)));
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    for p in join_all(pending).await {
+        p.expect("insert");
+    }
+    let (all, _) = store.since(&a.id, None, N + 1).await.expect("since");
+    assert_eq!(all.len(), N, "every insert is stored");
+    store.close().await;
+    (N, commits.count.load(Ordering::Relaxed) - before)
+}
+
+#[tokio::test]
+async fn sqlite_linger_groups_writes_that_arrive_one_at_a_time() {
+    // 1,000-2,000 writes a second with a 20 ms linger: tens of writes per commit.
+    let (n, count) = paced_inserts(20_000).await;
+    println!("{n} paced inserts with a 20 ms linger: {count} commits");
+    assert!(
+        count * 4 <= n,
+        "{n} paced inserts took {count} commits: the linger does not group them"
+    );
+}
+
 #[tokio::test]
 async fn sqlite_refuses_writes_after_close() {
     let dir = TempDir::new().expect("tempdir");
