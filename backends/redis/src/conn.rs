@@ -27,6 +27,13 @@ fn client(url: &str) -> RedisResult<Client> {
     Client::open(info.set_redis_settings(settings))
 }
 
+/// Requests a connection takes before its callers queue for room. redis-rs's default (50)
+/// starved the monitor's pings under a burst: with thousands of limiter checks waiting,
+/// each refill of the queue needed another pass of the scheduler over every waiting task,
+/// a ping waited behind them for over a second three times in a row, and the node
+/// declared Redis down while Redis sat idle (BENCHMARKS.md, "Two nodes on Redis").
+const PIPELINE_BUFFER: usize = 4096;
+
 /// Reconnects quickly and a few times per attempt; the monitor starts a new attempt every
 /// second while Redis stays away, so a long outage is noticed when it ends.
 fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
@@ -36,6 +43,7 @@ fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
         .set_number_of_retries(2)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500))
+        .set_pipeline_buffer_size(PIPELINE_BUFFER)
 }
 
 impl RedisConn {
