@@ -35,11 +35,13 @@ pub use config::SqliteConfig;
 
 use reader::ReaderPool;
 use state::StateWrite;
-use writer::{Command, Job, MarkRead, PasswordHash, Writer, WriterOptions};
+use writer::{Command, Job, MarkRead, PasswordHash, Shared, Writer, WriterOptions};
 
 /// Users and messages in one SQLite file. See `docs/storage.md`.
 pub struct SqliteStore {
     queue: mpsc::Sender<Command>,
+    /// The writer, which a caller commits on itself when it finds it idle.
+    shared: Arc<Shared>,
     admission: Admission,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Dropping the sender stops the checkpointer.
@@ -91,12 +93,16 @@ impl SqliteStore {
                 busy_timeout: Duration::from_millis(cfg.busy_timeout_ms),
             },
         );
+        let inline = cfg.synchronous_pragma() == Some("NORMAL") && cfg.linger_us == 0;
+        let shared = Shared::new(writer, inline);
+        let thread_shared = shared.clone();
         let handle = std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer::run(thread_shared, rx))
             .map_err(thread_failed)?;
         Ok(Arc::new(SqliteStore {
             queue,
+            shared,
             // The queue bounds itself (`queue_capacity`).
             admission: Admission::new(usize::MAX),
             writer: Mutex::new(Some(handle)),
@@ -113,6 +119,7 @@ impl SqliteStore {
         self.admission.close();
         let (done, finished) = oneshot::channel();
         // Waits for room in a full queue: what is queued ahead of it still commits.
+        self.shared.queued();
         if self.queue.send(Command::Shutdown(done)).await.is_ok() {
             let _ = finished.await;
         }
@@ -130,12 +137,20 @@ impl SqliteStore {
         .await;
     }
 
-    /// Hands a command to the writer now, so the order of calls is the order of commits.
+    /// Commits the command now when the writer is idle, else hands it to the writer's
+    /// queue now: either way the order of calls is the order of commits.
     fn enqueue(&self, cmd: Command) -> StorageResult<()> {
         self.admission.check_open()?;
-        self.queue.try_send(cmd).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StorageError::Busy,
-            mpsc::error::TrySendError::Closed(_) => StorageError::Closed,
+        let Some(cmd) = self.shared.try_now(cmd) else {
+            return Ok(());
+        };
+        self.shared.queued();
+        self.queue.try_send(cmd).map_err(|e| {
+            self.shared.answered(1);
+            match e {
+                mpsc::error::TrySendError::Full(_) => StorageError::Busy,
+                mpsc::error::TrySendError::Closed(_) => StorageError::Closed,
+            }
         })
     }
 

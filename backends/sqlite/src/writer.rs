@@ -7,8 +7,8 @@
 //! (see `Writer::guarded`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use confab_sdk::backend::{KnownIds, repeat_of};
@@ -134,6 +134,135 @@ impl From<StorageError> for Failure {
     }
 }
 
+/// The writer, shared by its thread and by callers that find it idle: a write that comes
+/// when nothing is queued or committing, and the writer has been idle for at least as long
+/// as its last commit took, is committed at once on the caller's thread
+/// (`Shared::try_now`). That spares the two thread hops (the wake of the writer thread,
+/// and its wake of the caller's task) which cost more than the commit at moderate rates.
+/// Writes that come closer together (a burst, flat out) queue for the writer thread and
+/// are batched as before, so the caller's thread never does more than half the writing.
+pub(crate) struct Shared {
+    /// `None` once the writer thread has stopped.
+    writer: Mutex<Option<Writer>>,
+    /// Commands handed to the queue and not yet answered.
+    pending: AtomicUsize,
+    /// Callers may commit themselves (`synchronous = normal` and no linger: with `full`
+    /// each commit waits for an fsync, which must not block the async runtime).
+    inline: bool,
+    /// Nanoseconds after `epoch` before which a caller does not commit itself: the end of
+    /// the last commit plus its duration.
+    idle_from: AtomicU64,
+    epoch: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new(writer: Writer, inline: bool) -> Arc<Self> {
+        Arc::new(Shared {
+            writer: Mutex::new(Some(writer)),
+            pending: AtomicUsize::new(0),
+            inline,
+            idle_from: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A commit ran from `started` to now: callers wait for the writer to have been idle as
+    /// long again before they commit themselves.
+    fn committed(&self, started: Instant) {
+        let now = Instant::now();
+        let end = self.nanos(now);
+        let took = end.saturating_sub(self.nanos(started));
+        self.idle_from.store(end.saturating_add(took), Ordering::Release);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Writer>> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a command about to be queued, so no caller commits ahead of it.
+    pub(crate) fn queued(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Undoes `queued` for `n` commands (answered, or never queued).
+    pub(crate) fn answered(&self, n: usize) {
+        self.pending.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Commits `cmd` on the calling thread if nothing is queued or committing and no other
+    /// node holds the write lock; otherwise gives it back, to be queued. Never waits.
+    pub(crate) fn try_now(&self, cmd: Command) -> Option<Command> {
+        if !self.inline
+            || self.pending.load(Ordering::Acquire) != 0
+            || self.nanos(Instant::now()) < self.idle_from.load(Ordering::Acquire)
+        {
+            return Some(cmd);
+        }
+        let Ok(mut slot) = self.writer.try_lock() else {
+            return Some(cmd);
+        };
+        // Checked again under the lock: a command queued in between goes first.
+        let Some(writer) = slot.as_mut().filter(|_| self.pending.load(Ordering::Acquire) == 0) else {
+            return Some(cmd);
+        };
+        // The WAL restart runs on the writer thread, between two of its batches.
+        if writer.restart_wanted.load(Ordering::Relaxed) {
+            return Some(cmd);
+        }
+        let started = Instant::now();
+        let mut batch = vec![cmd];
+        let done = writer.commit_now(&mut batch);
+        self.committed(started);
+        if done { None } else { batch.pop() }
+    }
+}
+
+/// The writer thread: waits for queued commands and commits them in batches.
+pub(crate) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Command>) {
+    let mut batch = Vec::new();
+    let mut shutdown = None;
+    // `None` from the channel: the store was dropped and the queue is drained.
+    while shutdown.is_none()
+        && let Some(first) = rx.blocking_recv()
+    {
+        let mut slot = shared.lock();
+        let Some(writer) = slot.as_mut() else { break };
+        writer.gather(&mut rx, Some(first), &mut batch, &mut shutdown);
+        if shutdown.is_none()
+            && batch.len() < writer.max_batch
+            && let Some(wait) = writer.linger.wait()
+        {
+            std::thread::sleep(wait);
+            writer.gather(&mut rx, None, &mut batch, &mut shutdown);
+        }
+        writer.linger.taken(batch.len(), Instant::now());
+        let taken = batch.len() + usize::from(shutdown.is_some());
+        if !batch.is_empty() {
+            let started = Instant::now();
+            writer.commit(&mut batch);
+            shared.committed(started);
+        }
+        if writer.restart_wanted.swap(false, Ordering::Relaxed) {
+            writer.restart_wal();
+        }
+        drop(slot);
+        shared.answered(taken);
+    }
+    rx.close();
+    while let Ok(cmd) = rx.try_recv() {
+        cmd.fail(StorageError::Closed);
+    }
+    // Closes the connection; callers that find the slot empty queue into a closed queue.
+    shared.lock().take();
+    if let Some(done) = shutdown {
+        let _ = done.send(());
+    }
+}
+
 pub(crate) struct Writer {
     conn: Connection,
     clock: SharedClock,
@@ -200,39 +329,6 @@ impl Writer {
         }
     }
 
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut batch = Vec::with_capacity(self.max_batch);
-        let mut shutdown = None;
-        // `None` from the channel: the store was dropped and the queue is drained.
-        while shutdown.is_none()
-            && let Some(first) = rx.blocking_recv()
-        {
-            self.gather(&mut rx, Some(first), &mut batch, &mut shutdown);
-            if shutdown.is_none()
-                && batch.len() < self.max_batch
-                && let Some(wait) = self.linger.wait()
-            {
-                std::thread::sleep(wait);
-                self.gather(&mut rx, None, &mut batch, &mut shutdown);
-            }
-            self.linger.taken(batch.len(), Instant::now());
-            if !batch.is_empty() {
-                self.commit(&mut batch);
-            }
-            if self.restart_wanted.swap(false, Ordering::Relaxed) {
-                self.restart_wal();
-            }
-        }
-        rx.close();
-        while let Ok(cmd) = rx.try_recv() {
-            cmd.fail(StorageError::Closed);
-        }
-        drop(self.conn);
-        if let Some(done) = shutdown {
-            let _ = done.send(());
-        }
-    }
-
     /// Adds what is queued (after `first`) to the batch, up to `max_batch` or a shutdown.
     fn gather(
         &self,
@@ -267,20 +363,41 @@ impl Writer {
 
     fn commit(&mut self, batch: &mut Vec<Command>) {
         let started = Instant::now();
+        let outcome = self.run_batch(batch, BUSY_RETRIES);
+        self.settle(batch, outcome, started);
+    }
+
+    /// Commits on the caller's thread without waiting for another node's lock: false (the
+    /// batch untouched, nothing written) when that lock is taken.
+    fn commit_now(&mut self, batch: &mut Vec<Command>) -> bool {
+        let started = Instant::now();
+        let _ = self.conn.busy_timeout(Duration::ZERO);
+        let outcome = self.run_batch(batch, 0);
+        let _ = self.conn.busy_timeout(self.busy_timeout);
+        if matches!(&outcome, Err(e) if is_busy(e)) {
+            return false;
+        }
+        self.settle(batch, outcome, started);
+        true
+    }
+
+    /// Runs the batch's transaction until it commits, retrying a lock held by another node
+    /// up to `busy_retries` times and isolating a failing command.
+    fn run_batch(&mut self, batch: &mut [Command], busy_retries: u32) -> rusqlite::Result<()> {
         let mut attempt = 0;
         self.isolate = false;
-        let outcome = loop {
+        loop {
             self.seen_users.clear();
             self.seen_pairs.clear();
             match self.attempt(batch) {
-                Ok(()) => break Ok(()),
+                Ok(()) => return Ok(()),
                 Err(e) => {
                     if !self.conn.is_autocommit() {
                         let _ = self.conn.execute_batch("ROLLBACK");
                     }
                     // Positions given out by the undone attempt are not taken.
                     self.heads.clear();
-                    if is_busy(&e) && attempt < BUSY_RETRIES {
+                    if is_busy(&e) && attempt < busy_retries {
                         attempt += 1;
                         tracing::warn!(attempt, "sqlite is locked by another connection; retrying the batch");
                         std::thread::sleep(Duration::from_millis(10 << attempt));
@@ -291,10 +408,14 @@ impl Writer {
                         self.isolate = true;
                         continue;
                     }
-                    break Err(e);
+                    return Err(e);
                 }
             }
-        };
+        }
+    }
+
+    /// Answers every caller of the batch with the outcome of its transaction.
+    fn settle(&mut self, batch: &mut Vec<Command>, outcome: rusqlite::Result<()>, started: Instant) {
         match outcome {
             Ok(()) => {
                 self.known_users.extend(self.seen_users.drain(..));

@@ -223,6 +223,82 @@ async fn sqlite_group_commit_batches_concurrent_inserts() {
     store.close().await;
 }
 
+/// Which threads committed, by name ("confab-sqlite-writer" or the caller's).
+fn committers(cfg: &SqliteConfig) -> (SqliteConfig, Arc<Mutex<Vec<String>>>, CommitObserver) {
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let seen = names.clone();
+    let observer: CommitObserver = Arc::new(move |_, _| {
+        let name = std::thread::current().name().unwrap_or("unnamed").to_owned();
+        seen.lock().unwrap().push(name);
+    });
+    (cfg.clone(), names, observer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_an_idle_writer_lets_the_caller_commit_and_a_busy_one_batches() {
+    let dir = TempDir::new().expect("tempdir");
+    let (cfg, names, observer) = committers(&config(&dir));
+    let store = SqliteStore::open(&cfg, clock(), Some(observer)).await.expect("open");
+    let (a, b) = (user(&store, "in_a").await, user(&store, "in_b").await);
+    names.lock().unwrap().clear();
+    // One at a time, paced like a moderate load (20 ms apart, far longer than a commit):
+    // each write finds the writer idle and commits on the calling thread.
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        store
+            .insert(msg(&a, &b, format!("one {i}"), None))
+            .await
+            .expect("insert");
+    }
+    let alone = std::mem::take(&mut *names.lock().unwrap());
+    assert_eq!(alone.len(), 20, "one commit per awaited write");
+    let inline = alone.iter().filter(|n| *n != "confab-sqlite-writer").count();
+    // A commit slower than the pace (a loaded machine) may still go to the writer thread.
+    assert!(
+        inline >= 15,
+        "writes that find the writer idle commit on the caller's thread: {alone:?}"
+    );
+    // Called back to back without waiting: the first commits at once, the rest queue
+    // behind it for the writer thread, and all keep their order.
+    let burst: Vec<_> = (0..200)
+        .map(|i| store.insert(msg(&a, &b, format!("burst {i}"), None)))
+        .collect();
+    for r in join_all(burst).await {
+        r.expect("insert");
+    }
+    let queued = std::mem::take(&mut *names.lock().unwrap());
+    assert!(
+        queued.iter().any(|n| n == "confab-sqlite-writer") && queued.len() < 200,
+        "a burst is batched by the writer thread: {} commits",
+        queued.len()
+    );
+    let (all, _) = store.since(&a.id, None, 300).await.expect("since");
+    let texts: Vec<String> = all.iter().map(|m| m.message.clone()).collect();
+    let expected: Vec<String> = (0..20)
+        .map(|i| format!("one {i}"))
+        .chain((0..200).map(|i| format!("burst {i}")))
+        .collect();
+    assert_eq!(texts, expected, "commits follow the order of the calls");
+    store.close().await;
+
+    // With synchronous = full every commit waits for an fsync: never on the caller's thread.
+    let dir = TempDir::new().expect("tempdir");
+    let full = SqliteConfig {
+        synchronous: "full".into(),
+        ..config(&dir)
+    };
+    let (cfg, names, observer) = committers(&full);
+    let store = SqliteStore::open(&cfg, clock(), Some(observer)).await.expect("open");
+    let (a, b) = (user(&store, "fs_a").await, user(&store, "fs_b").await);
+    store.insert(msg(&a, &b, "synced", None)).await.expect("insert");
+    let names = names.lock().unwrap().clone();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n == "confab-sqlite-writer"),
+        "{names:?}"
+    );
+    store.close().await;
+}
+
 /// Writes that arrive one at a time, each queued before the previous one committed, but
 /// far enough apart that a free writer commits each alone.
 async fn paced_inserts(linger_us: u64) -> (usize, usize) {
