@@ -252,6 +252,7 @@ pub async fn run(config: Config, plugins: Vec<Box<dyn DynPlugin>>) -> Result<(),
         on_disconnect: contrib.on_disconnect,
         metrics: metrics.clone(),
         max_in_flight: sock.max_in_flight,
+        deadlines: confab_sdk::deadlines::Deadlines::start(),
     }))
     .await
     .map_err(AppError::Other)?;

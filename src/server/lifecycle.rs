@@ -9,21 +9,20 @@
 //! WebSocket connection is then closed under it (`confab_sdk::live::end`).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use confab_sdk::auth::{Principal, SharedAuthenticator, credential_rooms, ended};
+use confab_sdk::deadlines::{Deadline, Deadlines};
 use confab_sdk::live::end;
 use futures_util::StreamExt;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
-use tokio::task::AbortHandle;
 
 /// The credential of one socket, in its extensions.
 #[derive(Default)]
 pub struct Credential {
     principal: Mutex<Option<Arc<Principal>>>,
-    expiry: Mutex<Option<AbortHandle>>,
+    expiry: Mutex<Option<Deadline>>,
 }
 
 impl Credential {
@@ -31,9 +30,9 @@ impl Credential {
         self.principal.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Binds the socket to `principal`: its rooms, its expiry. Leaves the rooms of the
-    /// credential it replaces.
-    pub fn bind<A: Adapter>(&self, s: &SocketRef<A>, principal: Principal) {
+    /// Binds the socket to `principal`: its rooms, its expiry (one of the node's
+    /// `deadlines`, not a task per socket). Leaves the rooms of the credential it replaces.
+    pub fn bind<A: Adapter>(&self, s: &SocketRef<A>, principal: Principal, deadlines: &Deadlines) {
         let old = self
             .principal
             .lock()
@@ -47,36 +46,28 @@ impl Credential {
         for room in credential_rooms(&principal) {
             s.join(room);
         }
-        let timer = principal.expires_at.map(|at| expire_at(s.clone(), at));
+        let timer = principal.expires_at.map(|at| {
+            let s = s.clone();
+            deadlines.schedule(at.saturating_mul(1000), move || {
+                end(
+                    &s,
+                    ended::TOKEN_EXPIRED,
+                    "token expired: refresh it (refresh_token) before it expires, or reconnect with a new one",
+                )
+            })
+        });
         let previous = std::mem::replace(&mut *self.expiry.lock().unwrap_or_else(|e| e.into_inner()), timer);
         if let Some(previous) = previous {
-            previous.abort();
+            deadlines.cancel(previous);
         }
     }
 
-    /// The socket is gone: its timer goes too (it holds a reference to the socket).
-    pub fn release(&self) {
+    /// The socket is gone: its expiry goes too (it holds a reference to the socket).
+    pub fn release(&self, deadlines: &Deadlines) {
         if let Some(timer) = self.expiry.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            timer.abort();
+            deadlines.cancel(timer);
         }
     }
-}
-
-/// Ends the socket at `at` (unix seconds).
-fn expire_at<A: Adapter>(s: SocketRef<A>, at: i64) -> AbortHandle {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let wait = Duration::from_millis(at.saturating_mul(1000).saturating_sub(now_ms).max(0) as u64);
-    tokio::spawn(async move {
-        tokio::time::sleep(wait).await;
-        end(
-            &s,
-            ended::TOKEN_EXPIRED,
-            "token expired: refresh it (refresh_token) before it expires, or reconnect with a new one",
-        );
-    })
-    .abort_handle()
 }
 
 /// How many sockets' credentials are checked at once after an outage.
@@ -93,15 +84,12 @@ pub async fn recheck<A: Adapter>(io: &SocketIo<A>, auth: &SharedAuthenticator) {
         .for_each_concurrent(RECHECKS_AT_ONCE, |s| {
             let ended = &ended;
             async move {
-                let Some(credential) = super::socket::credential_of(&s) else {
-                    return;
-                };
-                let Some(principal) = credential.current() else {
+                let Some(principal) = super::socket::principal_of(&s) else {
                     return;
                 };
                 match auth.recheck(&principal).await {
                     // Unless `refresh_token` rebound the socket meanwhile.
-                    Ok(Some(code)) if credential.current().is_some_and(|p| Arc::ptr_eq(&p, &principal)) => {
+                    Ok(Some(code)) if super::socket::principal_of(&s).is_some_and(|p| Arc::ptr_eq(&p, &principal)) => {
                         ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         end(
                             &s,

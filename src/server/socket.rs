@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use confab_sdk::auth::Principal;
+use confab_sdk::deadlines::Deadlines;
 use confab_sdk::error::{ApiError, ErrorCode};
 use confab_sdk::net::ClientIp;
 use confab_sdk::realtime::{
@@ -24,6 +25,7 @@ use socketioxide_core::adapter::DefinedAdapter;
 use tokio::sync::oneshot;
 
 use super::lifecycle::Credential;
+
 use crate::metrics::{EventStats, Metrics};
 
 /// What the plugins contributed to sockets, shared by every socket.
@@ -37,17 +39,29 @@ pub struct SocketHost {
     pub on_disconnect: Vec<SocketHook>,
     pub metrics: Arc<Metrics>,
     pub max_in_flight: usize,
+    /// Every socket's credential expiry, on one timer.
+    pub deadlines: Arc<Deadlines>,
 }
 
-/// Per-socket state, kept in the socket's extensions.
+/// Per-socket state, kept in the socket's extensions: one allocation per socket.
 #[derive(Clone)]
-struct SocketState {
+struct SocketState(Arc<State>);
+
+struct State {
     /// Who is on the socket, for as long as their credential lives (`lifecycle`).
-    credential: Arc<Credential>,
-    in_flight: Arc<AtomicUsize>,
+    credential: Credential,
+    in_flight: AtomicUsize,
     /// Completes once the last event that had to wait for a guard has run its handler's
     /// synchronous part; later events wait for it, so a slow guard keeps the order.
-    tail: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
+    tail: Mutex<Option<oneshot::Receiver<()>>>,
+    deadlines: Arc<Deadlines>,
+}
+
+impl std::ops::Deref for SocketState {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
 }
 
 /// The ack sender plus whether the client asked for an ack at all (socketioxide does not
@@ -106,14 +120,17 @@ impl<A: Adapter> SocketOps for AdapterSocket<A> {
     }
     fn rebind(&self, principal: Principal) {
         if let Some(state) = self.0.extensions.get::<SocketState>() {
-            state.credential.bind(&self.0, principal);
+            state.credential.bind(&self.0, principal, &state.deadlines);
         }
     }
 }
 
-/// The credential a socket is bound to (none before its handshake completed).
-pub(crate) fn credential_of<A: Adapter>(s: &SocketRef<A>) -> Option<Arc<Credential>> {
-    s.extensions.get::<SocketState>().map(|state| state.credential)
+/// The principal a socket is bound to (none before its handshake completed, or without
+/// a credential).
+pub(crate) fn principal_of<A: Adapter>(s: &SocketRef<A>) -> Option<Arc<Principal>> {
+    s.extensions
+        .get::<SocketState>()
+        .and_then(|state| state.credential.current())
 }
 
 fn ctx<A: Adapter>(s: &SocketRef<A>, state: &SocketState) -> SocketCtx {
@@ -146,17 +163,18 @@ pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHo
                     principal = Some(p);
                 }
             }
-            let state = SocketState {
-                credential: Arc::default(),
-                in_flight: Arc::new(AtomicUsize::new(0)),
-                tail: Arc::default(),
-            };
+            let state = SocketState(Arc::new(State {
+                credential: Credential::default(),
+                in_flight: AtomicUsize::new(0),
+                tail: Mutex::default(),
+                deadlines: host.deadlines.clone(),
+            }));
             // Everything an event needs is set up here, before socketioxide answers the
             // handshake: its connect handler is spawned after the answer, and a client may
             // emit the moment it is connected.
             if let Some(p) = principal {
                 s.join(user_room(&p.user_id));
-                state.credential.bind(&s, p);
+                state.credential.bind(&s, p, &host.deadlines);
             }
             s.extensions.insert(state);
             register_handlers(&s, &host);
@@ -192,7 +210,7 @@ fn register_handlers<A: Adapter>(s: &SocketRef<A>, host: &Arc<SocketHost>) {
         async move {
             host.metrics.live.socket_closed();
             if let Some(state) = s.extensions.get::<SocketState>() {
-                state.credential.release();
+                state.credential.release(&host.deadlines);
                 let c = ctx(&s, &state);
                 for hook in &host.on_disconnect {
                     hook(c.clone()).await;
@@ -258,7 +276,7 @@ fn dispatch<A: Adapter>(
         return async {}.boxed();
     }
     // Released when the event's work ends, however it ends (a panicking handler too).
-    let in_flight = InFlight(state.in_flight.clone());
+    let in_flight = InFlight(state.clone());
     // Guards answer at once when they can (in-process counters); only those that cannot
     // (a Redis round trip) make the event wait.
     let mut pending = Vec::new();
@@ -316,10 +334,10 @@ fn dispatch<A: Adapter>(
 }
 
 /// One event's slot in its socket's in-flight count, given back on drop.
-struct InFlight(Arc<AtomicUsize>);
+struct InFlight(SocketState);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

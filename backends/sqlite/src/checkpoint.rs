@@ -37,9 +37,8 @@ pub(crate) const RESTART_FRAMES: i64 = 8192;
 
 /// Runs a checkpoint; returns (busy flag, frames in the WAL, frames copied back).
 pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)> {
-    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })
+    conn.prepare_cached(&format!("PRAGMA wal_checkpoint({mode})"))?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
 /// Until `stop` fires or its sender is dropped (the store is gone).

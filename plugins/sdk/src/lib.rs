@@ -10,6 +10,7 @@ pub mod backend;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod deadlines;
 pub mod docs;
 pub mod error;
 pub mod health;
