@@ -33,11 +33,12 @@ impl Credential {
     /// Binds the socket to `principal`: its rooms, its expiry (one of the node's
     /// `deadlines`, not a task per socket). Leaves the rooms of the credential it replaces.
     pub fn bind<A: Adapter>(&self, s: &SocketRef<A>, principal: Principal, deadlines: &Deadlines) {
+        let bound = Arc::new(principal.clone());
         let old = self
             .principal
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .replace(Arc::new(principal.clone()));
+            .replace(bound.clone());
         if let Some(old) = old {
             for room in credential_rooms(&old) {
                 s.leave(room);
@@ -49,11 +50,14 @@ impl Credential {
         let timer = principal.expires_at.map(|at| {
             let s = s.clone();
             deadlines.schedule(at.saturating_mul(1000), move || {
-                end(
-                    &s,
-                    ended::TOKEN_EXPIRED,
-                    "token expired: refresh it (refresh_token) before it expires, or reconnect with a new one",
-                )
+                // Unless `refresh_token` rebound the socket as this came due.
+                if super::socket::principal_of(&s).is_none_or(|p| Arc::ptr_eq(&p, &bound)) {
+                    end(
+                        &s,
+                        ended::TOKEN_EXPIRED,
+                        "token expired: refresh it (refresh_token) before it expires, or reconnect with a new one",
+                    )
+                }
             })
         });
         let previous = std::mem::replace(&mut *self.expiry.lock().unwrap_or_else(|e| e.into_inner()), timer);

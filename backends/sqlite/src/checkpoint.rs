@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,23 @@ const FRAMES_PER_PASS: f64 = 4096.0;
 /// A WAL frame: a page and its 24-byte header.
 const PAGE_BYTES: u64 = 4096 + 24;
 
+/// Commands committed since the last pass that call a pass before its pace.
+const COMMANDS_PER_PASS: u64 = 1024;
+
+/// What the checkpointer and the writer tell each other.
+#[derive(Default)]
+pub(crate) struct WalSignals {
+    /// The WAL should restart from its beginning (set here, done by the writer thread).
+    pub restart_wanted: AtomicBool,
+    /// The WAL was copied back whole (or restarted): the next commit starts the log over
+    /// and syncs its header, an fsync that must not run on a caller's thread. Set here and
+    /// by the writer's restart; cleared by the writer thread as it begins a commit.
+    pub reset_due: AtomicBool,
+    /// Commands committed so far, counted by the writer: a burst calls a pass at once
+    /// even where the WAL file, reused from its start, does not grow.
+    pub commands: AtomicU64,
+}
+
 /// WAL frames (pages) after which the writer restarts the log: 8192 × 4 KiB = 32 MiB.
 pub(crate) const RESTART_FRAMES: i64 = 8192;
 
@@ -42,7 +59,7 @@ pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64
 }
 
 /// Until `stop` fires or its sender is dropped (the store is gone).
-pub(crate) fn run(conn: Connection, restart_wanted: Arc<AtomicBool>, stop: Receiver<()>) {
+pub(crate) fn run(conn: Connection, signals: Arc<WalSignals>, stop: Receiver<()>) {
     let wal = conn.path().map(|p| PathBuf::from(format!("{p}-wal")));
     let wal_len = || {
         wal.as_ref()
@@ -50,19 +67,30 @@ pub(crate) fn run(conn: Connection, restart_wanted: Arc<AtomicBool>, stop: Recei
             .map_or(0, |m| m.len())
     };
     let (mut due, mut last_frames, mut last_pass, mut last_len) = (Instant::now(), 0, Instant::now(), 0);
+    let mut last_commands = 0;
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(MIN_INTERVAL) {
         // A burst after a quiet spell must not wait out a long pace: the file growing
-        // by a pass's worth of frames calls a pass at once.
+        // by a pass's worth of frames, or many commits, call a pass at once.
         let len = wal_len();
-        if Instant::now() < due && len < last_len + FRAMES_PER_PASS as u64 * PAGE_BYTES {
+        let commands = signals.commands.load(Ordering::Relaxed);
+        if Instant::now() < due
+            && len < last_len + FRAMES_PER_PASS as u64 * PAGE_BYTES
+            && commands < last_commands + COMMANDS_PER_PASS
+        {
             continue;
         }
-        let Some(frames) = passive(&conn) else { continue };
+        last_commands = commands;
+        let Some((frames, copied)) = passive(&conn) else {
+            continue;
+        };
+        if frames > 0 && copied == frames {
+            signals.reset_due.store(true, Ordering::Release);
+        }
         if frames >= RESTART_FRAMES {
             // A second pass copies what was committed during the first, so the
             // writer's restart (which stalls commits) has only a short tail left.
             passive(&conn);
-            restart_wanted.store(true, Ordering::Relaxed);
+            signals.restart_wanted.store(true, Ordering::Relaxed);
         }
         // Fewer frames than last time: the log started over in between.
         let new = if frames >= last_frames {
@@ -84,10 +112,10 @@ fn next_wait(new: i64, elapsed: Duration) -> Duration {
     Duration::from_secs_f64(FRAMES_PER_PASS / per_sec).clamp(MIN_INTERVAL, MAX_INTERVAL)
 }
 
-/// A passive checkpoint; the number of frames in the WAL, if it ran.
-fn passive(conn: &Connection) -> Option<i64> {
+/// A passive checkpoint; the frames in the WAL and those copied back, if it ran.
+fn passive(conn: &Connection) -> Option<(i64, i64)> {
     match checkpoint(conn, "PASSIVE") {
-        Ok((_, frames, _)) => Some(frames),
+        Ok((_, frames, copied)) => Some((frames, copied)),
         // Another node's checkpoint is running: it does the same work.
         Err(e) if is_busy(&e) => None,
         Err(e) => {

@@ -14,7 +14,6 @@ mod streams;
 mod writer;
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -33,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::SqliteConfig;
 
+use checkpoint::WalSignals;
 use reader::ReaderPool;
 use state::StateWrite;
 use writer::{Command, Job, MarkRead, PasswordHash, Shared, Writer, WriterOptions};
@@ -73,13 +73,13 @@ impl SqliteStore {
             .await
             .map_err(|e| StorageError::Backend(format!("sqlite open task failed: {e}")))??;
         let thread_failed = |e: std::io::Error| StorageError::Backend(format!("cannot start an sqlite thread: {e}"));
-        let restart_wanted = Arc::new(AtomicBool::new(false));
+        let signals = Arc::new(WalSignals::default());
         let (stop, stopped) = std_mpsc::channel();
-        let wanted = restart_wanted.clone();
+        let checkpoint_signals = signals.clone();
         let checkpoint_conn = conns.checkpointer;
         let checkpointer = std::thread::Builder::new()
             .name("confab-sqlite-checkpoint".into())
-            .spawn(move || checkpoint::run(checkpoint_conn, wanted, stopped))
+            .spawn(move || checkpoint::run(checkpoint_conn, checkpoint_signals, stopped))
             .map_err(thread_failed)?;
         let (queue, rx) = mpsc::channel(cfg.queue_capacity);
         let writer = Writer::new(
@@ -89,7 +89,7 @@ impl SqliteStore {
                 observer,
                 max_batch: cfg.max_batch,
                 linger: Duration::from_micros(cfg.linger_us),
-                restart_wanted,
+                signals,
                 busy_timeout: Duration::from_millis(cfg.busy_timeout_ms),
             },
         );

@@ -7,7 +7,7 @@
 //! (see `Writer::guarded`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use confab_sdk::time::from_millis;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::checkpoint::checkpoint;
+use crate::checkpoint::{WalSignals, checkpoint};
 use crate::linger::Linger;
 use crate::rows::{self, MESSAGE_COLUMNS, backend, is_busy, pair, side};
 use crate::state::{self, PURGE_INTERVAL_MS, StateWrite};
@@ -216,8 +216,9 @@ impl Shared {
         let Some(writer) = slot.as_mut().filter(|_| self.pending.load(Ordering::Acquire) == 0) else {
             return Some(cmd);
         };
-        // The WAL restart runs on the writer thread, between two of its batches.
-        if writer.restart_wanted.load(Ordering::Relaxed) {
+        // The WAL restart runs on the writer thread, between two of its batches, and so
+        // does the commit that starts the log over (it syncs the log's header).
+        if writer.signals.restart_wanted.load(Ordering::Relaxed) || writer.signals.reset_due.load(Ordering::Acquire) {
             return Some(cmd);
         }
         let started = Instant::now();
@@ -250,11 +251,15 @@ pub(crate) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Command>) {
         let taken = batch.len() + usize::from(shutdown.is_some());
         if !batch.is_empty() {
             let started = Instant::now();
+            // Before the commit: a pass that copies the log back after this point sets it
+            // again, and one that did before leaves the reset to this commit.
+            writer.signals.reset_due.store(false, Ordering::Release);
             writer.commit(&mut batch);
             shared.committed(started);
         }
-        if writer.restart_wanted.swap(false, Ordering::Relaxed) {
+        if writer.signals.restart_wanted.swap(false, Ordering::Relaxed) {
             writer.restart_wal();
+            writer.signals.reset_due.store(true, Ordering::Release);
         }
         drop(slot);
         shared.answered(taken);
@@ -287,8 +292,8 @@ pub(crate) struct Writer {
     known_pair_count: usize,
     /// Pairs given a row during the current attempt; trusted only once it commits.
     seen_pairs: Vec<(String, String)>,
-    /// Set by the checkpointer when the WAL has grown long enough to be restarted.
-    restart_wanted: Arc<AtomicBool>,
+    /// Shared with the checkpointer: restart and reset of the WAL, commands committed.
+    signals: Arc<WalSignals>,
     busy_timeout: Duration,
     /// This attempt wraps each command in a savepoint (see `guarded`).
     isolate: bool,
@@ -310,8 +315,8 @@ pub(crate) struct WriterOptions {
     pub busy_timeout: Duration,
     /// Hears each commit: how many commands, how long.
     pub observer: Option<CommitObserver>,
-    /// Set by the checkpointer when the WAL should restart from its beginning.
-    pub restart_wanted: Arc<AtomicBool>,
+    /// Shared with the checkpointer (`WalSignals`).
+    pub signals: Arc<WalSignals>,
 }
 
 impl Writer {
@@ -327,7 +332,7 @@ impl Writer {
             known_pairs: HashMap::new(),
             known_pair_count: 0,
             seen_pairs: Vec::new(),
-            restart_wanted: o.restart_wanted,
+            signals: o.signals,
             busy_timeout: o.busy_timeout,
             isolate: false,
             next_state_purge_ms: 0,
@@ -435,6 +440,7 @@ impl Writer {
                         self.known_pair_count += 1;
                     }
                 }
+                self.signals.commands.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 if let Some(observe) = &self.observer {
                     observe(batch.len(), started.elapsed());
                 }

@@ -100,8 +100,13 @@ async fn run(deadlines: Weak<Deadlines>, wake: Arc<Notify>) {
         let Some(d) = deadlines.upgrade() else { return };
         let (ready, next) = d.take_due(now_millis());
         drop(d);
-        // Outside the lock: an action may schedule or cancel.
-        ready.into_iter().for_each(|action| action());
+        // Outside the lock: an action may schedule or cancel. One action's panic must not
+        // end the timer for every other deadline.
+        for action in ready {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(action)).is_err() {
+                tracing::error!("a deadline's action panicked");
+            }
+        }
         match next {
             Some(at) => {
                 let wait = Duration::from_millis(at.saturating_sub(now_millis()).max(0) as u64);
@@ -165,6 +170,23 @@ mod tests {
         });
         until("the earlier action runs", || fired.load(Ordering::Relaxed) == 1).await;
         assert_eq!(deadlines.len(), 1, "the later one still waits");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_action_does_not_stop_the_others() {
+        let deadlines = Deadlines::start();
+        let fired = Arc::new(AtomicUsize::new(0));
+        let now = now_millis();
+        deadlines.schedule(now, || panic!("an action fails"));
+        let f = fired.clone();
+        deadlines.schedule(now, move || {
+            f.fetch_add(1, Ordering::Relaxed);
+        });
+        let f = fired.clone();
+        deadlines.schedule(now + 20, move || {
+            f.fetch_add(1, Ordering::Relaxed);
+        });
+        until("both other actions run", || fired.load(Ordering::Relaxed) == 2).await;
     }
 
     #[tokio::test]
