@@ -10,9 +10,9 @@
 //! Passes are paced by how fast the WAL grows, so that each finds about the same number
 //! of new frames: a page rewritten many times between two passes is copied back once, so
 //! at moderate rates a pass a second costs far less than ten (BENCHMARKS.md, "Cost per
-//! message"), while flat out the passes come every 100 ms and keep the WAL short.
+//! message"), while flat out (and in a burst: `COMMANDS_PER_PASS`) the passes come every
+//! 100 ms and keep the WAL short.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -29,10 +29,8 @@ const MAX_INTERVAL: Duration = Duration::from_secs(1);
 /// New WAL frames a pass aims to find: 4096 × 4 KiB = 16 MiB.
 const FRAMES_PER_PASS: f64 = 4096.0;
 
-/// A WAL frame: a page and its 24-byte header.
-const PAGE_BYTES: u64 = 4096 + 24;
-
-/// Commands committed since the last pass that call a pass before its pace.
+/// Commands committed since the last pass that call a pass before its pace (a command
+/// writes a few pages, so this bounds a burst's WAL to some tens of MiB between passes).
 const COMMANDS_PER_PASS: u64 = 1024;
 
 /// What the checkpointer and the writer tell each other.
@@ -44,8 +42,7 @@ pub(crate) struct WalSignals {
     /// and syncs its header, an fsync that must not run on a caller's thread. Set here and
     /// by the writer's restart; cleared by the writer thread as it begins a commit.
     pub reset_due: AtomicBool,
-    /// Commands committed so far, counted by the writer: a burst calls a pass at once
-    /// even where the WAL file, reused from its start, does not grow.
+    /// Commands committed so far, counted by the writer: a burst calls a pass at once.
     pub commands: AtomicU64,
 }
 
@@ -60,23 +57,12 @@ pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64
 
 /// Until `stop` fires or its sender is dropped (the store is gone).
 pub(crate) fn run(conn: Connection, signals: Arc<WalSignals>, stop: Receiver<()>) {
-    let wal = conn.path().map(|p| PathBuf::from(format!("{p}-wal")));
-    let wal_len = || {
-        wal.as_ref()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map_or(0, |m| m.len())
-    };
-    let (mut due, mut last_frames, mut last_pass, mut last_len) = (Instant::now(), 0, Instant::now(), 0);
-    let mut last_commands = 0;
+    let (mut due, mut last_frames, mut last_pass, mut last_commands) = (Instant::now(), 0, Instant::now(), 0);
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(MIN_INTERVAL) {
-        // A burst after a quiet spell must not wait out a long pace: the file growing
-        // by a pass's worth of frames, or many commits, call a pass at once.
-        let len = wal_len();
+        // A burst after a quiet spell must not wait out a long pace: many commits call a
+        // pass at once.
         let commands = signals.commands.load(Ordering::Relaxed);
-        if Instant::now() < due
-            && len < last_len + FRAMES_PER_PASS as u64 * PAGE_BYTES
-            && commands < last_commands + COMMANDS_PER_PASS
-        {
+        if Instant::now() < due && commands < last_commands + COMMANDS_PER_PASS {
             continue;
         }
         last_commands = commands;
@@ -99,7 +85,7 @@ pub(crate) fn run(conn: Connection, signals: Arc<WalSignals>, stop: Receiver<()>
             frames
         };
         due = Instant::now() + next_wait(new, last_pass.elapsed());
-        (last_frames, last_pass, last_len) = (frames, Instant::now(), len);
+        (last_frames, last_pass) = (frames, Instant::now());
     }
 }
 

@@ -156,7 +156,7 @@ pub(crate) struct Shared {
     /// each commit waits for an fsync, which must not block the async runtime).
     inline: bool,
     /// Nanoseconds after `epoch` before which a caller does not commit itself: the end of
-    /// the last commit plus its duration.
+    /// the last commit plus `IDLE_FACTOR` times its duration.
     idle_from: AtomicU64,
     epoch: Instant,
 }
@@ -222,10 +222,14 @@ impl Shared {
             return Some(cmd);
         }
         let started = Instant::now();
-        let mut batch = vec![cmd];
+        // The writer's own one-command batch: no allocation per commit.
+        let mut batch = std::mem::take(&mut writer.alone);
+        batch.push(cmd);
         let done = writer.commit_now(&mut batch);
         self.committed(started);
-        if done { None } else { batch.pop() }
+        let back = if done { None } else { batch.pop() };
+        writer.alone = batch;
+        back
     }
 }
 
@@ -282,6 +286,8 @@ pub(crate) struct Writer {
     max_batch: usize,
     /// How long a small batch waits for more commands.
     linger: Linger,
+    /// Kept empty between commits on a caller's thread, which borrow it as their batch.
+    alone: Vec<Command>,
     /// Receivers known to exist (users are never deleted), sparing a lookup per insert.
     known_users: KnownIds<String>,
     /// Users found during the current attempt; trusted only once it commits.
@@ -327,6 +333,7 @@ impl Writer {
             observer: o.observer,
             max_batch: o.max_batch,
             linger: Linger::new(o.linger),
+            alone: Vec::with_capacity(1),
             known_users: KnownIds::default(),
             seen_users: Vec::new(),
             known_pairs: HashMap::new(),
