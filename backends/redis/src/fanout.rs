@@ -146,6 +146,17 @@ impl BusDriver {
         Ok(())
     }
 
+    /// `PUBLISH` (`SPUBLISH` on a cluster), within the command timeout.
+    pub(crate) async fn publish_slice(&self, chan: &str, val: &[u8]) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        if conn.is_cluster() {
+            self.bounded(conn.spublish::<_, _, RedisValue>(chan, val)).await?;
+        } else {
+            self.bounded(conn.publish::<_, _, RedisValue>(chan, val)).await?;
+        }
+        Ok(())
+    }
+
     async fn bounded<T>(&self, f: impl Future<Output = RedisResult<T>>) -> Result<T, BusError> {
         match tokio::time::timeout(self.timeout, f).await {
             Ok(r) => Ok(r?),
@@ -158,15 +169,7 @@ impl Driver for BusDriver {
     type Error = BusError;
 
     async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), BusError> {
-        let mut conn = self.conn.clone();
-        if conn.is_cluster() {
-            self.bounded(async move { conn.spublish::<_, _, RedisValue>(chan, val).await })
-                .await?;
-        } else {
-            self.bounded(async move { conn.publish::<_, _, RedisValue>(chan, val).await })
-                .await?;
-        }
-        Ok(())
+        self.publish_slice(&chan, &val).await
     }
 
     async fn subscribe(&self, chan: String, size: usize) -> Result<MessageStream<ChanItem>, BusError> {
@@ -235,7 +238,7 @@ impl Emitter for RedisEmitter {
 
     async fn stream_to_user(&self, user_id: &str, pos: u64, event: &str, data: &Value) {
         self.gate.admit(user_id, pos, event, data);
-        self.relay.publish(user_id, pos, event, data).await;
+        self.relay.publish(user_id, pos, event, data);
     }
 
     /// `session_ended` through the adapter (every node, this one included), then this
