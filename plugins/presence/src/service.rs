@@ -213,7 +213,10 @@ async fn lane(mut rx: mpsc::UnboundedReceiver<Op>, store: SharedPresenceStore, e
 
 /// Heart-beats and expires dead nodes' users for as long as the plugin lives.
 async fn sweep(presence: Weak<Presence>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+    // Not at once: the plugin starts before the kernel registers its namespace, and an
+    // announcement before that panics in socketioxide (seen at boot on Redis, where the
+    // first sweep finds the users of a node that died), which ended this task for good.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
