@@ -48,8 +48,14 @@ const MAX_NAMED: usize = 10_000;
 /// How often a dropped relayed event is looked for.
 const LOSS_CHECK: Duration = Duration::from_millis(200);
 
-/// Events queued for publishing before new ones are refused (and their users resync).
+/// Events, and bytes of them, queued for publishing before new ones are refused (and
+/// their users resync).
 const MAX_QUEUED: usize = 64 * 1024;
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
+/// How often users whose events did not go out are named again while Redis is up (a
+/// publish that timed out on a quiet node has no later publish to do it).
+const RENAME_EVERY: Duration = Duration::from_secs(1);
 
 /// A batch is cut into payloads of about this size.
 const MAX_PAYLOAD: usize = 256 * 1024;
@@ -108,6 +114,7 @@ struct Outbox {
     /// Comma-separated events of each group.
     groups: Vec<Vec<u8>>,
     queued: usize,
+    bytes: usize,
 }
 
 /// Users whose events this node could not publish since Redis was last back.
@@ -161,6 +168,7 @@ impl StreamRelay {
             outbox: Mutex::new(Outbox {
                 groups: vec![Vec::new(); if per_channel { CHANNELS } else { 1 }],
                 queued: 0,
+                bytes: 0,
             }),
             per_channel,
             wake: Arc::new(Notify::new()),
@@ -205,12 +213,10 @@ impl StreamRelay {
     pub fn publish(&self, user: &str, pos: u64, event: &str, data: &Value) {
         if self.health.is_up() {
             // Serialized here, on the caller's task, so that the publisher only copies.
-            let Ok(json) = serde_json::to_vec(&OutEvent { user, pos, event, data }) else {
-                return;
-            };
+            let json = serde_json::to_vec(&OutEvent { user, pos, event, data }).unwrap_or_default();
             let group = if self.per_channel { self.channel_index(user) } else { 0 };
             let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-            if outbox.queued < MAX_QUEUED {
+            if !json.is_empty() && outbox.queued < MAX_QUEUED && outbox.bytes < MAX_QUEUED_BYTES {
                 let was_empty = outbox.queued == 0;
                 let buf = &mut outbox.groups[group];
                 if !buf.is_empty() {
@@ -218,6 +224,7 @@ impl StreamRelay {
                 }
                 buf.extend_from_slice(&json);
                 outbox.queued += 1;
+                outbox.bytes += json.len();
                 drop(outbox);
                 if was_empty {
                     self.wake.notify_one();
@@ -254,6 +261,7 @@ impl StreamRelay {
                 return Vec::new();
             }
             outbox.queued = 0;
+            outbox.bytes = 0;
             let n = outbox.groups.len();
             std::mem::replace(&mut outbox.groups, vec![Vec::new(); n])
         };
@@ -274,27 +282,31 @@ impl StreamRelay {
         out
     }
 
-    /// Publishes one round of queued batches; the users of a batch that failed are named.
+    /// Publishes one round of queued batches: the groups at once, the parts of one group
+    /// in order (a user's events stay in order). The users of a part that failed are named.
     async fn publish_round(&self, batches: Vec<(usize, Vec<u8>)>) {
-        let sent = join_all(batches.into_iter().map(|(chan, payload)| async move {
-            let result = self.bus.publish_slice(&self.channels[chan], &payload).await;
-            (result, payload)
-        }))
-        .await;
-        let mut ok = true;
-        for (result, payload) in sent {
-            if let Err(e) = result {
-                // It may or may not have gone out: its users are named either way.
-                self.health.trouble(&e);
-                ok = false;
-                match serde_json::from_slice::<Vec<EventUser>>(&payload[NODE_ID_LEN..]) {
-                    Ok(users) => self.unrelayed(users.iter().map(|u| u.user.as_ref())),
-                    Err(_) => self.unrelayed_everyone(),
-                }
+        let mut groups: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+        for (chan, payload) in batches {
+            match groups.iter_mut().find(|(c, _)| *c == chan) {
+                Some((_, parts)) => parts.push(payload),
+                None => groups.push((chan, vec![payload])),
             }
         }
-        // Publishes that failed while Redis stayed up: their users sync now.
-        if ok && self.pending.load(Ordering::Acquire) && self.health.is_up() {
+        join_all(groups.into_iter().map(|(chan, parts)| async move {
+            for payload in parts {
+                if let Err(e) = self.bus.publish_slice(&self.channels[chan], &payload).await {
+                    // It may or may not have gone out: its users are named either way.
+                    self.health.trouble(&e);
+                    match serde_json::from_slice::<Vec<EventUser>>(&payload[NODE_ID_LEN..]) {
+                        Ok(users) => self.unrelayed(users.iter().map(|u| u.user.as_ref())),
+                        Err(_) => self.unrelayed_everyone(),
+                    }
+                }
+            }
+        }))
+        .await;
+        // Users whose events did not go out while Redis stayed up sync now.
+        if self.pending.load(Ordering::Acquire) && self.health.is_up() {
             self.name_unrelayed().await;
         }
     }
@@ -345,7 +357,7 @@ async fn receive(
         }
         let body = &payload[NODE_ID_LEN..];
         if body.first() == Some(&b'[') {
-            admit_batch(body, &io, &gate);
+            admit_batch(body, &io, &gate, &metrics);
             continue;
         }
         match serde_json::from_slice::<Wire>(body) {
@@ -368,11 +380,13 @@ async fn receive(
 
 /// Hands a batch's events to the gate, parsing the data only of users with a socket here
 /// (a user with none has no line to keep either: a socket that connects later syncs).
-fn admit_batch(body: &[u8], io: &SocketIo<SioAdapter>, gate: &Arc<StreamGate>) {
+/// A batch this node cannot read may hold anyone's events: every socket here resyncs.
+fn admit_batch(body: &[u8], io: &SocketIo<SioAdapter>, gate: &Arc<StreamGate>, metrics: &LiveCounters) {
     let events: Vec<InEvent> = match serde_json::from_slice(body) {
         Ok(events) => events,
         Err(e) => {
-            tracing::warn!(error = %e, "stream relay: a batch this node cannot read");
+            let closed = resync_local(io, metrics, None);
+            tracing::warn!(error = %e, closed, "stream relay: a batch this node cannot read; closed its sockets so that they sync");
             return;
         }
     };
@@ -420,10 +434,17 @@ fn split_batch(events: &[u8], max: usize) -> Vec<&[u8]> {
     parts
 }
 
-/// Publishes whatever queued, round after round, while there is some.
+/// Publishes whatever queued, round after round, while there is some; names the users
+/// of failed publishes again every [`RENAME_EVERY`] while any wait.
 async fn publish_queued(relay: std::sync::Weak<StreamRelay>, wake: Arc<Notify>) {
     loop {
-        wake.notified().await;
+        if tokio::time::timeout(RENAME_EVERY, wake.notified()).await.is_err() {
+            let Some(relay) = relay.upgrade() else { return };
+            if relay.pending.load(Ordering::Acquire) && relay.health.is_up() {
+                relay.name_unrelayed().await;
+            }
+            continue;
+        }
         let Some(relay) = relay.upgrade() else { return };
         loop {
             let batches = relay.take_queued();
