@@ -406,6 +406,88 @@ async fn send_ok(sock: &Sock, to: &User, text: &str) {
     assert_eq!(ack["ok"], true, "{ack}");
 }
 
+/// Waits until every node heartbeat under `prefix` is past its deadline (Redis time).
+async fn until_nodes_expired(prefix: &str) {
+    let client = redis::Client::open(SHARED_REDIS).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}{{presence}}:nodes");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+        let now_ms = secs * 1000 + micros / 1000;
+        let live: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&key)
+            .arg(now_ms)
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if live.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node heartbeats never expired: {live:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_started_after_another_died_still_announces_later_deaths() {
+    // A node that boots while a dead node's users are still listed finds them in its first
+    // sweep; that sweep once ran before the socket namespace existed, panicked, and the
+    // node never swept again.
+    let ttl = 2;
+    let redis = Redis::shared();
+    let db = TempDir::new().unwrap();
+    let prefix = format!("confab-it:{}:", unique(""));
+    let toml = toml(&redis, &prefix, ttl);
+    let path = db.path().join("shared.db").to_string_lossy().into_owned();
+    let node = || StartOptions::new(&toml).env("CONFAB_STORAGE__SQLITE__PATH", path.clone());
+
+    let first = Server::start_with(node()).await;
+    let (alice, bob, carol) = (
+        register(&first, "alice").await,
+        register(&first, "bob").await,
+        register(&first, "carol").await,
+    );
+    let _bob_on_first = Sock::connect(&first, &bob).await;
+    let (_, state) = call(
+        &first,
+        Some(&alice),
+        "GET",
+        &format!("/users/{}/presence", bob.id),
+        None,
+    )
+    .await;
+    assert_eq!(state["online"], true, "{state}");
+    first.kill();
+    until_nodes_expired(&prefix).await;
+
+    let watching = Server::start_with(node()).await;
+    let dying = Server::start_with(node()).await;
+    let mut watcher = Sock::connect(&watching, &alice).await;
+    watcher.ack("subscribe_presence", json!({"userIds": [carol.id]})).await;
+    let _carol = Sock::connect(&dying, &carol).await;
+    assert_eq!(watcher.next("presence").await["online"], true);
+    dying.kill();
+    let within = Duration::from_secs(ttl) + Duration::from_millis(ttl * 1000 / 3) + Duration::from_secs(3);
+    let off = watcher
+        .try_next("presence", within)
+        .await
+        .expect("carol's node died and the node that watches her never said she went offline");
+    assert_eq!(
+        (off["userId"].as_str(), off["online"].as_bool()),
+        (Some(carol.id.as_str()), Some(false)),
+        "{off}"
+    );
+    let panics: Vec<String> = watching.logs().into_iter().filter(|l| l.contains("panicked")).collect();
+    assert!(panics.is_empty(), "{panics:?}");
+    drop(watching);
+    delete_keys(&redis, &prefix).await;
+}
+
 #[tokio::test]
 async fn cluster_survives_a_redis_restart() {
     let mut redis = OwnRedis::start();
