@@ -252,9 +252,9 @@ impl StreamRelay {
         }
     }
 
-    /// Takes what queued: one or more payloads per group that had events, with the
-    /// channel each goes to.
-    fn take_queued(&self) -> Vec<(usize, Vec<u8>)> {
+    /// Takes what queued: for each group that had events, its channel and its payloads
+    /// (one, or more for a large batch), in order.
+    fn take_queued(&self) -> Vec<(usize, Vec<Vec<u8>>)> {
         let groups = {
             let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
             if outbox.queued == 0 {
@@ -270,28 +270,22 @@ impl StreamRelay {
             if events.is_empty() {
                 continue;
             }
-            for part in split_batch(&events, MAX_PAYLOAD) {
+            let parts = split_batch(&events, MAX_PAYLOAD).into_iter().map(|part| {
                 let mut payload = Vec::with_capacity(NODE_ID_LEN + part.len() + 2);
                 payload.extend_from_slice(self.node.as_bytes());
                 payload.push(b'[');
                 payload.extend_from_slice(part);
                 payload.push(b']');
-                out.push((group, payload));
-            }
+                payload
+            });
+            out.push((group, parts.collect()));
         }
         out
     }
 
     /// Publishes one round of queued batches: the groups at once, the parts of one group
     /// in order (a user's events stay in order). The users of a part that failed are named.
-    async fn publish_round(&self, batches: Vec<(usize, Vec<u8>)>) {
-        let mut groups: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
-        for (chan, payload) in batches {
-            match groups.iter_mut().find(|(c, _)| *c == chan) {
-                Some((_, parts)) => parts.push(payload),
-                None => groups.push((chan, vec![payload])),
-            }
-        }
+    async fn publish_round(&self, groups: Vec<(usize, Vec<Vec<u8>>)>) {
         join_all(groups.into_iter().map(|(chan, parts)| async move {
             for payload in parts {
                 if let Err(e) = self.bus.publish_slice(&self.channels[chan], &payload).await {
