@@ -239,6 +239,9 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
     let acked_counts: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
 
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    // Senders start together once every pair is connected: a sender that began while later
+    // pairs connected would be counted in the totals but not in the measured time.
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     let mut receivers = Vec::with_capacity(n);
     let mut senders = Vec::with_capacity(n);
     for p in 0..n {
@@ -303,6 +306,7 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
             .expect("connect sender");
         let receiver_id = users[2 * p + 1].id.clone();
         let (stop, acked, window) = (stop.clone(), acked_counts.clone(), args.window);
+        let mut go = go_rx.clone();
         let per_pair_interval = (args.rate > 0).then(|| Duration::from_secs_f64(n as f64 / args.rate as f64));
         senders.push(tokio::spawn(async move {
             let sem = Arc::new(Semaphore::new(window));
@@ -333,6 +337,7 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
                 }
                 res
             });
+            let _ = go.wait_for(|go| *go).await;
             let mut seq = 0u64;
             let mut ticker = per_pair_interval.map(|d| {
                 let mut t = tokio::time::interval(d);
@@ -376,6 +381,7 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
     let cpu_before: Vec<Option<f64>> = args.server_pid.iter().map(|p| server::cpu_secs(*p)).collect();
     let hist_before = server::event_buckets(http, &args.url, "send_message").await;
     let started = Instant::now();
+    let _ = go_tx.send(true);
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     stop.store(true, Ordering::Relaxed);
     let mut pairs = Vec::with_capacity(n);

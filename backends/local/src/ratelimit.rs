@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use confab_sdk::async_trait;
 use confab_sdk::clock::SharedClock;
-use confab_sdk::ratelimit::{Decision, Rate, RateLimitStore, gcra, quota_decision};
+use confab_sdk::ratelimit::{Check, Decision, Limit, Rate, RateLimitStore, gcra, quota_decision};
 use confab_sdk::storage::StorageResult;
 
 /// Below this many entries in a shard, growth alone never triggers a sweep.
@@ -78,7 +78,29 @@ impl LocalRateLimitStore {
 
 #[async_trait]
 impl RateLimitStore for LocalRateLimitStore {
-    async fn check(&self, key: &str, rate: Rate) -> StorageResult<Decision> {
+    async fn check(&self, who: &str, checks: &[Check<'_>]) -> StorageResult<Vec<Decision>> {
+        let mut decisions = Vec::with_capacity(checks.len());
+        for check in checks {
+            let key = format!("{}:{who}", check.rule);
+            let d = match check.limit {
+                Limit::Rate(rate) => self.rate(&key, rate),
+                Limit::Quota {
+                    window,
+                    limit,
+                    reset_after_ms,
+                } => self.quota(&key, window, limit, reset_after_ms),
+            };
+            decisions.push(d);
+            if !d.allowed {
+                break;
+            }
+        }
+        Ok(decisions)
+    }
+}
+
+impl LocalRateLimitStore {
+    fn rate(&self, key: &str, rate: Rate) -> Decision {
         let now_us = u64::try_from(self.clock.now_millis()).unwrap_or(0).saturating_mul(1000);
         let mut c = self.shard(key);
         if c.tats.len() >= c.sweep_at_len {
@@ -94,10 +116,10 @@ impl RateLimitStore for LocalRateLimitStore {
                 }
             }
         }
-        Ok(decision)
+        decision
     }
 
-    async fn quota(&self, key: &str, window: i64, limit: u64, reset_after_ms: u64) -> StorageResult<Decision> {
+    fn quota(&self, key: &str, window: i64, limit: u64, reset_after_ms: u64) -> Decision {
         let mut c = self.shard(key);
         if c.quotas.len() >= c.quota_sweep_at_len {
             // Old windows are over: their counts are never read again.
@@ -108,16 +130,16 @@ impl RateLimitStore for LocalRateLimitStore {
             c.quotas.insert(key.to_owned(), (window, 0));
         }
         let Some(entry) = c.quotas.get_mut(key) else {
-            return Ok(quota_decision(true, 0, limit, reset_after_ms));
+            return quota_decision(true, 0, limit, reset_after_ms);
         };
         if entry.0 != window {
             *entry = (window, 0);
         }
         if entry.1 >= limit {
-            return Ok(quota_decision(false, entry.1, limit, reset_after_ms));
+            return quota_decision(false, entry.1, limit, reset_after_ms);
         }
         entry.1 += 1;
-        Ok(quota_decision(true, entry.1, limit, reset_after_ms))
+        quota_decision(true, entry.1, limit, reset_after_ms)
     }
 }
 
@@ -154,22 +176,12 @@ mod tests {
         let n = 1_000_000;
         let started = Instant::now();
         for i in 0..n {
-            let d = store
-                .check(&users[i % users.len()], rate)
-                .now_or_never()
-                .unwrap()
-                .unwrap();
-            assert!(d.allowed);
+            assert!(store.rate(&users[i % users.len()], rate).allowed);
         }
         let rate_ns = started.elapsed().as_nanos() / n as u128;
         let started = Instant::now();
         for i in 0..n {
-            let d = store
-                .quota(&users[i % users.len()], 1, u64::MAX, 1000)
-                .now_or_never()
-                .unwrap()
-                .unwrap();
-            assert!(d.allowed);
+            assert!(store.quota(&users[i % users.len()], 1, u64::MAX, 1000).allowed);
         }
         let quota_ns = started.elapsed().as_nanos() / n as u128;
         println!("local store: {rate_ns} ns per rate check, {quota_ns} ns per quota check");
@@ -182,7 +194,7 @@ mod tests {
         let rate = Rate::parse("10/s", 1).unwrap();
         for round in 0..5 {
             for n in 0..MIN_SWEEP_LEN * SHARDS {
-                store.check(&format!("r{round}k{n}"), rate).await.unwrap();
+                store.rate(&format!("r{round}k{n}"), rate);
             }
             c.advance(1_000);
             assert!(

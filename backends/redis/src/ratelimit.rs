@@ -1,11 +1,11 @@
 //! Rate-limit counters in Redis, shared by every node (`confab_contract::cluster::
-//! ratelimit_store`). The arithmetic is `confab_sdk::ratelimit::gcra`, run in one Lua
-//! script per check, on Redis's clock, so nodes agree.
+//! ratelimit_store`). The arithmetic is `confab_sdk::ratelimit::gcra` and the quota count,
+//! run for all of one request's rules in one Lua script, on Redis's clock, so nodes agree.
 
 use std::sync::Arc;
 
 use confab_sdk::async_trait;
-use confab_sdk::ratelimit::{Decision, Rate, RateLimitStore, quota_decision};
+use confab_sdk::ratelimit::{Check, Decision, Limit, RateLimitStore, quota_decision};
 use confab_sdk::storage::StorageResult;
 use redis::Script;
 
@@ -15,74 +15,101 @@ use crate::RedisCluster;
 /// still finds its count.
 const QUOTA_SLACK_MS: u64 = 60_000;
 
-/// KEYS[1] the bucket; ARGV emission interval (µs), burst. Returns {allowed, remaining,
-/// retry after µs, reset after µs}. Times are Redis's (`TIME`): nodes need not agree.
-const GCRA: &str = r"
+/// KEYS one counter per check; ARGV three per check: `r`, emission interval (µs), burst
+/// for a GCRA rate, or `q`, limit, expiry (ms) for a quota. Checks in order and stops
+/// after the first refusal. Returns four numbers per check made: allowed, then remaining,
+/// retry after µs, reset after µs (a rate) or the count (a quota). Times are Redis's
+/// (`TIME`): nodes need not agree.
+const CHECKS: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local e = tonumber(ARGV[1])
-local window = e * tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local new = tat + e
-if new - now > window then
-  return {0, 0, new - now - window, tat - now}
+local out = {}
+local function put(a, b, c, d)
+  out[#out + 1] = a; out[#out + 1] = b; out[#out + 1] = c; out[#out + 1] = d
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.max(1, math.ceil((new - now) / 1000)))
-return {1, math.floor((window - (new - now)) / e), 0, new - now}
+for i, key in ipairs(KEYS) do
+  local x, y = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  if ARGV[3 * i - 2] == 'r' then
+    local window = x * y
+    local tat = tonumber(redis.call('GET', key)) or now
+    if tat < now then tat = now end
+    local new = tat + x
+    if new - now > window then
+      put(0, 0, new - now - window, tat - now)
+      return out
+    end
+    redis.call('SET', key, string.format('%.0f', new), 'PX', math.max(1, math.ceil((new - now) / 1000)))
+    put(1, math.floor((window - (new - now)) / x), 0, new - now)
+  else
+    local n = tonumber(redis.call('GET', key) or '0')
+    if n >= x then
+      put(0, n, 0, 0)
+      return out
+    end
+    n = redis.call('INCR', key)
+    if n == 1 then redis.call('PEXPIRE', key, y) end
+    put(1, n, 0, 0)
+  end
+end
+return out
 ";
 
-/// KEYS[1] the count of one window; ARGV limit, expiry (ms). Returns {allowed, count}.
-const QUOTA: &str = r"
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n >= tonumber(ARGV[1]) then return {0, n} end
-n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return {1, n}
-";
-
-/// Counters in Redis, shared by every node: `<prefix>rl:<key>` holds a bucket's TAT (µs,
-/// Redis time) and expires when the bucket is full again; `<prefix>quota:<window>:<key>`
-/// a count that expires after its window.
+/// Counters in Redis, shared by every node: `<prefix>{<who>}:rl:<rule>` holds a bucket's
+/// TAT (µs, Redis time) and expires when the bucket is full again;
+/// `<prefix>{<who>}:quota:<window>:<rule>` a count that expires after its window. The
+/// hash tag keeps one client's counters in one Redis Cluster slot, so that one script
+/// checks all of a request's rules.
 pub struct RedisRateLimitStore {
     cluster: Arc<RedisCluster>,
-    gcra: Script,
-    quota: Script,
+    script: Script,
 }
 
 impl RedisRateLimitStore {
     pub fn new(cluster: Arc<RedisCluster>) -> Self {
         RedisRateLimitStore {
             cluster,
-            gcra: Script::new(GCRA),
-            quota: Script::new(QUOTA),
+            script: Script::new(CHECKS),
         }
     }
 }
 
 #[async_trait]
 impl RateLimitStore for RedisRateLimitStore {
-    async fn check(&self, key: &str, rate: Rate) -> StorageResult<Decision> {
+    async fn check(&self, who: &str, checks: &[Check<'_>]) -> StorageResult<Vec<Decision>> {
+        let mut call = self.script.prepare_invoke();
+        for check in checks {
+            match check.limit {
+                Limit::Rate(rate) => {
+                    call.key(self.cluster.key(&format!("{{{who}}}:rl:{}", check.rule)));
+                    call.arg("r").arg(rate.emission_us).arg(rate.burst);
+                }
+                Limit::Quota {
+                    window,
+                    limit,
+                    reset_after_ms,
+                } => {
+                    call.key(self.cluster.key(&format!("{{{who}}}:quota:{window}:{}", check.rule)));
+                    call.arg("q")
+                        .arg(limit)
+                        .arg(reset_after_ms.saturating_add(QUOTA_SLACK_MS));
+                }
+            }
+        }
         let mut conn = self.cluster.conn();
-        let mut call = self.gcra.key(self.cluster.key(&format!("rl:{key}")));
-        call.arg(rate.emission_us).arg(rate.burst);
-        let (allowed, remaining, retry_us, reset_us): (i64, u64, u64, u64) =
-            self.cluster.run(call.invoke_async(&mut conn)).await?;
-        Ok(Decision {
-            allowed: allowed == 1,
-            limit: u64::from(rate.burst),
-            remaining,
-            retry_after_ms: retry_us.div_ceil(1000),
-            reset_after_ms: reset_us.div_ceil(1000),
-        })
-    }
-
-    async fn quota(&self, key: &str, window: i64, limit: u64, reset_after_ms: u64) -> StorageResult<Decision> {
-        let mut conn = self.cluster.conn();
-        let mut call = self.quota.key(self.cluster.key(&format!("quota:{window}:{key}")));
-        call.arg(limit).arg(reset_after_ms.saturating_add(QUOTA_SLACK_MS));
-        let (allowed, count): (i64, u64) = self.cluster.run(call.invoke_async(&mut conn)).await?;
-        Ok(quota_decision(allowed == 1, count, limit, reset_after_ms))
+        let out: Vec<u64> = self.cluster.run(call.invoke_async(&mut conn)).await?;
+        let decisions = out.chunks_exact(4).zip(checks).map(|(v, check)| match check.limit {
+            Limit::Rate(rate) => Decision {
+                allowed: v[0] == 1,
+                limit: u64::from(rate.burst),
+                remaining: v[1],
+                retry_after_ms: v[2].div_ceil(1000),
+                reset_after_ms: v[3].div_ceil(1000),
+            },
+            Limit::Quota {
+                limit, reset_after_ms, ..
+            } => quota_decision(v[0] == 1, v[1], limit, reset_after_ms),
+        });
+        Ok(decisions.collect())
     }
 }
 

@@ -96,7 +96,7 @@ impl Handler for Hoop {
                 }
             };
             let Some(who) = who else { continue };
-            let Some(d) = limiter.check(idx, &who).await else {
+            let Some(d) = limiter.check(&[idx], &who).await.and_then(|d| d.first().copied()) else {
                 continue;
             };
             if !d.allowed {

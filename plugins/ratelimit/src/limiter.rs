@@ -7,7 +7,7 @@ use confab_sdk::ApiError;
 use confab_sdk::auth::SharedAuthenticator;
 use confab_sdk::clock::SharedClock;
 use confab_sdk::error::ErrorCode;
-use confab_sdk::ratelimit::{Decision, Rate, SharedRateLimitStore};
+use confab_sdk::ratelimit::{self, Check, Decision, Rate, SharedRateLimitStore};
 use confab_sdk::serde_json::{Map, Value, json};
 use confab_sdk::utoipa::openapi::OpenApi;
 use confab_sdk::utoipa::openapi::extensions::Extensions;
@@ -111,27 +111,45 @@ impl Limiter {
             .map(|(_, _, idxs)| idxs.as_slice())
     }
 
-    /// One request of `who` against rule `idx`. A store that cannot answer (Redis down)
-    /// admits: limits protect the service, they must not take it down with Redis.
-    pub async fn check(&self, idx: usize, who: &str) -> Option<Decision> {
-        let rule = &self.rules[idx];
-        let key = format!("{}:{who}", rule.name);
-        let result = match rule.limit {
-            Limit::Rate(rate) => self.store.check(&key, rate).await,
-            Limit::PerDay(limit) => {
-                let now = self.clock.now_millis().saturating_add(self.clock_offset_ms);
-                let day = now.div_euclid(DAY_MS);
-                let reset = (day + 1) * DAY_MS - now;
-                self.store.quota(&key, day, limit, reset as u64).await
-            }
-        };
-        match result {
+    /// One request of `who` against rules `idxs`, in order, in one store call: the
+    /// decisions up to the first refusal. A store that cannot answer (Redis down) admits:
+    /// limits protect the service, they must not take it down with Redis.
+    pub async fn check(&self, idxs: &[usize], who: &str) -> Option<Vec<Decision>> {
+        let now = self.clock.now_millis().saturating_add(self.clock_offset_ms);
+        let day = now.div_euclid(DAY_MS);
+        let checks: Vec<Check<'_>> = idxs
+            .iter()
+            .map(|&idx| {
+                let rule = &self.rules[idx];
+                let limit = match rule.limit {
+                    Limit::Rate(rate) => ratelimit::Limit::Rate(rate),
+                    Limit::PerDay(limit) => ratelimit::Limit::Quota {
+                        window: day,
+                        limit,
+                        reset_after_ms: ((day + 1) * DAY_MS - now) as u64,
+                    },
+                };
+                Check {
+                    rule: &rule.name,
+                    limit,
+                }
+            })
+            .collect();
+        match self.store.check(who, &checks).await {
             Ok(d) => Some(d),
             Err(e) => {
-                tracing::debug!(rule = %rule.name, error = %e, "rate limit not checked: store unavailable");
+                tracing::debug!(error = %e, "rate limit not checked: store unavailable");
                 None
             }
         }
+    }
+
+    /// The refused rule of a [`Limiter::check`] answer, with its decision.
+    pub fn first_refusal(idxs: &[usize], decisions: &[Decision]) -> Option<(usize, Decision)> {
+        idxs.iter()
+            .zip(decisions)
+            .find(|(_, d)| !d.allowed)
+            .map(|(i, d)| (*i, *d))
     }
 
     /// The error for a refused request.
@@ -185,10 +203,7 @@ mod tests {
 
     #[confab_sdk::async_trait]
     impl confab_sdk::ratelimit::RateLimitStore for NoStore {
-        async fn check(&self, _: &str, _: Rate) -> confab_sdk::storage::StorageResult<Decision> {
-            Err(confab_sdk::storage::StorageError::Busy)
-        }
-        async fn quota(&self, _: &str, _: i64, _: u64, _: u64) -> confab_sdk::storage::StorageResult<Decision> {
+        async fn check(&self, _: &str, _: &[Check<'_>]) -> confab_sdk::storage::StorageResult<Vec<Decision>> {
             Err(confab_sdk::storage::StorageError::Busy)
         }
     }
@@ -200,7 +215,7 @@ mod tests {
     #[tokio::test]
     async fn a_store_that_cannot_answer_admits() {
         let l = limiter();
-        assert!(l.check(0, "x").await.is_none());
+        assert!(l.check(&[0, 1], "x").await.is_none());
         assert!(l.for_route("POST", "chats/{userId}/send").is_some());
         assert!(l.for_route("GET", "chats/{userId}/send").is_none());
         let doc = serde_json::to_value(l.openapi()).unwrap();

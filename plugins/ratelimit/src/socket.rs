@@ -43,13 +43,8 @@ pub(crate) fn guard(limiter: Arc<Limiter>) -> EventGuard {
         let (limiter, idxs, ctx) = (limiter.clone(), idxs.clone(), ctx.clone());
         Some(
             async move {
-                for &idx in idxs.iter() {
-                    let Some(d) = limiter.check(idx, &user).await else {
-                        continue;
-                    };
-                    if d.allowed {
-                        continue;
-                    }
+                let decisions = limiter.check(&idxs, &user).await.unwrap_or_default();
+                if let Some((idx, d)) = Limiter::first_refusal(&idxs, &decisions) {
                     strike(&limiter, idx, &ctx);
                     return Err(limiter.refused(idx, &d));
                 }

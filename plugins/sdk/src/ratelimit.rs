@@ -112,16 +112,36 @@ pub fn gcra(now_us: u64, stored_tat_us: Option<u64>, rate: Rate) -> (Decision, O
     (decision, Some(new_tat))
 }
 
-/// Counters shared by every node. Keys are chosen by the caller (rule name and who);
-/// stores add their own prefix.
+/// What one check counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// A GCRA rate: admitted (and counted) or refused (not counted).
+    Rate(Rate),
+    /// `limit` requests per window. `window` names the current window (the caller's day
+    /// number), `reset_after_ms` is how long it has left. A refused request is not counted.
+    Quota {
+        window: i64,
+        limit: u64,
+        reset_after_ms: u64,
+    },
+}
+
+/// One rule's check within a [`RateLimitStore::check`] call.
+#[derive(Clone, Copy, Debug)]
+pub struct Check<'a> {
+    /// The rule's name: with `who`, it names the counter.
+    pub rule: &'a str,
+    pub limit: Limit,
+}
+
+/// Counters shared by every node, one per (rule, who); stores add their own prefix.
 #[async_trait]
 pub trait RateLimitStore: Send + Sync + 'static {
-    /// One request against a GCRA rate: admitted (and counted) or refused (not counted).
-    async fn check(&self, key: &str, rate: Rate) -> StorageResult<Decision>;
-    /// One request against a quota of `limit` per window. `window` names the current window
-    /// (the caller's day number), `reset_after_ms` is how long it has left. A refused
-    /// request is not counted.
-    async fn quota(&self, key: &str, window: i64, limit: u64, reset_after_ms: u64) -> StorageResult<Decision>;
+    /// One request of `who` against `checks`, in order, stopping at the first refusal:
+    /// the decisions up to and including it (as many as `checks` when all admitted).
+    /// Checks admitted before a refusal stay counted, as if each were its own call. A store
+    /// may keep one `who`'s counters together so that one call is one round trip.
+    async fn check(&self, who: &str, checks: &[Check<'_>]) -> StorageResult<Vec<Decision>>;
 }
 
 pub type SharedRateLimitStore = Arc<dyn RateLimitStore>;
