@@ -43,6 +43,11 @@ struct Args {
     /// Hold this many idle authenticated sockets instead of sending.
     #[arg(long, default_value_t = 0)]
     idle: usize,
+    /// Idle mode: how many users hold the sockets (default one per 100 sockets, at most
+    /// 100). A user's sockets share its rooms; one user per socket, as when every socket is
+    /// a different person, gives each socket its own.
+    #[arg(long)]
+    idle_users: Option<usize>,
     /// Idle mode: seconds to hold the sockets.
     #[arg(long, default_value_t = 5)]
     hold: u64,
@@ -153,7 +158,7 @@ async fn idle(args: &Args, http: &reqwest::Client, run: &str) {
         http,
         &args.url,
         &format!("idle{run}_"),
-        args.idle.div_ceil(100).min(100),
+        args.idle_users.unwrap_or(args.idle.div_ceil(100).min(100)).max(1),
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -12,7 +12,6 @@ pub mod transport;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use self::compact::CompactHeadLayer;
 use self::transport::CuttableLayer;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -38,11 +37,10 @@ pub struct HttpParts {
 async fn socket_io_goal() {}
 
 /// `/socket.io/` served by socketioxide's `layer`, behind the kernel's own WebSocket
-/// upgrade (`transport`) and request-head compaction (`compact`).
+/// upgrade (`transport`), which also compacts the heads sessions keep (`compact`).
 pub fn socket_io_route<A: socketioxide::adapter::Adapter>(layer: socketioxide::layer::SocketIoLayer<A>) -> Router {
     Router::with_path("socket.io/{**rest}").goal(socket_io_goal).hoop(
         tower::ServiceBuilder::new()
-            .layer(CompactHeadLayer)
             .layer(CuttableLayer::default())
             .layer(layer)
             .compat(),

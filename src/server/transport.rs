@@ -14,6 +14,8 @@ use salvo::hyper::upgrade::Upgraded;
 use salvo::hyper::{self, Request, Response};
 use tower::{Layer, Service};
 
+use super::compact;
+
 /// The stream socketioxide is handed.
 pub type UpgradedStream = Cuttable<TokioIo<Upgraded>>;
 
@@ -86,6 +88,11 @@ where
                 // Opens a polling session: the socket may upgrade later.
                 req.extensions_mut()
                     .insert(TransportLink::polling(self.registry.clone()));
+                if compact::opens_session(req.uri()) {
+                    let (mut parts, body) = req.into_parts();
+                    compact::compact(&mut parts.uri, &mut parts.headers);
+                    req = Request::from_parts(parts, body);
+                }
             }
             return futures_util::future::Either::Left(Service::<Request<B>>::call(&mut self.inner, req));
         };
@@ -99,7 +106,11 @@ where
             }
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
-        let (parts, _) = req.into_parts();
+        let (mut parts, _) = req.into_parts();
+        if sid.is_none() {
+            // The upgrade is answered below: the new session keeps what is left of the head.
+            compact::compact(&mut parts.uri, &mut parts.headers);
+        }
         let head = Request::from_parts(parts, ());
         let mut svc = self.inner.clone();
         tokio::spawn(async move {

@@ -25,20 +25,22 @@ pub struct Principal {
     pub family: Option<String>,
 }
 
-/// Rooms of the sockets a credential opened, one per thing that can be revoked: the
-/// token (`cred:jti:<jti>`), the session (`cred:sid:<id>`) and the login's refresh token
-/// family (`cred:fam:<family>`). The kernel joins a socket
-/// to its principal's rooms; ending a room ends exactly those sockets, on every node.
+/// Rooms of the sockets a credential opened, so that revoking it ends exactly those
+/// sockets, on every node: the login's refresh token family (`cred:fam:<family>`), or the
+/// token (`cred:jti:<jti>`) when it has no family, and the session (`cred:sid:<id>`).
+/// A token with a family joins only the family's room: every revocation of such a token
+/// (a logout, by Bearer or by cookie) revokes its family too, which ends the same sockets,
+/// and each room a socket joins costs it about 250 bytes for its life (docs/kernel.md,
+/// "Memory per idle socket"). The kernel joins a socket to its principal's rooms.
 pub fn credential_rooms(p: &Principal) -> Vec<String> {
     let mut rooms = Vec::with_capacity(2);
-    if let Some((jti, _)) = &p.token {
-        rooms.push(token_room(jti));
+    match (&p.family, &p.token) {
+        (Some(family), _) => rooms.push(family_room(family)),
+        (None, Some((jti, _))) => rooms.push(token_room(jti)),
+        (None, None) => {}
     }
     if let Some(sid) = &p.session_id {
         rooms.push(session_room(sid));
-    }
-    if let Some(family) = &p.family {
-        rooms.push(family_room(family));
     }
     rooms
 }

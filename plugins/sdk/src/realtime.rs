@@ -97,6 +97,9 @@ pub type SocketHook = Arc<dyn Fn(SocketCtx) -> BoxFuture<'static, ()> + Send + S
 pub struct Handshake {
     /// The `auth` object of the Socket.IO handshake (`{}` when absent).
     pub auth: Value,
+    /// The `authorization` and `cookie` headers of the request that opened the session,
+    /// and with a cookie its `origin` and `host`: the only ones a session keeps (the
+    /// kernel's `compact`).
     pub headers: HeaderMap,
     /// The client's address as the kernel resolved it (see [`crate::net::ClientIp`]).
     pub client_ip: Option<std::net::IpAddr>,
