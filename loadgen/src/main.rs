@@ -344,8 +344,11 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
             });
             let _ = go.wait_for(|go| *go).await;
             let mut seq = 0u64;
+            // Pairs start together: each at its own phase of the interval, so that the
+            // rate is spread evenly instead of arriving in bursts of every pair at once.
             let mut ticker = per_pair_interval.map(|d| {
-                let mut t = tokio::time::interval(d);
+                let phase = d.mul_f64(p as f64 / n as f64);
+                let mut t = tokio::time::interval_at(tokio::time::Instant::now() + phase, d);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 t
             });
