@@ -355,6 +355,9 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
             while !stop.load(Ordering::Relaxed) {
                 if let Some(t) = ticker.as_mut() {
                     t.tick().await;
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                 }
                 let Ok(permit) = sem.clone().acquire_owned().await else { break };
                 permit.forget();

@@ -54,11 +54,13 @@ end
 return out
 ";
 
-/// Counters in Redis, shared by every node: `<prefix>{<who>}:rl:<rule>` holds a bucket's
+/// Counters in Redis, shared by every node: `<prefix>{c:<who>}:rl:<rule>` holds a bucket's
 /// TAT (µs, Redis time) and expires when the bucket is full again;
-/// `<prefix>{<who>}:quota:<window>:<rule>` a count that expires after its window. The
+/// `<prefix>{c:<who>}:quota:<window>:<rule>` a count that expires after its window. The
 /// hash tag keeps one client's counters in one Redis Cluster slot, so that one script
-/// checks all of a request's rules.
+/// checks all of a request's rules; its `c:` keeps the tag from being empty (an empty
+/// `who`, or one starting with `}`, would hash each key whole). Every key of a call shares
+/// the text up to the tag's end, so braces in `who` still give them one tag.
 pub struct RedisRateLimitStore {
     cluster: Arc<RedisCluster>,
     script: Script,
@@ -80,7 +82,7 @@ impl RateLimitStore for RedisRateLimitStore {
         for check in checks {
             match check.limit {
                 Limit::Rate(rate) => {
-                    call.key(self.cluster.key(&format!("{{{who}}}:rl:{}", check.rule)));
+                    call.key(self.cluster.key(&format!("{{c:{who}}}:rl:{}", check.rule)));
                     call.arg("r").arg(rate.emission_us).arg(rate.burst);
                 }
                 Limit::Quota {
@@ -88,7 +90,7 @@ impl RateLimitStore for RedisRateLimitStore {
                     limit,
                     reset_after_ms,
                 } => {
-                    call.key(self.cluster.key(&format!("{{{who}}}:quota:{window}:{}", check.rule)));
+                    call.key(self.cluster.key(&format!("{{c:{who}}}:quota:{window}:{}", check.rule)));
                     call.arg("q")
                         .arg(limit)
                         .arg(reset_after_ms.saturating_add(QUOTA_SLACK_MS));

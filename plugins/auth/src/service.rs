@@ -1,6 +1,6 @@
 //! The auth service: accounts, sessions, tokens, and the [`Authenticator`] other plugins use.
 
-use confab_sdk::auth::{Authenticator, Principal, ended, family_room, session_room, token_room};
+use confab_sdk::auth::{Authenticator, Principal, ended, family_room, session_room, token_sockets_room};
 use confab_sdk::clock::SharedClock;
 use confab_sdk::cluster::{Rotation, SessionData, SharedRefreshStore, SharedRevocationStore, SharedSessionStore};
 use confab_sdk::http::{CookieOrigins, bearer_token, cookie};
@@ -281,7 +281,10 @@ impl AuthService {
             self.revocations
                 .revoke(&claims.jti, claims.exp.saturating_add(self.tokens.leeway_secs()))
                 .await?;
-            self.end_sockets(&token_room(&claims.jti)).await;
+            // Before the family's writes, which may fail: the token is refused already, so
+            // its sockets end now (with the family's other sockets, which end next anyway).
+            self.end_sockets(&token_sockets_room(&claims.jti, claims.fam.as_deref()))
+                .await;
             // The login it came from ends with it: its refresh tokens and their tokens.
             if let Some(family) = &claims.fam {
                 self.revoke_family(family, ended::LOGGED_OUT, "logged out").await?;
@@ -291,7 +294,8 @@ impl AuthService {
             let login = self.sessions.get(id).await?;
             if let Some((jti, until)) = login.as_ref().and_then(|s| s.token.clone()) {
                 self.revocations.revoke(&jti, until).await?;
-                self.end_sockets(&token_room(&jti)).await;
+                let family = login.as_ref().and_then(|s| s.family.as_deref());
+                self.end_sockets(&token_sockets_room(&jti, family)).await;
             }
             if let Some(family) = login.and_then(|s| s.family) {
                 self.revoke_family(&family, ended::LOGGED_OUT, "logged out").await?;

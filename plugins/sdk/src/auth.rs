@@ -34,15 +34,23 @@ pub struct Principal {
 /// "Memory per idle socket"). The kernel joins a socket to its principal's rooms.
 pub fn credential_rooms(p: &Principal) -> Vec<String> {
     let mut rooms = Vec::with_capacity(2);
-    match (&p.family, &p.token) {
-        (Some(family), _) => rooms.push(family_room(family)),
-        (None, Some((jti, _))) => rooms.push(token_room(jti)),
-        (None, None) => {}
+    if let Some((jti, _)) = &p.token {
+        rooms.push(token_sockets_room(jti, p.family.as_deref()));
     }
     if let Some(sid) = &p.session_id {
         rooms.push(session_room(sid));
     }
     rooms
+}
+
+/// The room of the sockets opened with token `jti` of refresh family `family` (see
+/// [`credential_rooms`]): its family's, which holds the other tokens' of the same login
+/// too, or its own when it has none.
+pub fn token_sockets_room(jti: &str, family: Option<&str>) -> String {
+    match family {
+        Some(family) => family_room(family),
+        None => token_room(jti),
+    }
 }
 
 pub fn family_room(family: &str) -> String {

@@ -95,4 +95,11 @@ async fn several_checks_stop_at_the_first_refusal(a: &dyn RateLimitStore, b: &dy
     assert_eq!(third.len(), 1, "{third:?}");
     assert!(!third[0].allowed);
     assert_eq!(one(b, "w", "daily", checks[1].limit).await.remaining, 0);
+    // Whatever the client's id looks like, one call checks all its rules (a store that
+    // keeps a client's counters together must manage with these too).
+    for who in ["", "}x", "{a}b", "a{b"] {
+        let d = a.check(who, &checks).await.unwrap();
+        assert_eq!(d.len(), 2, "{who:?}: {d:?}");
+        assert!(d.iter().all(|d| d.allowed), "{who:?}: {d:?}");
+    }
 }
