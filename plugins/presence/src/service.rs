@@ -32,8 +32,9 @@ enum Op {
 
 #[derive(Default)]
 struct Sockets {
-    /// Sockets counted in the store, and whose they are.
-    counted: HashMap<String, String>,
+    /// Sockets counted in the store (their user is the principal's, given again when they
+    /// close: one string per socket instead of two, for the life of every socket).
+    counted: HashSet<Box<str>>,
     /// Sockets that closed before their connect hook ran: the hook must not count them.
     closed_early: HashSet<String>,
     /// The users each socket watches.
@@ -133,26 +134,23 @@ impl Presence {
             if s.closed_early.remove(socket) {
                 return;
             }
-            s.counted.insert(socket.to_owned(), user.to_owned());
+            s.counted.insert(socket.into());
         }
         self.enqueue(user, Op::Connected(user.to_owned()));
     }
 
     /// A socket closed (its disconnect hook). The hooks of one socket may run in either
     /// order; a socket is counted down only if it was counted up.
-    pub fn socket_closed(self: &Arc<Self>, socket: &str) {
-        let user = {
+    pub fn socket_closed(self: &Arc<Self>, socket: &str, user: &str) {
+        {
             let mut s = lock(&self.sockets);
             s.watching.remove(socket);
-            match s.counted.remove(socket) {
-                Some(user) => user,
-                None => {
-                    s.closed_early.insert(socket.to_owned());
-                    return;
-                }
+            if !s.counted.remove(socket) {
+                s.closed_early.insert(socket.to_owned());
+                return;
             }
-        };
-        self.enqueue(&user, Op::Disconnected(user.clone()));
+        }
+        self.enqueue(user, Op::Disconnected(user.to_owned()));
     }
 
     /// Records that `socket` watches `users` (already validated, deduplicated). Returns the
@@ -307,7 +305,7 @@ mod tests {
         p.start();
         for i in 0..20 {
             p.socket_opened(&format!("s{i}"), "u1");
-            p.socket_closed(&format!("s{i}"));
+            p.socket_closed(&format!("s{i}"), "u1");
         }
         settle().await;
         let calls = lock(&store.calls).clone();
@@ -326,7 +324,7 @@ mod tests {
         p.start();
         for i in 0..10 {
             p.socket_opened(&format!("s{i}"), &format!("u{i}"));
-            p.socket_closed(&format!("s{i}"));
+            p.socket_closed(&format!("s{i}"), &format!("u{i}"));
         }
         p.shutdown().await;
         assert_eq!(
@@ -345,7 +343,7 @@ mod tests {
         let store = Arc::new(Recorder::default());
         let p = Presence::new(store.clone(), Arc::new(Emits::default()), PresenceConfig::default());
         p.start();
-        p.socket_closed("s1");
+        p.socket_closed("s1", "u1");
         p.socket_opened("s1", "u1");
         settle().await;
         assert!(lock(&store.calls).is_empty());
@@ -369,7 +367,7 @@ mod tests {
         assert_eq!(p.watch("s", &ids(&["d"])), Err(3));
         assert_eq!(p.unwatch("s", &ids(&["a", "x"])), ids(&["a"]));
         assert!(p.watch("s", &ids(&["d"])).is_ok());
-        p.socket_closed("s");
+        p.socket_closed("s", "u");
         assert_eq!(p.tracked(), (0, 1, 0));
     }
 }

@@ -29,9 +29,10 @@ pub(crate) fn on_connect(presence: Arc<Presence>) -> SocketHook {
 
 pub(crate) fn on_disconnect(presence: Arc<Presence>) -> SocketHook {
     Arc::new(move |ctx: SocketCtx| {
-        // Sockets without a principal were never counted (see `on_connect`).
-        if ctx.principal.is_some() {
-            presence.socket_closed(&ctx.socket.id());
+        // Sockets without a principal were never counted (see `on_connect`). A socket's
+        // principal may be rebound, but only to the same user (`refresh_token`).
+        if let Some(p) = &ctx.principal {
+            presence.socket_closed(&ctx.socket.id(), &p.user_id);
         }
         done()
     })
