@@ -8,6 +8,7 @@
 #     --features auth,chat,docs,presence,ratelimit,mongodb,redis
 #   cargo build --release -p confab-loadgen
 # Usage: loadgen/bench/idle-heap.sh [sockets, default 2000]
+# DHAT_OUT=file keeps the profile; DHAT_SITES=n lists n allocation sites per crate.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin="$(realpath "${CARGO_TARGET_DIR:-target}")/release"
@@ -22,5 +23,12 @@ CONFAB_AUTH__PASSWORD__ARGON2__MEMORY_KIB=1024 CONFAB_AUTH__PASSWORD__ARGON2__IT
 pid=$!
 until curl -sf "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.5; done
 "$bin/confab-loadgen" --url "http://127.0.0.1:$port" --idle "$n" --idle-users "$n" --hold 2
+# The load generator's sockets close as it exits; stop the server only once they are
+# gone, or the peak lands in its shutdown (closing every socket at once allocates).
+for _ in $(seq 600); do
+    curl -sf "http://127.0.0.1:$port/metrics" | grep -qx 'confab_open_sockets 0' && break
+    sleep 0.5
+done
 kill -INT "$pid" && wait "$pid" || true
-python3 loadgen/bench/dhat_by_crate.py "$work/dhat.json" "$n"
+[ -n "${DHAT_OUT:-}" ] && cp "$work/dhat.json" "$DHAT_OUT"
+python3 loadgen/bench/dhat_by_crate.py "$work/dhat.json" "$n" "${DHAT_SITES:-8}"

@@ -1,6 +1,6 @@
-//! A socket lives as long as its credential. Each socket joins the rooms of the
-//! credential it came with (`credential_rooms`: its token, its session), so revoking one
-//! ends exactly its sockets on every node (`Emitter::end_room`), and a timer ends it when
+//! A socket lives as long as its credential. A revocation ends the sockets of one user
+//! that its credential opened, on every node (`Emitter::end_credential`: each node looks
+//! through that user's room at each socket's principal), and a timer ends a socket when
 //! its token expires (the JWT's `exp` plus the leeway) unless `refresh_token` rebound it
 //! to a newer token first.
 //!
@@ -10,9 +10,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use confab_sdk::auth::{Principal, SharedAuthenticator, credential_rooms, ended};
+use confab_sdk::auth::{Principal, SharedAuthenticator, ended};
 use confab_sdk::deadlines::{Deadline, Deadlines};
-use confab_sdk::live::end;
+use confab_sdk::live::{end, principal_of};
 use futures_util::StreamExt;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
@@ -30,28 +30,20 @@ impl Credential {
         self.principal.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Binds the socket to `principal`: its rooms, its expiry (one of the node's
-    /// `deadlines`, not a task per socket). Leaves the rooms of the credential it replaces.
+    /// Binds the socket to `principal`, whose credential's revocation ends it from now
+    /// on, and sets its expiry (one of the node's `deadlines`, not a task per socket).
     pub fn bind<A: Adapter>(&self, s: &SocketRef<A>, principal: Principal, deadlines: &Deadlines) {
-        let bound = Arc::new(principal.clone());
-        let old = self
-            .principal
+        let expires_at = principal.expires_at();
+        let bound = Arc::new(principal);
+        self.principal
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .replace(bound.clone());
-        if let Some(old) = old {
-            for room in credential_rooms(&old) {
-                s.leave(room);
-            }
-        }
-        for room in credential_rooms(&principal) {
-            s.join(room);
-        }
-        let timer = principal.expires_at.map(|at| {
+        let timer = expires_at.map(|at| {
             let s = s.clone();
             deadlines.schedule(at.saturating_mul(1000), move || {
                 // Unless `refresh_token` rebound the socket as this came due.
-                if super::socket::principal_of(&s).is_none_or(|p| Arc::ptr_eq(&p, &bound)) {
+                if principal_of(&s).is_none_or(|p| Arc::ptr_eq(&p, &bound)) {
                     end(
                         &s,
                         ended::TOKEN_EXPIRED,
@@ -88,12 +80,12 @@ pub async fn recheck<A: Adapter>(io: &SocketIo<A>, auth: &SharedAuthenticator) {
         .for_each_concurrent(RECHECKS_AT_ONCE, |s| {
             let ended = &ended;
             async move {
-                let Some(principal) = super::socket::principal_of(&s) else {
+                let Some(principal) = principal_of(&s) else {
                     return;
                 };
                 match auth.recheck(&principal).await {
                     // Unless `refresh_token` rebound the socket meanwhile.
-                    Ok(Some(code)) if super::socket::principal_of(&s).is_some_and(|p| Arc::ptr_eq(&p, &principal)) => {
+                    Ok(Some(code)) if principal_of(&s).is_some_and(|p| Arc::ptr_eq(&p, &principal)) => {
                         ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         end(
                             &s,

@@ -2,6 +2,7 @@
 //! handshake with the plugins' connect middleware, joins each socket to its user's room,
 //! and dispatches every event to the plugin that registered it.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use confab_sdk::auth::Principal;
 use confab_sdk::deadlines::Deadlines;
 use confab_sdk::error::{ApiError, ErrorCode};
+use confab_sdk::live::{BoundSocket, SocketState};
 use confab_sdk::net::ClientIp;
 use confab_sdk::realtime::{
     Ack, ConnectMiddleware, EventGuard, EventHandler, Handshake, SocketCtx, SocketHook, SocketOps, user_room,
@@ -43,10 +45,9 @@ pub struct SocketHost {
     pub deadlines: Arc<Deadlines>,
 }
 
-/// Per-socket state, kept in the socket's extensions: one allocation per socket.
-#[derive(Clone)]
-struct SocketState(Arc<State>);
-
+/// Per-socket state, kept in the socket's extensions behind the SDK's handle
+/// ([`SocketState`], which lets the cluster backends read the principal): one allocation
+/// per socket.
 struct State {
     /// Who is on the socket, for as long as their credential lives (`lifecycle`).
     credential: Credential,
@@ -57,11 +58,16 @@ struct State {
     deadlines: Arc<Deadlines>,
 }
 
-impl std::ops::Deref for SocketState {
-    type Target = State;
-    fn deref(&self) -> &State {
-        &self.0
+impl BoundSocket for State {
+    fn principal(&self) -> Option<Arc<Principal>> {
+        self.credential.current()
     }
+}
+
+/// The kernel's state of socket `s` (none before its handshake middleware ran).
+fn state<A: Adapter>(s: &SocketRef<A>) -> Option<Arc<State>> {
+    let handle: Arc<dyn Any + Send + Sync> = s.extensions.get::<SocketState>()?.0;
+    handle.downcast::<State>().ok()
 }
 
 /// The ack sender plus whether the client asked for an ack at all (socketioxide does not
@@ -119,21 +125,13 @@ impl<A: Adapter> SocketOps for AdapterSocket<A> {
         let _ = self.0.clone().disconnect();
     }
     fn rebind(&self, principal: Principal) {
-        if let Some(state) = self.0.extensions.get::<SocketState>() {
+        if let Some(state) = state(&self.0) {
             state.credential.bind(&self.0, principal, &state.deadlines);
         }
     }
 }
 
-/// The principal a socket is bound to (none before its handshake completed, or without
-/// a credential).
-pub(crate) fn principal_of<A: Adapter>(s: &SocketRef<A>) -> Option<Arc<Principal>> {
-    s.extensions
-        .get::<SocketState>()
-        .and_then(|state| state.credential.current())
-}
-
-fn ctx<A: Adapter>(s: &SocketRef<A>, state: &SocketState) -> SocketCtx {
+fn ctx<A: Adapter>(s: &SocketRef<A>, state: &State) -> SocketCtx {
     SocketCtx {
         socket: Arc::new(AdapterSocket(s.clone())),
         principal: state.credential.current(),
@@ -163,20 +161,20 @@ pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHo
                     principal = Some(p);
                 }
             }
-            let state = SocketState(Arc::new(State {
+            let state = Arc::new(State {
                 credential: Credential::default(),
                 in_flight: AtomicUsize::new(0),
                 tail: Mutex::default(),
                 deadlines: host.deadlines.clone(),
-            }));
+            });
             // Everything an event needs is set up here, before socketioxide answers the
             // handshake: its connect handler is spawned after the answer, and a client may
             // emit the moment it is connected.
             if let Some(p) = principal {
-                s.join(user_room(&p.user_id));
+                s.join(user_room(p.user_id()));
                 state.credential.bind(&s, p, &host.deadlines);
             }
-            s.extensions.insert(state);
+            s.extensions.insert(SocketState(state));
             register_handlers(&s, &host);
             Ok::<(), Refusal>(())
         }
@@ -185,7 +183,7 @@ pub fn install<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, host: Arc<SocketHo
         let host = host.clone();
         async move {
             host.metrics.live.socket_opened();
-            let Some(state) = s.extensions.get::<SocketState>() else {
+            let Some(state) = state(&s) else {
                 return;
             };
             let c = ctx(&s, &state);
@@ -209,7 +207,7 @@ fn register_handlers<A: Adapter>(s: &SocketRef<A>, host: &Arc<SocketHost>) {
         let host = disconnect_host.clone();
         async move {
             host.metrics.live.socket_closed();
-            if let Some(state) = s.extensions.get::<SocketState>() {
+            if let Some(state) = state(&s) {
                 state.credential.release(&host.deadlines);
                 let c = ctx(&s, &state);
                 for hook in &host.on_disconnect {
@@ -235,7 +233,7 @@ fn dispatch<A: Adapter>(
         Some((_, stats)) => stats.received(),
         None => host.metrics.unknown_event(),
     }
-    let Some(state) = s.extensions.get::<SocketState>() else {
+    let Some(state) = state(&s) else {
         return async {}.boxed();
     };
     let c = ctx(&s, &state);
@@ -334,7 +332,7 @@ fn dispatch<A: Adapter>(
 }
 
 /// One event's slot in its socket's in-flight count, given back on drop.
-struct InFlight(SocketState);
+struct InFlight(Arc<State>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {

@@ -579,6 +579,10 @@ async fn cluster_logout_on_one_node_ends_the_sockets_on_the_other() {
         let acct = register_with_cookie(&c.a, &bare(), &unique("dana")).await;
         let mut on_b = ws(c.b.addr).await;
         assert!(sio_connect(&mut on_b, &acct.token).await.starts_with("40"));
+        // The same user's other login, on the same node: its socket lives on.
+        let other_token = crate::auth::login_token(&c.a, &acct.username).await;
+        let mut other_on_b = ws(c.b.addr).await;
+        assert!(sio_connect(&mut other_on_b, &other_token).await.starts_with("40"));
         let r = bare()
             .post(c.a.url("/auth/logout"))
             .bearer_auth(&acct.token)
@@ -603,6 +607,12 @@ async fn cluster_logout_on_one_node_ends_the_sockets_on_the_other() {
         assert!(
             served.is_none(),
             "{redis:?}: an ended socket is not served (disconnect packet: {disconnected})"
+        );
+        let ack = emit_ack(&mut other_on_b, 8, "sync", json!({"limit": 1})).await;
+        assert_eq!(
+            ack.as_ref().map(|a| a["ok"].clone()),
+            Some(json!(true)),
+            "{redis:?}: the user's other login keeps its socket: {ack:?}"
         );
         c.cleanup().await;
     }

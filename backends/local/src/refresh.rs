@@ -143,7 +143,10 @@ impl RefreshStore for LocalRefreshStore {
             Some(Some(_)) => {
                 f.revoked = true;
                 self.save(id, f).await?;
-                Ok(Rotation::Reused { family: id.to_owned() })
+                Ok(Rotation::Reused {
+                    family: id.to_owned(),
+                    user_id: grant.user_id,
+                })
             }
         }
     }

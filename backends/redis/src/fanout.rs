@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use confab_sdk::async_trait;
-use confab_sdk::auth::ended;
+use confab_sdk::auth::{CredentialId, ended};
 use confab_sdk::realtime::{Emitter, user_room};
 use redis::{AsyncCommands, PushInfo, PushKind, RedisResult, Value as RedisValue};
 use serde_json::Value;
@@ -241,20 +241,23 @@ impl Emitter for RedisEmitter {
         self.relay.publish(user_id, pos, event, data);
     }
 
-    /// `session_ended` through the adapter (every node, this one included), then this
-    /// node's sockets are ended directly, then the adapter disconnects the other nodes'.
-    async fn end_room(&self, room: &str, code: &str, message: &str) {
-        let data = serde_json::json!({"code": code, "message": message});
-        if self.health.is_up()
-            && let Err(e) = self.io.to(room.to_owned()).emit(ended::EVENT, &data).await
-        {
-            tracing::warn!(room, error = %e, "session_ended did not reach every node");
-        }
-        confab_sdk::live::end_local(&self.io, room, code, message);
-        if self.health.is_up()
-            && let Err(e) = self.io.to(room.to_owned()).disconnect().await
-        {
-            tracing::warn!(room, error = %e, "sockets of an ended credential on other nodes were not disconnected");
+    /// This node's sockets are ended directly, the other nodes' through the relay (each
+    /// node looks through the user's room: see `CredentialId`).
+    async fn end_credential(&self, user_id: &str, credential: &CredentialId, code: &str, message: &str) {
+        confab_sdk::live::end_credential_local(&self.io, user_id, credential, code, message);
+        self.relay.publish_end(user_id, credential, code, message).await;
+        // Nodes of an older Confab, in a rolling upgrade, keep their sockets in a room per
+        // credential instead and cannot read the relay's `end`: through the adapter, as
+        // those versions did. Can go once no cluster runs them.
+        if self.health.is_up() {
+            let room = credential.legacy_room();
+            let data = serde_json::json!({"code": code, "message": message});
+            if let Err(e) = self.io.to(room.clone()).emit(ended::EVENT, &data).await {
+                tracing::warn!(room, error = %e, "session_ended did not reach the older nodes");
+            }
+            if let Err(e) = self.io.to(room.clone()).disconnect().await {
+                tracing::warn!(room, error = %e, "sockets of an ended credential on older nodes were not disconnected");
+            }
         }
     }
 

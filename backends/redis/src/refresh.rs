@@ -25,7 +25,7 @@ return 1
 ";
 
 /// KEYS family, token, successor slot, successor token; ARGV successor, grace ms.
-/// -> {'rotated', next, user, username} | {'reused'} | {'invalid'}.
+/// -> {'rotated', next, user, username} | {'reused', user} | {'invalid'}.
 const ROTATE: &str = r"
 local f = redis.call('HMGET', KEYS[1], 'u', 'n', 'revoked')
 if not f[1] or f[3] then return {'invalid'} end
@@ -43,7 +43,7 @@ end
 local next = redis.call('GET', KEYS[3])
 if next then return {'rotated', next, f[1], f[2]} end
 redis.call('HSET', KEYS[1], 'revoked', 1)
-return {'reused'}
+return {'reused', f[1]}
 ";
 
 pub struct RedisRefreshStore {
@@ -110,8 +110,9 @@ impl RefreshStore for RedisRefreshStore {
                     username: name.clone(),
                 },
             },
-            [kind] if kind == "reused" => Rotation::Reused {
+            [kind, user] if kind == "reused" => Rotation::Reused {
                 family: family.to_owned(),
+                user_id: user.clone(),
             },
             _ => Rotation::Invalid,
         })

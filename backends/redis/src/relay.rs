@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use confab_sdk::auth::CredentialId;
 use confab_sdk::realtime::user_room;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -34,7 +35,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::fanout::{BusDriver, SioAdapter};
 use crate::health::RedisHealth;
 use confab_sdk::live::LiveCounters;
-use confab_sdk::live::{StreamGate, resync_local};
+use confab_sdk::live::{StreamGate, end_credential_local, resync_local};
 
 /// Channels the users are spread over (each its own slot on a Redis Cluster).
 const CHANNELS: usize = 16;
@@ -77,6 +78,13 @@ enum Wire {
     },
     /// Close these users' sockets (all when `users` is absent): events for them were lost.
     Resync { users: Option<Vec<String>> },
+    /// End `user`'s sockets that `credential` opened (`Emitter::end_credential`).
+    End {
+        user: String,
+        credential: CredentialId,
+        code: String,
+        message: String,
+    },
 }
 
 /// One event of a batch, as published.
@@ -235,6 +243,34 @@ impl StreamRelay {
         self.unrelayed(std::iter::once(user));
     }
 
+    /// Asks the other nodes to end `user`'s sockets that `credential` opened. When that
+    /// cannot go out, the user is named for a resync instead (as for a lost stream event):
+    /// every node closes the user's sockets, and a reconnect with the ended credential is
+    /// refused at its handshake.
+    pub async fn publish_end(&self, user: &str, credential: &CredentialId, code: &str, message: &str) {
+        if self.health.is_up() {
+            let payload = self.payload(&Wire::End {
+                user: user.to_owned(),
+                credential: credential.clone(),
+                code: code.to_owned(),
+                message: message.to_owned(),
+            });
+            match self
+                .bus
+                .publish(self.channels[self.channel_index(user)].clone(), payload)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => self.health.trouble(&e),
+            }
+        }
+        tracing::warn!(
+            user,
+            "could not ask the other nodes to end a credential's sockets: the user's sockets resync instead"
+        );
+        self.unrelayed(std::iter::once(user));
+    }
+
     fn unrelayed<'a>(&self, users: impl IntoIterator<Item = &'a str>) {
         self.pending.store(true, Ordering::Release);
         let mut u = self.unrelayed.lock().unwrap_or_else(|e| e.into_inner());
@@ -366,6 +402,15 @@ async fn receive(
                     users = users.as_ref().map(Vec::len),
                     "closed sockets at another node's request: fan-out missed events for their users"
                 );
+            }
+            Ok(Wire::End {
+                user,
+                credential,
+                code,
+                message,
+            }) => {
+                let ended = end_credential_local(&io, &user, &credential, &code, &message);
+                tracing::debug!(ended, "ended sockets at another node's request: their credential ended");
             }
             Err(e) => tracing::warn!(error = %e, "stream relay: a message this node cannot read"),
         }

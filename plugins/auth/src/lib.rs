@@ -112,7 +112,7 @@ mod tests {
     impl confab_sdk::realtime::Emitter for NoSockets {
         async fn to_user(&self, _: &str, _: &str, _: &serde_json::Value) {}
         async fn to_room(&self, _: &str, _: &str, _: &serde_json::Value) {}
-        async fn end_room(&self, _: &str, _: &str, _: &str) {}
+        async fn end_credential(&self, _: &str, _: &confab_sdk::auth::CredentialId, _: &str, _: &str) {}
         fn local_sockets(&self) -> usize {
             0
         }

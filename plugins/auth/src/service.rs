@@ -1,6 +1,6 @@
 //! The auth service: accounts, sessions, tokens, and the [`Authenticator`] other plugins use.
 
-use confab_sdk::auth::{Authenticator, Principal, ended, family_room, session_room, token_sockets_room};
+use confab_sdk::auth::{Authenticator, CredentialId, Principal, ended};
 use confab_sdk::clock::SharedClock;
 use confab_sdk::cluster::{Rotation, SessionData, SharedRefreshStore, SharedRevocationStore, SharedSessionStore};
 use confab_sdk::http::{CookieOrigins, bearer_token, cookie};
@@ -264,7 +264,7 @@ impl AuthService {
 
     /// The current user record of an authenticated caller.
     pub async fn me(&self, principal: &Principal) -> Result<PublicUser, ApiError> {
-        match self.users.user_by_id(&principal.user_id).await? {
+        match self.users.user_by_id(principal.user_id()).await? {
             Some(u) => Ok(PublicUser::from(&u)),
             None => Err(ApiError::unauthorized("the account no longer exists")),
         }
@@ -283,25 +283,29 @@ impl AuthService {
                 .await?;
             // Before the family's writes, which may fail: the token is refused already, so
             // its sockets end now (with the family's other sockets, which end next anyway).
-            self.end_sockets(&token_sockets_room(&claims.jti, claims.fam.as_deref()))
+            self.end_sockets(&claims.sub, &CredentialId::token(&claims.jti, claims.fam.as_deref()))
                 .await;
             // The login it came from ends with it: its refresh tokens and their tokens.
             if let Some(family) = &claims.fam {
-                self.revoke_family(family, ended::LOGGED_OUT, "logged out").await?;
+                self.revoke_family(family, &claims.sub, ended::LOGGED_OUT, "logged out")
+                    .await?;
             }
         }
-        if let Some(id) = cookie(headers, &self.cookie.name).filter(|id| is_session_id(id)) {
-            let login = self.sessions.get(id).await?;
-            if let Some((jti, until)) = login.as_ref().and_then(|s| s.token.clone()) {
-                self.revocations.revoke(&jti, until).await?;
-                let family = login.as_ref().and_then(|s| s.family.as_deref());
-                self.end_sockets(&token_sockets_room(&jti, family)).await;
+        if let Some(id) = cookie(headers, &self.cookie.name).filter(|id| is_session_id(id))
+            && let Some(login) = self.sessions.get(id).await?
+        {
+            if let Some((jti, until)) = &login.token {
+                self.revocations.revoke(jti, *until).await?;
+                let credential = CredentialId::token(jti, login.family.as_deref());
+                self.end_sockets(&login.user_id, &credential).await;
             }
-            if let Some(family) = login.and_then(|s| s.family) {
-                self.revoke_family(&family, ended::LOGGED_OUT, "logged out").await?;
+            if let Some(family) = &login.family {
+                self.revoke_family(family, &login.user_id, ended::LOGGED_OUT, "logged out")
+                    .await?;
             }
             self.sessions.delete(id).await?;
-            self.end_sockets(&session_room(id)).await;
+            self.end_sockets(&login.user_id, &CredentialId::Session(id.to_owned()))
+                .await;
         }
         Ok(())
     }
@@ -329,10 +333,11 @@ impl AuthService {
                     user: PublicUser::from(&user),
                 })
             }
-            Rotation::Reused { family } => {
+            Rotation::Reused { family, user_id } => {
                 tracing::warn!(family = %family, "a spent refresh token was presented again: revoking its login");
                 self.revoke_family(
                     &family,
+                    &user_id,
                     ended::REVOKED,
                     "the login was revoked: a refresh token was reused",
                 )
@@ -344,8 +349,8 @@ impl AuthService {
     }
 
     /// Ends a login's refresh family: no more refreshes, its access tokens refused (for as
-    /// long as any of them could live), its sockets ended.
-    async fn revoke_family(&self, family: &str, code: &str, message: &str) -> Result<(), ApiError> {
+    /// long as any of them could live), its sockets (all `user_id`'s) ended.
+    async fn revoke_family(&self, family: &str, user_id: &str, code: &str, message: &str) -> Result<(), ApiError> {
         self.refresh.revoke_family(family).await?;
         let now = self.clock_secs();
         let until = now
@@ -353,7 +358,8 @@ impl AuthService {
             .saturating_add(self.tokens.leeway_secs());
         self.revocations.revoke(&family_revocation(family), until).await?;
         if let Some(emitter) = &self.emitter {
-            emitter.end_room(&family_room(family), code, message).await;
+            let credential = CredentialId::Family(family.to_owned());
+            emitter.end_credential(user_id, &credential, code, message).await;
         }
         Ok(())
     }
@@ -363,9 +369,11 @@ impl AuthService {
     }
 
     /// The sockets a logged-out credential opened end too, on every node.
-    async fn end_sockets(&self, room: &str) {
+    async fn end_sockets(&self, user_id: &str, credential: &CredentialId) {
         if let Some(emitter) = &self.emitter {
-            emitter.end_room(room, ended::LOGGED_OUT, "logged out").await;
+            emitter
+                .end_credential(user_id, credential, ended::LOGGED_OUT, "logged out")
+                .await;
         }
     }
 
@@ -373,10 +381,10 @@ impl AuthService {
     /// valid and of the same user. Answers the new expiry (unix seconds, the JWT's `exp`).
     pub async fn rebind_socket(&self, current: &Principal, token: &str) -> Result<(i64, Principal), ApiError> {
         let next = self.by_token(token).await?;
-        if next.user_id != current.user_id {
+        if next.user_id() != current.user_id() {
             return Err(ApiError::forbidden("the token belongs to another user"));
         }
-        let exp = next.token.as_ref().map_or(0, |(_, exp)| *exp);
+        let exp = next.token().map_or(0, |(_, exp)| exp);
         Ok((exp, next))
     }
 
@@ -388,14 +396,13 @@ impl AuthService {
         if self.revocations.any_revoked(&ids).await? {
             return Err(ApiError::unauthorized(REVOKED));
         }
-        Ok(Principal {
-            user_id: claims.sub,
-            username: claims.username,
-            session_id: None,
-            expires_at: Some(claims.exp.saturating_add(self.tokens.leeway_secs())),
-            token: Some((claims.jti, claims.exp)),
-            family: claims.fam,
-        })
+        Ok(Principal::by_token(
+            &claims.sub,
+            &claims.username,
+            (&claims.jti, claims.exp),
+            claims.exp.saturating_add(self.tokens.leeway_secs()),
+            claims.fam.as_deref(),
+        ))
     }
 
     async fn by_session(&self, id: &str) -> Result<Principal, ApiError> {
@@ -403,14 +410,7 @@ impl AuthService {
             return Err(ApiError::unauthorized(BAD_SESSION));
         }
         match self.sessions.get(id).await? {
-            Some(s) => Ok(Principal {
-                user_id: s.user_id,
-                username: s.username,
-                session_id: Some(id.to_owned()),
-                token: None,
-                expires_at: None,
-                family: None,
-            }),
+            Some(s) => Ok(Principal::by_session(&s.user_id, &s.username, id)),
             None => Err(ApiError::unauthorized(BAD_SESSION)),
         }
     }
@@ -469,14 +469,14 @@ impl Authenticator for AuthService {
     }
 
     async fn recheck(&self, principal: &Principal) -> Result<Option<&'static str>, ApiError> {
-        if let Some(id) = &principal.session_id
+        if let Some(id) = principal.session_id()
             && self.sessions.get(id).await?.is_none()
         {
             return Ok(Some(ended::LOGGED_OUT));
         }
-        if let Some((jti, _)) = &principal.token {
-            let family = principal.family.as_deref().map(family_revocation);
-            let ids: Vec<&str> = std::iter::once(jti.as_str()).chain(family.as_deref()).collect();
+        if let Some((jti, _)) = principal.token() {
+            let family = principal.family().map(family_revocation);
+            let ids: Vec<&str> = std::iter::once(jti).chain(family.as_deref()).collect();
             if self.revocations.any_revoked(&ids).await? {
                 return Ok(Some(ended::REVOKED));
             }
@@ -576,10 +576,10 @@ pub(crate) mod tests {
         assert_ne!(login.session_id, reg.session_id, "a fresh session at every login");
 
         let p = f.svc.authenticate(&bearer(&login.body.token)).await.unwrap();
-        assert_eq!(p.user_id, reg.body.user.id);
-        assert!(p.token.is_some() && p.session_id.is_none());
+        assert_eq!(p.user_id(), reg.body.user.id);
+        assert!(p.token().is_some() && p.session_id().is_none());
         let p = f.svc.authenticate(&with_cookie(&login.session_id)).await.unwrap();
-        assert_eq!(p.session_id.as_deref(), Some(login.session_id.as_str()));
+        assert_eq!(p.session_id(), Some(login.session_id.as_str()));
         assert_eq!(f.svc.me(&p).await.unwrap().username, "alice");
     }
 
@@ -750,7 +750,10 @@ pub(crate) mod tests {
             serde_json::json!({"token": t}),
             serde_json::json!({"token": format!("Bearer {t}")}),
         ] {
-            assert_eq!(f.svc.authenticate_socket(&auth, &none).await.unwrap().username, "frank");
+            assert_eq!(
+                f.svc.authenticate_socket(&auth, &none).await.unwrap().username(),
+                "frank"
+            );
         }
         let empty = serde_json::json!({});
         assert!(f.svc.authenticate_socket(&empty, &bearer(t)).await.is_ok());

@@ -32,7 +32,7 @@ impl Rest {
     async fn caller(&self, req: &Request) -> Result<Principal, ApiError> {
         let principal = self.auth.authenticate(req.headers()).await?;
         let path_user = req.param::<String>("userId").unwrap_or_default();
-        if !path_user.eq_ignore_ascii_case(&principal.user_id) {
+        if !path_user.eq_ignore_ascii_case(principal.user_id()) {
             return Err(ApiError::forbidden("you can only access your own chats"));
         }
         Ok(principal)
@@ -69,7 +69,7 @@ impl Handler for History {
                 after: query(req, "after"),
                 limit: Some(input::limit_param(query(req, "limit"), cfg.page_default, cfg.page_max)? as u64),
             };
-            self.0.chat.history(&me.user_id, page).await
+            self.0.chat.history(me.user_id(), page).await
         }
         .await;
         reply(res, StatusCode::OK, result);
@@ -84,7 +84,7 @@ impl Handler for SendRoute {
         let result = async {
             let me = self.0.caller(req).await?;
             let body = json_body::<SendMessageRequest>(req).await?;
-            let pending = self.0.chat.begin_send(me.user_id, body)?;
+            let pending = self.0.chat.begin_send(me.user_id().to_owned(), body)?;
             // Spawned: a client hanging up must not cancel the delivery of a stored message.
             tokio::spawn(pending.finish()).await.map_err(ApiError::internal)?
         }
@@ -118,7 +118,7 @@ impl Handler for Conversations {
                 .0
                 .chat
                 .messages
-                .conversations(&me.user_id, before.as_deref(), limit + 1)
+                .conversations(me.user_id(), before.as_deref(), limit + 1)
                 .await?;
             let more = list.len() > limit;
             list.truncate(limit);
@@ -144,7 +144,7 @@ impl Handler for Read {
         let result = async {
             let me = self.0.caller(req).await?;
             let body = json_body::<MarkReadRequest>(req).await?;
-            self.0.chat.mark_read(&me.user_id, body).await
+            self.0.chat.mark_read(me.user_id(), body).await
         }
         .await;
         reply(res, StatusCode::OK, result);

@@ -339,7 +339,7 @@ mod tests {
                 .push((user_id.to_owned(), event.to_owned(), data.clone()));
         }
         async fn to_room(&self, _: &str, _: &str, _: &Value) {}
-        async fn end_room(&self, _: &str, _: &str, _: &str) {}
+        async fn end_credential(&self, _: &str, _: &confab_sdk::auth::CredentialId, _: &str, _: &str) {}
         fn local_sockets(&self) -> usize {
             0
         }

@@ -22,7 +22,7 @@ fn done() -> BoxFuture<'static, ()> {
 
 /// The caller and the parsed payload, or the error already reported to the client.
 fn accept<T: DeserializeOwned>(ctx: &SocketCtx, data: Value) -> Result<(String, T), ApiError> {
-    let user = ctx.user()?.user_id.clone();
+    let user = ctx.user()?.user_id().to_owned();
     Ok((user, from_value(data)?))
 }
 

@@ -284,7 +284,7 @@ mod tests {
         async fn to_room(&self, room: &str, _: &str, data: &Value) {
             lock(&self.0).push((room.to_owned(), data.clone()));
         }
-        async fn end_room(&self, _: &str, _: &str, _: &str) {}
+        async fn end_credential(&self, _: &str, _: &confab_sdk::auth::CredentialId, _: &str, _: &str) {}
         fn local_sockets(&self) -> usize {
             0
         }

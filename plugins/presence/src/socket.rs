@@ -21,7 +21,7 @@ fn done() -> BoxFuture<'static, ()> {
 pub(crate) fn on_connect(presence: Arc<Presence>) -> SocketHook {
     Arc::new(move |ctx: SocketCtx| {
         if let Some(p) = &ctx.principal {
-            presence.socket_opened(&ctx.socket.id(), &p.user_id);
+            presence.socket_opened(&ctx.socket.id(), p.user_id());
         }
         done()
     })
@@ -32,7 +32,7 @@ pub(crate) fn on_disconnect(presence: Arc<Presence>) -> SocketHook {
         // Sockets without a principal were never counted (see `on_connect`). A socket's
         // principal may be rebound, but only to the same user (`refresh_token`).
         if let Some(p) = &ctx.principal {
-            presence.socket_closed(&ctx.socket.id(), &p.user_id);
+            presence.socket_closed(&ctx.socket.id(), p.user_id());
         }
         done()
     })

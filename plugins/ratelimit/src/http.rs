@@ -88,7 +88,11 @@ impl Handler for Hoop {
                 KeyKind::User => {
                     if user.is_none() {
                         user = Some(match limiter.auth.get() {
-                            Some(auth) => auth.authenticate(req.headers()).await.ok().map(|p| p.user_id),
+                            Some(auth) => auth
+                                .authenticate(req.headers())
+                                .await
+                                .ok()
+                                .map(|p| p.user_id().to_owned()),
                             None => None,
                         });
                     }

@@ -39,7 +39,7 @@ pub(crate) fn guard(limiter: Arc<Limiter>) -> EventGuard {
     Arc::new(move |ctx: &SocketCtx, event: &str| {
         let idxs = limiter.events.get(event)?;
         // Unauthenticated sockets exist only without the auth plugin: nobody to count.
-        let user = ctx.principal.as_ref()?.user_id.clone();
+        let user = ctx.principal.as_ref()?.user_id().to_owned();
         let (limiter, idxs, ctx) = (limiter.clone(), idxs.clone(), ctx.clone());
         Some(
             async move {

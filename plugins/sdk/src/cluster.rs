@@ -64,8 +64,8 @@ pub enum Rotation {
     Rotated { next: String, grant: RefreshGrant },
     /// Presented again after the grace: a stolen token is being replayed, or the client
     /// lost its successor. The whole family is revoked now; the caller ends what it
-    /// issued from it.
-    Reused { family: String },
+    /// issued from it (`user_id`'s).
+    Reused { family: String, user_id: String },
     /// Unknown, malformed, expired, or of a revoked family.
     Invalid,
 }

@@ -8,7 +8,7 @@ use salvo::http::HeaderMap;
 use serde_json::Value;
 
 use crate::async_trait;
-use crate::auth::Principal;
+use crate::auth::{CredentialId, Principal};
 use crate::error::ApiError;
 
 /// The room every socket of a user joins; emits to a user go through it, so they reach
@@ -126,9 +126,10 @@ pub trait Emitter: Send + Sync + 'static {
         let _ = pos;
         self.to_user(user_id, event, data).await
     }
-    /// Ends every socket in `room`, on every node: `session_ended {code, message}` first,
-    /// then the socket is closed, at the transport where it cannot take a packet.
-    async fn end_room(&self, room: &str, code: &str, message: &str);
+    /// Ends every socket of `user_id` opened with `credential`, on every node:
+    /// `session_ended {code, message}` first, then the socket is closed, at the transport
+    /// where it cannot take a packet.
+    async fn end_credential(&self, user_id: &str, credential: &CredentialId, code: &str, message: &str);
     /// How many sockets are open on this node.
     fn local_sockets(&self) -> usize;
 }

@@ -100,7 +100,8 @@ pub async fn refresh_store(store: &dyn RefreshStore, other: Option<&dyn RefreshS
     assert_eq!(
         store.rotate(&first, 1).await.unwrap(),
         Rotation::Reused {
-            family: grant.family.clone()
+            family: grant.family.clone(),
+            user_id: grant.user_id.clone(),
         }
     );
     assert_eq!(

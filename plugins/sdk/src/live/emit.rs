@@ -10,9 +10,10 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::SocketRef;
 
+use super::bound::principal_of;
 use super::cut::cut;
 use super::{LiveCounters, StreamGate};
-use crate::auth::ended;
+use crate::auth::{CredentialId, ended};
 use crate::realtime::{Emitter, user_room};
 
 /// A stream event to each of `user_id`'s sockets on this node, one by one: a socket whose
@@ -52,11 +53,23 @@ pub fn resync_local<A: Adapter>(io: &SocketIo<A>, metrics: &LiveCounters, user_i
     closed
 }
 
-/// Ends this node's sockets in `room` (see [`end`]).
-pub fn end_local<A: Adapter>(io: &SocketIo<A>, room: &str, code: &str, message: &str) {
-    for s in io.local().to(room.to_owned()).sockets() {
-        end(&s, code, message);
+/// Ends this node's sockets of `user_id` that `credential` opened (see [`end`]); returns
+/// how many.
+pub fn end_credential_local<A: Adapter>(
+    io: &SocketIo<A>,
+    user_id: &str,
+    credential: &CredentialId,
+    code: &str,
+    message: &str,
+) -> usize {
+    let mut ended = 0;
+    for s in io.local().to(user_room(user_id)).sockets() {
+        if principal_of(&s).is_some_and(|p| credential.opened(&p)) {
+            end(&s, code, message);
+            ended += 1;
+        }
     }
+    ended
 }
 
 /// Sends `session_ended` and disconnects the socket. A socket whose outgoing buffer is
@@ -66,7 +79,7 @@ pub fn end<A: Adapter>(s: &SocketRef<A>, code: &str, message: &str) {
     use socketioxide::{SendError, SocketError};
     let told = match s.emit(ended::EVENT, &json!({"code": code, "message": message})) {
         Ok(()) => true,
-        // Already ended (a logout ends a socket through its token's and its login's rooms):
+        // Already ended (a logout ends a socket for its token and again for its login):
         // its packets are on their way, and cutting now could drop them.
         Err(SendError::Socket(SocketError::Closed)) => return,
         Err(_) => false,
@@ -138,8 +151,8 @@ impl<A: Adapter> Emitter for AdapterEmitter<A> {
     async fn stream_to_user(&self, user_id: &str, pos: u64, event: &str, data: &Value) {
         self.gate.admit(user_id, pos, event, data);
     }
-    async fn end_room(&self, room: &str, code: &str, message: &str) {
-        end_local(&self.io, room, code, message);
+    async fn end_credential(&self, user_id: &str, credential: &CredentialId, code: &str, message: &str) {
+        end_credential_local(&self.io, user_id, credential, code, message);
     }
     fn local_sockets(&self) -> usize {
         self.metrics.open_sockets().max(0) as usize

@@ -4,6 +4,7 @@
 //! event ([`emit`]), closing a socket's transport ([`cut`]), and the counters the kernel's
 //! `/metrics` shows for them ([`LiveCounters`]).
 
+pub mod bound;
 pub mod cut;
 pub mod emit;
 pub mod gate;
@@ -21,8 +22,9 @@ use crate::health::HealthCheck;
 use crate::ratelimit::SharedRateLimitStore;
 use crate::realtime::SharedEmitter;
 
+pub use bound::{BoundSocket, SocketState, principal_of};
 pub use cut::{Cuttable, Registered, TransportCut, TransportLink, Transports, cut};
-pub use emit::{AdapterEmitter, Ending, end, end_local, is_ending, resync_local, stream_local};
+pub use emit::{AdapterEmitter, Ending, end, end_credential_local, is_ending, resync_local, stream_local};
 pub use gate::{HOLD, StreamGate, StreamSink};
 
 /// What became of a stream event that came out of position order.
