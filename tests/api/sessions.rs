@@ -84,6 +84,27 @@ async fn logout_ends_the_sockets_of_what_it_ends_and_no_others() {
 }
 
 #[tokio::test]
+async fn a_logout_ends_the_sockets_of_its_cookies_session_even_once_that_expired() {
+    let opts = StartOptions::new(CHEAP).env("CONFAB_AUTH__SESSION__IDLE_SECS", "1");
+    let s = Server::start_with(opts).await;
+    let acc = register(&s, &bare(), &unique("gone")).await;
+    let mut by_cookie = ws_with(s.addr, &[("cookie", &acc.cookie)]).await;
+    assert!(sio_connect_bare(&mut by_cookie).await.starts_with("40"));
+    // Each look at the session renews it: look less often than it idles out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        if me_by_cookie(&s, &acc.cookie).await == 401 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the session never expired");
+    }
+    // The session is gone but its socket is not; the logout passes by the token.
+    logout(&s, &acc, Some(&acc.token)).await;
+    assert_ended(&mut by_cookie, "logged_out", Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
 async fn an_expiring_token_ends_its_socket_unless_refreshed_in_time() {
     let opts = StartOptions::new(CHEAP)
         .env("CONFAB_AUTH__JWT__TTL_SECS", "4")

@@ -273,7 +273,7 @@ impl AuthService {
     /// Ends what the request presented: the Bearer token is revoked until it would have
     /// expired, the cookie's session is deleted. Refused if nothing valid was presented.
     pub async fn logout(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        self.authenticate(headers).await?;
+        let caller = self.authenticate(headers).await?;
         if let Some(token) = bearer_token(headers)
             && let Ok(claims) = self.tokens.verify(token)
         {
@@ -291,21 +291,24 @@ impl AuthService {
                     .await?;
             }
         }
-        if let Some(id) = cookie(headers, &self.cookie.name).filter(|id| is_session_id(id))
-            && let Some(login) = self.sessions.get(id).await?
-        {
-            if let Some((jti, until)) = &login.token {
-                self.revocations.revoke(jti, *until).await?;
-                let credential = CredentialId::token(jti, login.family.as_deref());
-                self.end_sockets(&login.user_id, &credential).await;
-            }
-            if let Some(family) = &login.family {
-                self.revoke_family(family, &login.user_id, ended::LOGGED_OUT, "logged out")
-                    .await?;
+        if let Some(id) = cookie(headers, &self.cookie.name).filter(|id| is_session_id(id)) {
+            let login = self.sessions.get(id).await?;
+            if let Some(login) = &login {
+                if let Some((jti, until)) = &login.token {
+                    self.revocations.revoke(jti, *until).await?;
+                    let credential = CredentialId::token(jti, login.family.as_deref());
+                    self.end_sockets(&login.user_id, &credential).await;
+                }
+                if let Some(family) = &login.family {
+                    self.revoke_family(family, &login.user_id, ended::LOGGED_OUT, "logged out")
+                        .await?;
+                }
             }
             self.sessions.delete(id).await?;
-            self.end_sockets(&login.user_id, &CredentialId::Session(id.to_owned()))
-                .await;
+            // A session already gone (expired; the request passed by its Bearer token) may
+            // still have sockets: they are the caller's if any.
+            let user_id = login.as_ref().map_or(caller.user_id(), |l| l.user_id.as_str());
+            self.end_sockets(user_id, &CredentialId::Session(id.to_owned())).await;
         }
         Ok(())
     }
