@@ -120,6 +120,7 @@ pub fn is_outage(e: &RedisError) -> bool {
         ErrorKind::Server(ServerErrorKind::ResponseError)
             | ErrorKind::Server(ServerErrorKind::NoScript)
             | ErrorKind::Server(ServerErrorKind::NoPerm)
+            | ErrorKind::Server(ServerErrorKind::CrossSlot)
             | ErrorKind::UnexpectedReturnType
             | ErrorKind::Parse
             | ErrorKind::InvalidClientConfig

@@ -2,12 +2,13 @@
 //! ratelimit_store`). The arithmetic is `confab_sdk::ratelimit::gcra` and the quota count,
 //! run for all of one request's rules in one Lua script, on Redis's clock, so nodes agree.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use confab_sdk::async_trait;
 use confab_sdk::ratelimit::{Check, Decision, Limit, RateLimitStore, quota_decision};
 use confab_sdk::storage::{StorageError, StorageResult};
-use redis::Script;
+use redis::{ErrorKind, Script, ServerErrorKind};
 use tokio::sync::{Notify, oneshot};
 
 use crate::RedisCluster;
@@ -124,8 +125,13 @@ struct Waiting {
 struct Batcher {
     cluster: Arc<RedisCluster>,
     script: Script,
+    /// `CHECKS`, for requests made one by one.
+    single: Script,
     queue: Mutex<Vec<Waiting>>,
     wake: Arc<Notify>,
+    /// Set when Redis refused a batch for keys in different slots (a Redis in cluster
+    /// mode behind a single `url`): from then on every request is its own call.
+    alone: AtomicBool,
 }
 
 /// Counters in Redis, shared by every node: `<prefix>{c:<who>}:rl:<rule>` holds a bucket's
@@ -164,8 +170,10 @@ impl RedisRateLimitStore {
             let b = Arc::new(Batcher {
                 cluster: cluster.clone(),
                 script: Script::new(BATCH),
+                single: Script::new(CHECKS),
                 queue: Mutex::new(Vec::new()),
                 wake: Arc::new(Notify::new()),
+                alone: AtomicBool::new(false),
             });
             tokio::spawn(run_batches(Arc::downgrade(&b), b.wake.clone()));
             b
@@ -206,16 +214,16 @@ impl RedisRateLimitStore {
         }
         request
     }
+}
 
-    /// One script call for this request alone.
-    async fn call_alone(&self, request: Request) -> StorageResult<Vec<u64>> {
-        let mut call = self.script.prepare_invoke();
-        for (key, (kind, x, y)) in request.keys.iter().zip(&request.args) {
-            call.key(key).arg(*kind).arg(*x).arg(*y);
-        }
-        let mut conn = self.cluster.conn();
-        self.cluster.run(call.invoke_async(&mut conn)).await
+/// One `CHECKS` call for `request` alone.
+async fn call_alone(cluster: &RedisCluster, script: &Script, request: &Request) -> StorageResult<Vec<u64>> {
+    let mut call = script.prepare_invoke();
+    for (key, (kind, x, y)) in request.keys.iter().zip(&request.args) {
+        call.key(key).arg(*kind).arg(*x).arg(*y);
     }
+    let mut conn = cluster.conn();
+    cluster.run(call.invoke_async(&mut conn)).await
 }
 
 /// Takes what queued and makes one script call of it, round after round, until the store
@@ -226,7 +234,8 @@ async fn run_batches(batcher: Weak<Batcher>, wake: Arc<Notify>) {
         let taken = {
             let mut queue = b.queue.lock().unwrap_or_else(|e| e.into_inner());
             let n = queue.len().min(MAX_BATCH);
-            queue.drain(..n).collect::<Vec<_>>()
+            // A caller that gave up waiting is not counted.
+            queue.drain(..n).filter(|w| !w.reply.is_closed()).collect::<Vec<_>>()
         };
         if taken.is_empty() {
             drop(b);
@@ -240,7 +249,33 @@ async fn run_batches(batcher: Weak<Batcher>, wake: Arc<Notify>) {
 }
 
 impl Batcher {
+    /// Queues `request` for the next batch and waits for its answer, for no longer than
+    /// one command may take (a slow Redis must not hold sends up for a queue's worth of
+    /// batches: the limiter admits what it cannot check).
+    async fn check(&self, request: Request) -> StorageResult<Vec<u64>> {
+        let (reply, answer) = oneshot::channel();
+        let was_empty = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.push(Waiting { request, reply });
+            queue.len() == 1
+        };
+        if was_empty {
+            self.wake.notify_one();
+        }
+        match tokio::time::timeout(self.cluster.timeout, answer).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(_)) => Err(StorageError::Closed),
+            Err(_) => Err(StorageError::Busy),
+        }
+    }
+
     async fn call(&self, taken: Vec<Waiting>) {
+        if self.alone.load(Ordering::Relaxed) {
+            for w in taken {
+                let _ = w.reply.send(call_alone(&self.cluster, &self.single, &w.request).await);
+            }
+            return;
+        }
         let mut call = self.script.prepare_invoke();
         call.arg(taken.len());
         for w in &taken {
@@ -252,9 +287,27 @@ impl Batcher {
             }
         }
         let mut conn = self.cluster.conn();
-        let answer: StorageResult<Vec<u64>> = self.cluster.run(call.invoke_async(&mut conn)).await;
+        let mut cross_slot = false;
+        let answer: StorageResult<Vec<u64>> = self
+            .cluster
+            .run(async {
+                let out = call.invoke_async(&mut conn).await;
+                cross_slot = out
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot));
+                out
+            })
+            .await;
         let mut out = match answer {
             Ok(out) => out.into_iter(),
+            Err(e) if cross_slot => {
+                tracing::warn!(error = %e, "redis refused a batch of rate-limit checks across slots: checking each request alone from now on");
+                self.alone.store(true, Ordering::Relaxed);
+                for w in taken {
+                    let _ = w.reply.send(call_alone(&self.cluster, &self.single, &w.request).await);
+                }
+                return;
+            }
             Err(e) => {
                 for w in taken {
                     let _ = w.reply.send(Err(e.clone()));
@@ -275,19 +328,8 @@ impl RateLimitStore for RedisRateLimitStore {
     async fn check(&self, who: &str, checks: &[Check<'_>]) -> StorageResult<Vec<Decision>> {
         let request = self.request(who, checks);
         let out = match &self.batcher {
-            None => self.call_alone(request).await?,
-            Some(b) => {
-                let (reply, answer) = oneshot::channel();
-                let was_empty = {
-                    let mut queue = b.queue.lock().unwrap_or_else(|e| e.into_inner());
-                    queue.push(Waiting { request, reply });
-                    queue.len() == 1
-                };
-                if was_empty {
-                    b.wake.notify_one();
-                }
-                answer.await.map_err(|_| StorageError::Closed)??
-            }
+            Some(b) if !b.alone.load(Ordering::Relaxed) => b.check(request).await?,
+            _ => call_alone(&self.cluster, &self.script, &request).await?,
         };
         let decisions = out.chunks_exact(4).zip(checks).map(|(v, check)| match check.limit {
             Limit::Rate(rate) => Decision {
@@ -310,6 +352,8 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use std::io::Write;
+
     use confab_contract::cluster as contract;
     use confab_sdk::futures_util::FutureExt;
 
@@ -327,8 +371,9 @@ mod tests {
         }
     }
 
-    /// Many requests at once, of several clients and with a rule that refuses first:
-    /// batched into few script calls on a single Redis, each client's count stays its own.
+    /// Many requests at once, of several clients, with one, two and three rules each:
+    /// batched into one script call on a single Redis, each request is counted on its
+    /// own and stops at its own first refusal.
     #[tokio::test]
     async fn concurrent_requests_of_many_clients_are_counted_each_on_its_own() {
         use confab_sdk::futures_util::future::join_all;
@@ -336,48 +381,124 @@ mod tests {
         for config in testing::configs(30) {
             let cluster = testing::cluster(&config).await;
             let store = RedisRateLimitStore::new(cluster.clone());
-            let rate = Limit::Rate(Rate {
-                emission_us: 60_000_000,
-                burst: 5,
-            });
-            let quota = |limit| Limit::Quota {
-                window: 1,
-                limit,
-                reset_after_ms: 60_000,
+            let rate = Check {
+                rule: "per_min",
+                limit: Limit::Rate(Rate {
+                    emission_us: 60_000_000,
+                    burst: 5,
+                }),
             };
-            let checks = [
-                Check {
-                    rule: "per_day",
-                    limit: quota(3),
+            let quota = |rule, limit| Check {
+                rule,
+                limit: Limit::Quota {
+                    window: 1,
+                    limit,
+                    reset_after_ms: 60_000,
                 },
-                Check {
-                    rule: "per_min",
-                    limit: rate,
-                },
+            };
+            // Per shape: its checks, and how many of ten requests pass them all.
+            let shapes: [(&str, Vec<Check>, usize); 3] = [
+                ("two", vec![quota("per_day", 3), rate], 3),
+                ("one", vec![rate], 5),
+                // The rate admits five, the first quota three, the second two.
+                ("three", vec![rate, quota("per_day", 3), quota("per_hour", 2)], 2),
             ];
             let calls = (0..60).map(|i| {
-                let who = format!("client-{}", i % 6);
+                let (shape, checks, _) = &shapes[i % 3];
+                let who = format!("{shape}-{}", (i / 3) % 2);
                 let store = &store;
-                let checks = &checks;
-                async move { (who.clone(), store.check(&who, checks).await.expect("check")) }
+                async move { (i % 3, who.clone(), store.check(&who, checks).await.expect("check")) }
             });
             let mut admitted = std::collections::HashMap::<String, usize>::new();
-            for (who, decisions) in join_all(calls).await {
-                assert!(!decisions.is_empty() && decisions.len() <= 2, "{decisions:?}");
-                if decisions.iter().all(|d| d.allowed) {
-                    assert_eq!(decisions.len(), 2);
+            for (shape, who, decisions) in join_all(calls).await {
+                let checks = &shapes[shape].1;
+                assert!(
+                    !decisions.is_empty() && decisions.len() <= checks.len(),
+                    "{who}: {decisions:?}"
+                );
+                let (last, before) = decisions.split_last().unwrap();
+                assert!(
+                    before.iter().all(|d| d.allowed),
+                    "{who}: it stops at the refusal: {decisions:?}"
+                );
+                if last.allowed {
+                    assert_eq!(decisions.len(), checks.len(), "{who}: {decisions:?}");
                     *admitted.entry(who).or_default() += 1;
-                } else {
-                    assert!(!decisions.last().unwrap().allowed, "it stops at the refusal");
+                } else if decisions.len() == 1 && shape != 0 {
+                    assert!(last.retry_after_ms > 0, "{who}: a refused rate says when: {last:?}");
                 }
             }
-            // The quota (3) refuses first; each client's refused requests are not counted
-            // against its rate, so a later request still finds 2 of the 5 left.
-            assert_eq!(admitted.len(), 6, "{admitted:?}");
-            assert!(admitted.values().all(|&n| n == 3), "{admitted:?}");
-            let after = store.check("client-0", &checks[1..]).await.unwrap();
+            for (shape, _, want) in &shapes {
+                for n in 0..2 {
+                    let who = format!("{shape}-{n}");
+                    assert_eq!(admitted.get(&who), Some(want), "{who}: {admitted:?}");
+                }
+            }
+            // A refusal by the first rule leaves the later ones uncounted: the rate of
+            // "two-0" took three requests, so two are left.
+            let after = store.check("two-0", &[rate]).await.unwrap();
             assert_eq!((after[0].allowed, after[0].remaining), (true, 1), "{after:?}");
             testing::delete_prefix(&cluster).await;
+        }
+    }
+
+    /// A Redis in cluster mode reached through `url` refuses a batch whose keys are in
+    /// several slots (CROSSSLOT): the store then checks each request alone, and the
+    /// requests of that batch still get their answers.
+    #[tokio::test]
+    async fn a_cluster_node_behind_a_single_url_gets_requests_one_by_one() {
+        let Ok(urls) = std::env::var(testing::CLUSTER_VAR) else {
+            let _ = writeln!(std::io::stderr(), "skipped: set {}", testing::CLUSTER_VAR);
+            return;
+        };
+        let config = crate::RedisConfig {
+            url: urls.split(',').next().unwrap().to_owned(),
+            ..testing::configs(30).remove(0)
+        };
+        let cluster = testing::cluster(&config).await;
+        let store = RedisRateLimitStore::new(cluster.clone());
+        let rate = Check {
+            rule: "per_min",
+            limit: Limit::Rate(confab_sdk::ratelimit::Rate {
+                emission_us: 60_000_000,
+                burst: 5,
+            }),
+        };
+        // Two clients whose counters this node serves (others answer MOVED), in two slots.
+        let mut conn = cluster.conn();
+        let mut served = Vec::new();
+        for i in 0..200 {
+            let who = format!("client-{i}");
+            let key = cluster.key(&format!("{{c:{who}}}:rl:per_min"));
+            let here: redis::RedisResult<i64> = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await;
+            let slot: i64 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if here.is_ok() && served.iter().all(|(_, s)| *s != slot) {
+                served.push((who, slot));
+            }
+            if served.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(served.len(), 2, "this node serves some slots");
+        let checks = [rate];
+        let (a, b) =
+            confab_sdk::futures_util::join!(store.check(&served[0].0, &checks), store.check(&served[1].0, &checks));
+        for d in [a, b] {
+            let d = d.expect("answered after the refused batch");
+            assert!(d[0].allowed && d[0].remaining == 4, "{d:?}");
+        }
+        assert!(store.batcher.as_ref().unwrap().alone.load(Ordering::Relaxed));
+        let again = store.check(&served[0].0, &checks).await.unwrap();
+        assert_eq!(again[0].remaining, 3, "{again:?}");
+        // One key a command: this connection cannot delete across slots.
+        for (who, _) in &served {
+            let key = cluster.key(&format!("{{c:{who}}}:rl:per_min"));
+            let _: i64 = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
         }
     }
 }
