@@ -17,51 +17,15 @@ use crate::RedisCluster;
 /// still finds its count.
 const QUOTA_SLACK_MS: u64 = 60_000;
 
-/// KEYS one counter per check; ARGV three per check: `r`, emission interval (µs), burst
-/// for a GCRA rate, or `q`, limit, expiry (ms) for a quota. Checks in order and stops
-/// after the first refusal. Returns four numbers per check made: allowed, then remaining,
-/// retry after µs, reset after µs (a rate) or the count (a quota). Times are Redis's
-/// (`TIME`): nodes need not agree.
+/// The checks of one or more requests (several only on a single Redis, where any keys may
+/// share a script). KEYS every request's counters, request after request; ARGV the number
+/// of requests, then each request's number of checks, then three per check: `r`,
+/// emission interval (µs), burst for a GCRA rate, or `q`, limit, expiry (ms) for a quota.
+/// Each request's checks run in order and stop after its first refusal. Returns, per
+/// request, the number of checks made, then four numbers per check made: allowed, then
+/// remaining, retry after µs, reset after µs (a rate) or the count (a quota). Times are
+/// Redis's (`TIME`): nodes need not agree.
 const CHECKS: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local out = {}
-local function put(a, b, c, d)
-  out[#out + 1] = a; out[#out + 1] = b; out[#out + 1] = c; out[#out + 1] = d
-end
-for i, key in ipairs(KEYS) do
-  local x, y = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
-  if ARGV[3 * i - 2] == 'r' then
-    local window = x * y
-    local tat = tonumber(redis.call('GET', key)) or now
-    if tat < now then tat = now end
-    local new = tat + x
-    if new - now > window then
-      put(0, 0, new - now - window, tat - now)
-      return out
-    end
-    redis.call('SET', key, string.format('%.0f', new), 'PX', math.max(1, math.ceil((new - now) / 1000)))
-    put(1, math.floor((window - (new - now)) / x), 0, new - now)
-  else
-    local n = tonumber(redis.call('GET', key) or '0')
-    if n >= x then
-      put(0, n, 0, 0)
-      return out
-    end
-    n = redis.call('INCR', key)
-    if n == 1 then redis.call('PEXPIRE', key, y) end
-    put(1, n, 0, 0)
-  end
-end
-return out
-";
-
-/// `CHECKS` for several requests at once (on a single Redis, where any keys may share a
-/// script): KEYS every request's counters, request after request; ARGV the number of
-/// requests, then each request's number of checks, then three per check as in `CHECKS`.
-/// Each request stops after its own first refusal. Returns, per request, the number of
-/// checks made, then four numbers per check made.
-const BATCH: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
@@ -125,8 +89,6 @@ struct Waiting {
 struct Batcher {
     cluster: Arc<RedisCluster>,
     script: Script,
-    /// `CHECKS`, for requests made one by one.
-    single: Script,
     queue: Mutex<Vec<Waiting>>,
     wake: Arc<Notify>,
     /// Set when Redis refused a batch for keys in different slots (a Redis in cluster
@@ -169,8 +131,7 @@ impl RedisRateLimitStore {
         let batcher = (!cluster.conn().is_cluster()).then(|| {
             let b = Arc::new(Batcher {
                 cluster: cluster.clone(),
-                script: Script::new(BATCH),
-                single: Script::new(CHECKS),
+                script: Script::new(CHECKS),
                 queue: Mutex::new(Vec::new()),
                 wake: Arc::new(Notify::new()),
                 alone: AtomicBool::new(false),
@@ -219,11 +180,14 @@ impl RedisRateLimitStore {
 /// One `CHECKS` call for `request` alone.
 async fn call_alone(cluster: &RedisCluster, script: &Script, request: &Request) -> StorageResult<Vec<u64>> {
     let mut call = script.prepare_invoke();
+    call.arg(1).arg(request.keys.len());
     for (key, (kind, x, y)) in request.keys.iter().zip(&request.args) {
         call.key(key).arg(*kind).arg(*x).arg(*y);
     }
     let mut conn = cluster.conn();
-    cluster.run(call.invoke_async(&mut conn)).await
+    let out: Vec<u64> = cluster.run(call.invoke_async(&mut conn)).await?;
+    // The first number is how many checks were made.
+    Ok(out.into_iter().skip(1).collect())
 }
 
 /// Takes what queued and makes one script call of it, round after round, until the store
@@ -272,7 +236,7 @@ impl Batcher {
     async fn call(&self, taken: Vec<Waiting>) {
         if self.alone.load(Ordering::Relaxed) {
             for w in taken {
-                let _ = w.reply.send(call_alone(&self.cluster, &self.single, &w.request).await);
+                let _ = w.reply.send(call_alone(&self.cluster, &self.script, &w.request).await);
             }
             return;
         }
@@ -304,7 +268,7 @@ impl Batcher {
                 tracing::warn!(error = %e, "redis refused a batch of rate-limit checks across slots: checking each request alone from now on");
                 self.alone.store(true, Ordering::Relaxed);
                 for w in taken {
-                    let _ = w.reply.send(call_alone(&self.cluster, &self.single, &w.request).await);
+                    let _ = w.reply.send(call_alone(&self.cluster, &self.script, &w.request).await);
                 }
                 return;
             }
