@@ -3,7 +3,7 @@
 //! run for all of one request's rules in one Lua script, on Redis's clock, so nodes agree.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use confab_sdk::async_trait;
 use confab_sdk::ratelimit::{Check, Decision, Limit, RateLimitStore, quota_decision};
@@ -86,14 +86,17 @@ struct Waiting {
 }
 
 /// What the store and its batching task share.
-struct Batcher {
+struct Shared {
     cluster: Arc<RedisCluster>,
     script: Script,
     queue: Mutex<Vec<Waiting>>,
-    wake: Arc<Notify>,
-    /// Set when Redis refused a batch for keys in different slots (a Redis in cluster
-    /// mode behind a single `url`): from then on every request is its own call.
+    wake: Notify,
+    /// Every request is its own call: on a Redis Cluster from the start, and once Redis
+    /// refused a batch for keys in different slots (a Redis in cluster mode behind a
+    /// single `url`).
     alone: AtomicBool,
+    /// The store is gone: the batching task stops.
+    closed: AtomicBool,
 }
 
 /// Counters in Redis, shared by every node: `<prefix>{c:<who>}:rl:<rule>` holds a bucket's
@@ -109,41 +112,31 @@ struct Batcher {
 /// so a busy node makes one call for many sends and a quiet one still one per send. A
 /// Redis Cluster keeps one call per request (its keys are in the client's slot).
 pub struct RedisRateLimitStore {
-    cluster: Arc<RedisCluster>,
-    script: Script,
-    /// None on a Redis Cluster.
-    batcher: Option<Arc<Batcher>>,
+    shared: Arc<Shared>,
 }
 
 impl Drop for RedisRateLimitStore {
     fn drop(&mut self) {
-        // The batching task waits on this; let it see the store is gone.
-        if let Some(b) = self.batcher.take() {
-            let wake = b.wake.clone();
-            drop(b);
-            wake.notify_one();
-        }
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
     }
 }
 
 impl RedisRateLimitStore {
     pub fn new(cluster: Arc<RedisCluster>) -> Self {
-        let batcher = (!cluster.conn().is_cluster()).then(|| {
-            let b = Arc::new(Batcher {
-                cluster: cluster.clone(),
-                script: Script::new(CHECKS),
-                queue: Mutex::new(Vec::new()),
-                wake: Arc::new(Notify::new()),
-                alone: AtomicBool::new(false),
-            });
-            tokio::spawn(run_batches(Arc::downgrade(&b), b.wake.clone()));
-            b
-        });
-        RedisRateLimitStore {
+        let is_cluster = cluster.conn().is_cluster();
+        let shared = Arc::new(Shared {
             cluster,
             script: Script::new(CHECKS),
-            batcher,
+            queue: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            alone: AtomicBool::new(is_cluster),
+            closed: AtomicBool::new(false),
+        });
+        if !is_cluster {
+            tokio::spawn(run_batches(shared.clone()));
         }
+        RedisRateLimitStore { shared }
     }
 
     fn request(&self, who: &str, checks: &[Check<'_>]) -> Request {
@@ -156,7 +149,7 @@ impl RedisRateLimitStore {
                 Limit::Rate(rate) => {
                     request
                         .keys
-                        .push(self.cluster.key(&format!("{{c:{who}}}:rl:{}", check.rule)));
+                        .push(self.shared.cluster.key(&format!("{{c:{who}}}:rl:{}", check.rule)));
                     request.args.push(("r", rate.emission_us, u64::from(rate.burst)));
                 }
                 Limit::Quota {
@@ -164,9 +157,11 @@ impl RedisRateLimitStore {
                     limit,
                     reset_after_ms,
                 } => {
-                    request
-                        .keys
-                        .push(self.cluster.key(&format!("{{c:{who}}}:quota:{window}:{}", check.rule)));
+                    request.keys.push(
+                        self.shared
+                            .cluster
+                            .key(&format!("{{c:{who}}}:quota:{window}:{}", check.rule)),
+                    );
                     request
                         .args
                         .push(("q", limit, reset_after_ms.saturating_add(QUOTA_SLACK_MS)));
@@ -177,42 +172,47 @@ impl RedisRateLimitStore {
     }
 }
 
-/// One `CHECKS` call for `request` alone.
-async fn call_alone(cluster: &RedisCluster, script: &Script, request: &Request) -> StorageResult<Vec<u64>> {
-    let mut call = script.prepare_invoke();
-    call.arg(1).arg(request.keys.len());
-    for (key, (kind, x, y)) in request.keys.iter().zip(&request.args) {
-        call.key(key).arg(*kind).arg(*x).arg(*y);
-    }
-    let mut conn = cluster.conn();
-    let out: Vec<u64> = cluster.run(call.invoke_async(&mut conn)).await?;
-    // The first number is how many checks were made.
-    Ok(out.into_iter().skip(1).collect())
-}
-
 /// Takes what queued and makes one script call of it, round after round, until the store
 /// is gone.
-async fn run_batches(batcher: Weak<Batcher>, wake: Arc<Notify>) {
-    loop {
-        let Some(b) = batcher.upgrade() else { return };
+async fn run_batches(shared: Arc<Shared>) {
+    while !shared.closed.load(Ordering::Acquire) {
         let taken = {
-            let mut queue = b.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
             let n = queue.len().min(MAX_BATCH);
             // A caller that gave up waiting is not counted.
             queue.drain(..n).filter(|w| !w.reply.is_closed()).collect::<Vec<_>>()
         };
         if taken.is_empty() {
-            drop(b);
             // What queued since the take is not missed: `notify_one` keeps a permit for
             // the next wait.
-            wake.notified().await;
+            shared.wake.notified().await;
             continue;
         }
-        b.call(taken).await;
+        shared.call(taken).await;
     }
 }
 
-impl Batcher {
+impl Shared {
+    /// One `CHECKS` call for `request` alone.
+    async fn call_alone(&self, request: &Request) -> StorageResult<Vec<u64>> {
+        let mut call = self.script.prepare_invoke();
+        call.arg(1).arg(request.keys.len());
+        for (key, (kind, x, y)) in request.keys.iter().zip(&request.args) {
+            call.key(key).arg(*kind).arg(*x).arg(*y);
+        }
+        let mut conn = self.cluster.conn();
+        let mut out: Vec<u64> = self.cluster.run(call.invoke_async(&mut conn)).await?;
+        // The first number is how many checks were made.
+        out.drain(..1.min(out.len()));
+        Ok(out)
+    }
+
+    async fn answer_alone(&self, taken: Vec<Waiting>) {
+        for w in taken {
+            let _ = w.reply.send(self.call_alone(&w.request).await);
+        }
+    }
+
     /// Queues `request` for the next batch and waits for its answer, for no longer than
     /// one command may take (a slow Redis must not hold sends up for a queue's worth of
     /// batches: the limiter admits what it cannot check).
@@ -235,10 +235,7 @@ impl Batcher {
 
     async fn call(&self, taken: Vec<Waiting>) {
         if self.alone.load(Ordering::Relaxed) {
-            for w in taken {
-                let _ = w.reply.send(call_alone(&self.cluster, &self.script, &w.request).await);
-            }
-            return;
+            return self.answer_alone(taken).await;
         }
         let mut call = self.script.prepare_invoke();
         call.arg(taken.len());
@@ -267,10 +264,7 @@ impl Batcher {
             Err(e) if cross_slot => {
                 tracing::warn!(error = %e, "redis refused a batch of rate-limit checks across slots: checking each request alone from now on");
                 self.alone.store(true, Ordering::Relaxed);
-                for w in taken {
-                    let _ = w.reply.send(call_alone(&self.cluster, &self.script, &w.request).await);
-                }
-                return;
+                return self.answer_alone(taken).await;
             }
             Err(e) => {
                 for w in taken {
@@ -291,9 +285,11 @@ impl Batcher {
 impl RateLimitStore for RedisRateLimitStore {
     async fn check(&self, who: &str, checks: &[Check<'_>]) -> StorageResult<Vec<Decision>> {
         let request = self.request(who, checks);
-        let out = match &self.batcher {
-            Some(b) if !b.alone.load(Ordering::Relaxed) => b.check(request).await?,
-            _ => call_alone(&self.cluster, &self.script, &request).await?,
+        let shared = &self.shared;
+        let out = if shared.alone.load(Ordering::Relaxed) {
+            shared.call_alone(&request).await?
+        } else {
+            shared.check(request).await?
         };
         let decisions = out.chunks_exact(4).zip(checks).map(|(v, check)| match check.limit {
             Limit::Rate(rate) => Decision {
@@ -456,7 +452,7 @@ mod tests {
             let d = d.expect("answered after the refused batch");
             assert!(d[0].allowed && d[0].remaining == 4, "{d:?}");
         }
-        assert!(store.batcher.as_ref().unwrap().alone.load(Ordering::Relaxed));
+        assert!(store.shared.alone.load(Ordering::Relaxed));
         let again = store.check(&served[0].0, &checks).await.unwrap();
         assert_eq!(again[0].remaining, 3, "{again:?}");
         // One key a command: this connection cannot delete across slots.

@@ -282,13 +282,12 @@ impl AuthService {
                 .revoke(&claims.jti, claims.exp.saturating_add(self.tokens.leeway_secs()))
                 .await?;
             // Before the family's writes, which may fail: the token is refused already, so
-            // its sockets end now (with the family's other sockets, which end next anyway).
+            // its sockets end now, with its login's (`CredentialId::token`).
             self.end_sockets(&claims.sub, &CredentialId::token(&claims.jti, claims.fam.as_deref()))
                 .await;
             // The login it came from ends with it: its refresh tokens and their tokens.
             if let Some(family) = &claims.fam {
-                self.revoke_family(family, &claims.sub, ended::LOGGED_OUT, "logged out")
-                    .await?;
+                self.revoke_family_records(family).await?;
             }
         }
         if let Some(id) = cookie(headers, &self.cookie.name).filter(|id| is_session_id(id)) {
@@ -299,9 +298,14 @@ impl AuthService {
                     let credential = CredentialId::token(jti, login.family.as_deref());
                     self.end_sockets(&login.user_id, &credential).await;
                 }
-                if let Some(family) = &login.family {
-                    self.revoke_family(family, &login.user_id, ended::LOGGED_OUT, "logged out")
-                        .await?;
+                match (&login.family, &login.token) {
+                    // Its sockets ended with the token's, just above.
+                    (Some(family), Some(_)) => self.revoke_family_records(family).await?,
+                    (Some(family), None) => {
+                        self.revoke_family(family, &login.user_id, ended::LOGGED_OUT, "logged out")
+                            .await?
+                    }
+                    (None, _) => {}
                 }
             }
             self.sessions.delete(id).await?;
@@ -354,16 +358,22 @@ impl AuthService {
     /// Ends a login's refresh family: no more refreshes, its access tokens refused (for as
     /// long as any of them could live), its sockets (all `user_id`'s) ended.
     async fn revoke_family(&self, family: &str, user_id: &str, code: &str, message: &str) -> Result<(), ApiError> {
-        self.refresh.revoke_family(family).await?;
-        let now = self.clock_secs();
-        let until = now
-            .saturating_add(self.tokens.ttl_secs())
-            .saturating_add(self.tokens.leeway_secs());
-        self.revocations.revoke(&family_revocation(family), until).await?;
+        self.revoke_family_records(family).await?;
         if let Some(emitter) = &self.emitter {
             let credential = CredentialId::Family(family.to_owned());
             emitter.end_credential(user_id, &credential, code, message).await;
         }
+        Ok(())
+    }
+
+    /// The writes of [`Self::revoke_family`], for a caller that ended its sockets already.
+    async fn revoke_family_records(&self, family: &str) -> Result<(), ApiError> {
+        self.refresh.revoke_family(family).await?;
+        let until = self
+            .clock_secs()
+            .saturating_add(self.tokens.ttl_secs())
+            .saturating_add(self.tokens.leeway_secs());
+        self.revocations.revoke(&family_revocation(family), until).await?;
         Ok(())
     }
 
