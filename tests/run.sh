@@ -25,6 +25,9 @@ bin="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/confab"
 echo "end-to-end tests on MongoDB"
 (cd tests/e2e && CONFAB_BIN="$bin" CONFAB_TEST_STORAGE=mongodb npm test)
 tests/docs/validate.sh "$bin"
+# The bounded load benchmark: the load generator against Confab and confab-floor.
+cargo build -p confab-loadgen
+tests/bench-smoke.sh "$(realpath "${CARGO_TARGET_DIR:-target}")"
 # The compose file, where a compose implementation is installed (the tests need none).
 if docker compose version >/dev/null 2>&1; then
     JWT_SECRET=check docker compose config --quiet

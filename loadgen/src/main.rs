@@ -148,8 +148,9 @@ async fn main() {
     );
     if args.idle > 0 {
         idle(&args, &http, &run).await;
-    } else {
-        send(&args, &http, &run).await;
+    } else if !send(&args, &http, &run).await {
+        // A bench run that lost, repeated or misordered anything is not a figure.
+        std::process::exit(1);
     }
 }
 
@@ -234,7 +235,10 @@ impl StreamCheck {
     }
 }
 
-async fn send(args: &Args, http: &reqwest::Client, run: &str) {
+/// Runs the senders and receivers and prints the report; true when the run was clean: no
+/// failed send, nothing missing, repeated or out of order, no socket closed by the
+/// server, and (with `--verify`) every acked message stored.
+async fn send(args: &Args, http: &reqwest::Client, run: &str) -> bool {
     let n = args.pairs;
     println!("registering {} users", 2 * n);
     let users = register_many(http, &args.url, &format!("lg{run}_"), 2 * n).await;
@@ -475,6 +479,11 @@ async fn send(args: &Args, http: &reqwest::Client, run: &str) {
             }
         );
     }
+    let clean = errors == 0 && missing == 0 && dups == 0 && stored_ok && streams.clean();
+    if !clean {
+        println!("result: NOT CLEAN (errors, missing, duplicates, gaps, closed sockets or unstored messages above)");
+    }
+    clean
 }
 
 /// The receivers' streams over the whole run.
@@ -496,6 +505,10 @@ impl StreamTotals {
         self.behind += r.stream.behind;
         self.unpositioned += r.stream.unpositioned;
         self.closed += r.closed as u64;
+    }
+
+    fn clean(&self) -> bool {
+        self.gaps == 0 && self.behind == 0 && self.unpositioned == 0 && self.closed == 0
     }
 
     fn print(&mut self) {
