@@ -7,38 +7,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$1/debug"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "bench smoke: nothing listens on $1" >&2
-    return 1
-}
-dir="$(mktemp -d)"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
+source tests/services.sh
+trap stop_services EXIT
+# The server must not see a developer's settings.
+while IFS='=' read -r name _; do
+    case "$name" in CONFAB_*) unset "$name" ;; esac
+done < <(env)
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-cp -r config "$dir/"
+cp -r config "$services_dir/"
 port="$(free_port)"
-(cd "$dir" && CONFAB_LOG__LEVEL=warn CONFAB_SERVER__PORT="$port" \
-    exec "$bin/confab" serve --config config/examples/bench-ratelimit.toml) > "$dir/confab.log" 2>&1 &
-pids+=($!)
-wait_port "$port"
+(cd "$services_dir" && CONFAB_LOG__LEVEL=warn CONFAB_SERVER__PORT="$port" \
+    exec "$bin/confab" serve --config config/examples/bench-ratelimit.toml) > "$services_dir/confab.log" 2>&1 &
+service_pids+=($!)
+wait_for "confab on $port" listening "$port"
 echo "bench smoke: Confab flat out"
-"$bin/confab-loadgen" --url "http://127.0.0.1:$port" --pairs 10 --duration 2 --server-pid "${pids[0]}"
+"$bin/confab-loadgen" --url "http://127.0.0.1:$port" --pairs 10 --duration 2 --server-pid "${service_pids[0]}"
 echo "bench smoke: Confab at 500 msg/s"
 "$bin/confab-loadgen" --url "http://127.0.0.1:$port" --pairs 20 --duration 2 --rate 500
 
 fport="$(free_port)"
-"$bin/confab-floor" "$fport" 1 > "$dir/floor.log" 2>&1 &
-pids+=($!)
-wait_port "$fport"
+"$bin/confab-floor" "$fport" 1 > "$services_dir/floor.log" 2>&1 &
+service_pids+=($!)
+wait_for "confab-floor on $fport" listening "$fport"
 echo "bench smoke: confab-floor flat out"
 "$bin/confab-loadgen" --url "http://127.0.0.1:$fport" --pairs 10 --duration 2 --verify false
